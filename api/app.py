@@ -1,0 +1,47 @@
+"""The Flask app factory. No app exists until `create_app` is called."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_smorest import Api
+
+from shared.settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    import redis
+
+    from api import codelogs, coderuns, codes, endpoints, health
+    from api.context import ApiContext
+    from api.errors import register_error_handlers
+    from shared.celery_app import make_celery
+    from shared.db import Database
+    from shared.rate_limit import CodeRateLimiter
+
+    settings = settings or load_settings()
+    app = Flask("codeactions")
+    app.config.update(
+        API_TITLE="Code Actions",
+        API_VERSION="1.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        MAX_CONTENT_LENGTH=settings.request_body_max_bytes + settings.source_max_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["codeactions"] = ApiContext(
+        settings=settings,
+        db=Database(settings),
+        redis=redis.Redis.from_url(settings.redis, socket_timeout=5, health_check_interval=30),
+        celery=make_celery(settings),
+        limiter=CodeRateLimiter(
+            settings.redis, settings.code_limiter_max_requests, settings.code_limiter_window
+        ),
+    )
+    api = Api(app)
+    for module in (health, codes, coderuns, codelogs, endpoints):
+        api.register_blueprint(module.blp)
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,41 @@
+"""`/coderun`: read runs."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from flask_smorest import Blueprint
+
+from api.context import ctx
+from api.schemas import CodeRunListQuerySchema, CodeRunSchema
+from shared.errors import NotFound
+from shared.ids import parse_id
+from shared.stores import code_store, run_store
+
+blp = Blueprint("coderuns", __name__, description="Runs of code actions")
+
+
+@blp.route("/coderun/<run_id>", methods=["GET"])
+@blp.response(200, CodeRunSchema)
+def get_run(run_id: str):
+    with ctx().db.session() as session:
+        run = run_store.get(session, parse_id(run_id, "run id"))
+        if run is None:
+            raise NotFound("run not found")
+        return run
+
+
+@blp.route("/coderun", methods=["GET"])
+@blp.arguments(CodeRunListQuerySchema, location="query")
+@blp.response(200, CodeRunSchema(many=True))
+def list_runs(query: dict):
+    with ctx().db.session() as session:
+        code = code_store.get(session, parse_id(query["code_id"], "code_id"))
+        if code is None:
+            raise NotFound("code not found")
+        # The seed's datetimes carry no zone: they are UTC.
+        after, before = (
+            value.replace(tzinfo=UTC) if value else None
+            for value in (query.get("after"), query.get("before"))
+        )
+        return run_store.list_for_code(session, code.id, after, before)

@@ -1,0 +1,26 @@
+"""What the API's handlers share: settings and connections, made once per app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from flask import current_app
+
+from shared.db import Database
+from shared.rate_limit import CodeRateLimiter
+from shared.settings import Settings
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    db: Database
+    redis: redis.Redis
+    celery: Celery
+    limiter: CodeRateLimiter
+
+
+def ctx() -> ApiContext:
+    return current_app.extensions["codeactions"]

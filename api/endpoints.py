@@ -1,0 +1,102 @@
+"""Running code over HTTP: the public endpoints and the token-guarded `/run`."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Response, jsonify, request
+from flask_smorest import Blueprint
+
+from api.context import ctx
+from api.errors import error_response
+from api.schemas import RunNowSchema
+from api.sync_run import run_and_wait
+from shared.errors import NotFound
+from shared.ids import parse_id
+from shared.models import Code
+from shared.models.coderun import FAILED
+from shared.stores import code_store
+
+blp = Blueprint("endpoints", __name__, description="Run code actions")
+
+ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+CONTENT_TYPES = {
+    "json": "application/json; charset=UTF-8",
+    "html": "text/html; charset=UTF-8",
+    "text": "text/plain; charset=UTF-8",
+}
+TIMEOUT_MESSAGE = "timeout: request context timeout limit exceeded"
+
+
+def _endpoint_code(code_id: str) -> Code:
+    with ctx().db.session() as session:
+        code = code_store.get(session, parse_id(code_id, "code id"))
+    if code is None or code.type != "endpoint":
+        raise NotFound("code not found")
+    return code
+
+
+def _rate_limited(code: Code):  # noqa: ANN202
+    decision = ctx().limiter.hit(str(code.id))
+    if decision.allowed:
+        return None
+    response, status = error_response(429, "rate limit exceeded for this code")
+    response.headers["Retry-After"] = str(decision.retry_after)
+    return response, status
+
+
+def _run_endpoint(code_id: str, as_text: bool):  # noqa: ANN202
+    c = ctx()
+    code = _endpoint_code(code_id)
+    limited = _rate_limited(code)
+    if limited:
+        return limited
+    outcome = run_and_wait(c, code)
+    run = outcome.run
+    if outcome.timed_out:
+        return error_response(408, TIMEOUT_MESSAGE, run_id=str(run.id))
+    if run.status == FAILED:
+        return error_response(
+            500, "action execution failed", run_id=str(run.id), error=run.result or None
+        )
+    extra = run.extra or {}
+    content_type = "text" if as_text else extra.get("content_type", "text")
+    return Response(
+        run.result,
+        status=int(extra.get("status_code", 200)),
+        content_type=CONTENT_TYPES.get(content_type, CONTENT_TYPES["text"]),
+    )
+
+
+@blp.route("/action/endpoint/<code_id>", methods=ANY_METHOD)
+@blp.doc(summary="Run an endpoint code; its result is the response")
+def action_endpoint(code_id: str):
+    return _run_endpoint(code_id, as_text=False)
+
+
+@blp.route("/endpoint/<code_id>", methods=ANY_METHOD)
+@blp.doc(summary="Run an endpoint code; its result as plain text")
+def endpoint(code_id: str):
+    return _run_endpoint(code_id, as_text=True)
+
+
+@blp.route("/run/<code_id>", methods=["POST"])
+@blp.response(200, RunNowSchema)
+@blp.doc(summary="Run any code now and wait for the run (static token when configured)")
+def run_now(code_id: str):
+    c = ctx()
+    token = c.settings.auth_token
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Token {token}".encode()):
+            response = jsonify({"message": "invalid or missing token"})
+            response.status_code = 401
+            return response
+    with c.db.session() as session:
+        code = code_store.get(session, parse_id(code_id, "code id"))
+    if code is None:
+        raise NotFound("code not found")
+    outcome = run_and_wait(c, code)
+    if outcome.timed_out:
+        return error_response(408, TIMEOUT_MESSAGE, run_id=str(outcome.run.id))
+    return {"code_id": str(code.id), "result": outcome.run}

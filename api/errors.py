@@ -1,0 +1,53 @@
+"""Every error leaves the API as JSON with a human-readable `message`."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from shared.errors import ServiceError
+from shared.ids import InvalidId
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str, **extra: object):  # noqa: ANN201
+    body = {"message": message, **{k: v for k, v in extra.items() if v is not None}}
+    return jsonify(body), status
+
+
+def _validation_message(err: HTTPException) -> tuple[str, str | None]:
+    """flask-smorest's 422 carries {location: {field: [errors]}}: name the first field."""
+    messages = getattr(err, "data", {}).get("messages", {}) if hasattr(err, "data") else {}
+    for location in messages.values():
+        if isinstance(location, dict):
+            for name, problems in location.items():
+                problem = problems[0] if isinstance(problems, list) and problems else problems
+                return f"{name}: {problem}", name
+    return "invalid request", None
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ServiceError)
+    def _service_error(err: ServiceError):  # noqa: ANN202
+        return error_response(err.status, err.message, field=err.field)
+
+    @app.errorhandler(InvalidId)
+    def _invalid_id(err: InvalidId):  # noqa: ANN202
+        return error_response(400, str(err))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException):  # noqa: ANN202
+        if err.code == 422:
+            message, field = _validation_message(err)
+            return error_response(400, message, field=field)
+        if err.code == 413:
+            return error_response(413, "request body is too large")
+        return error_response(err.code or 500, err.description or err.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception):  # noqa: ANN202
+        log.exception("unhandled error")
+        return error_response(500, "internal error")

@@ -1,0 +1,79 @@
+"""Liveness (`/`, `/healthz`: cheap) and dependency health (`/health`: cached)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from flask_smorest import Blueprint
+
+from api.context import ApiContext, ctx
+
+blp = Blueprint("health", __name__, description="Health")
+
+_cache: dict[str, Any] = {"at": 0.0, "body": None}
+_cache_lock = threading.Lock()
+
+
+@blp.route("/", methods=["GET"])
+def root():
+    return {"status": "ok", "service": "codeactions"}
+
+
+@blp.route("/healthz", methods=["GET"])
+def healthz():
+    return {"status": "ok"}
+
+
+def _timed(check) -> dict[str, Any]:  # noqa: ANN001
+    started = time.perf_counter()
+    try:
+        check()
+        status, error = "up", None
+    except Exception as exc:
+        status, error = "down", str(exc)[:300]
+    result: dict[str, Any] = {
+        "status": status,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+    if error:
+        result["error"] = error
+    return result
+
+
+def _check_all(c: ApiContext) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    def database() -> None:
+        with c.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def broker() -> None:
+        with c.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+
+    def s3() -> None:
+        from shared.log_archive import LogArchive
+
+        if c.settings.s3_enabled:
+            LogArchive(c.settings).ping()
+
+    checks = {"database": database, "redis": c.redis.ping, "broker": broker, "s3": s3}
+    return {name: _timed(check) for name, check in checks.items()}
+
+
+@blp.route("/health", methods=["GET"])
+def health():
+    c = ctx()
+    with _cache_lock:
+        if _cache["body"] is None or time.monotonic() - _cache["at"] > (
+            c.settings.health_check_cache_time
+        ):
+            deps = _check_all(c)
+            healthy = all(dep["status"] == "up" for dep in deps.values())
+            _cache["body"] = ({"status": "healthy" if healthy else "unhealthy", **deps},
+                              200 if healthy else 503)
+            _cache["at"] = time.monotonic()
+        body, status = _cache["body"]
+    return body, status

@@ -1,0 +1,106 @@
+"""Request and response shapes (marshmallow), which also make the OpenAPI document."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from shared.models.code import CODE_TYPES, TIMEOUT_MAX, TIMEOUT_MIN
+from shared.models.codelog import LOG_TYPES
+from shared.models.coderun import RUN_STATUSES
+from shared.settings import LANGUAGES
+
+
+class CodeSchema(Schema):
+    id = fields.UUID()
+    mongo_object_id = fields.String(allow_none=True)
+    name = fields.String()
+    type = fields.String(validate=validate.OneOf(CODE_TYPES))
+    source = fields.String()
+    language = fields.String(validate=validate.OneOf(LANGUAGES))
+    url = fields.String(allow_none=True)
+    project_uuid = fields.UUID()
+    timeout = fields.Integer()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class CodeCreateQuerySchema(Schema):
+    """Query parameters of `POST /code`; the raw request body is the source."""
+
+    name = fields.String(metadata={"description": "display name, ≤255 characters"})
+    language = fields.String(metadata={"description": ", ".join(LANGUAGES)})
+    type = fields.String(metadata={"description": ", ".join(CODE_TYPES)})
+    project_uuid = fields.String()
+    timeout = fields.Integer(
+        metadata={"description": f"seconds, {TIMEOUT_MIN}–{TIMEOUT_MAX}, default 60"}
+    )
+    url = fields.String()
+
+
+class CodeCreateJsonSchema(CodeCreateQuerySchema):
+    source = fields.String()
+
+
+class CodeListQuerySchema(Schema):
+    project_uuid = fields.UUID(required=True)
+    code_type = fields.String(validate=validate.OneOf(CODE_TYPES))
+
+
+class CodeRunSchema(Schema):
+    id = fields.UUID()
+    mongo_object_id = fields.String(allow_none=True)
+    code_id = fields.UUID()
+    code_mongo_id = fields.String(allow_none=True)
+    status = fields.String(validate=validate.OneOf(RUN_STATUSES))
+    result = fields.String()
+    extra = fields.Dict()
+    params = fields.Dict()
+    body = fields.String()
+    headers = fields.Dict()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    worker = fields.String(allow_none=True)
+    container_id = fields.String(allow_none=True)
+    exit_reason = fields.String(allow_none=True)
+
+
+class CodeRunListQuerySchema(Schema):
+    code_id = fields.String(required=True)
+    after = fields.NaiveDateTime(format="%Y-%m-%dT%H:%M:%S")
+    before = fields.NaiveDateTime(format="%Y-%m-%dT%H:%M:%S")
+
+
+class RunNowSchema(Schema):
+    code_id = fields.String()
+    result = fields.Nested(CodeRunSchema)
+
+
+class CodeLogSchema(Schema):
+    id = fields.UUID()
+    mongo_object_id = fields.String(allow_none=True)
+    run_id = fields.UUID()
+    code_id = fields.UUID()
+    type = fields.String(validate=validate.OneOf(LOG_TYPES))
+    content = fields.String()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class CodeLogListQuerySchema(Schema):
+    run_id = fields.String()
+    code_id = fields.String()
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+
+
+class CodeLogPageSchema(Schema):
+    data = fields.List(fields.Nested(CodeLogSchema))
+    total = fields.Integer()
+    page = fields.Integer()
+    last_page = fields.Integer()
+
+
+class ErrorSchema(Schema):
+    message = fields.String()
+    field = fields.String()

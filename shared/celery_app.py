@@ -1,0 +1,36 @@
+"""Where the Celery app and the rest of the platform meet: one factory, used by both sides.
+
+The API only sends tasks by name; the worker registers them (worker/tasks.py).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from shared.settings import LANGUAGES, Settings
+from shared.tasks import run_queue
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("codeactions", broker=settings.celery_broker_url)
+    app.conf.update(
+        # At-least-once delivery: ack after the task body ran, requeue when a worker dies,
+        # and take one message at a time so a busy worker never hoards runs.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_queues=[Queue(run_queue(lang), routing_key=run_queue(lang)) for lang in LANGUAGES],
+        task_default_queue=run_queue("python"),
+        task_create_missing_queues=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"confirm_publish": True},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    app.conf.codeactions_settings = settings
+    return app

@@ -1,0 +1,108 @@
+"""`make run`: the whole platform on this machine, in the foreground, Ctrl-C stops it all.
+
+Each dependency comes from the environment when configured (SPEC.md names) and is otherwise
+embedded: PostgreSQL and Redis from PyPI packages that ship the real servers, RabbitMQ from
+Debian, moto as the S3 server, the local Docker engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shared.settings import PREFIX, load_settings
+
+log = logging.getLogger("codeactions.local")
+
+# Which env var points each embedded service at an external one instead.
+EXTERNAL = {
+    "postgres": PREFIX + "DB_URI",
+    "redis": PREFIX + "REDIS",
+    "rabbitmq": PREFIX + "RABBITMQ_URL",
+    "s3": PREFIX + "S3_ENDPOINT",
+}
+
+
+def local_environment(urls: dict[str, str], base: dict[str, str]) -> dict[str, str]:
+    """Environment for the platform's processes: what the operator set wins."""
+    env = dict(base)
+    for service, var in EXTERNAL.items():
+        if not env.get(var) and urls.get(service):
+            env[var] = urls[service]
+    if env.get(PREFIX + "S3_ENDPOINT") == urls.get("s3"):
+        # moto accepts any key; these are not secrets, and never reach a sandbox.
+        env.setdefault(PREFIX + "S3_ACCESS_KEY_ID", "local")
+        env.setdefault(PREFIX + "S3_SECRET_ACCESS_KEY", "local")
+    return env
+
+
+def start_services(state_dir: Path, base_port: int, base_env: dict[str, str]):  # noqa: ANN201
+    """Start the embedded services that the environment does not replace."""
+    from shared.local_services import LocalStack
+
+    external = {name: base_env[var] for name, var in EXTERNAL.items() if base_env.get(var)}
+    stack = LocalStack(state_dir, base_port, overrides=external)
+    stack.start()
+    return stack
+
+
+def stack_urls(stack) -> dict[str, str]:  # noqa: ANN001 - LocalStack
+    return {service: getattr(stack.urls, service) for service in EXTERNAL}
+
+
+def _run_step(argv: list[str], env: dict[str, str]) -> None:
+    from shared.cli import REPO_ROOT
+
+    subprocess.run([sys.executable, "-m", "shared.cli", *argv], env=env, cwd=REPO_ROOT,
+                   check=True)
+
+
+def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) -> int:
+    from shared.cli import spawn_child, stop_children
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = load_settings()
+    stopping = False
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+    print("codeactions: starting local services …", flush=True)
+    stack = start_services(state_dir.absolute(), base_port, dict(os.environ))
+    children: list[subprocess.Popen] = []
+    try:
+        env = local_environment(stack_urls(stack), dict(os.environ))
+        env.setdefault(PREFIX + "STATE_DIR", str(state_dir.absolute()))
+        _run_step(["migrate"], env)
+        _run_step(["images", *sum((["--language", lang] for lang in languages), [])], env)
+        children.append(spawn_child(["api"], env))
+        for language in languages:
+            children.append(spawn_child(["worker", "--language", language], env))
+        print(
+            f"\ncodeactions: API on http://{settings.host}:{settings.port}  "
+            f"(docs: /docs, OpenAPI: /openapi.json)\n"
+            f"codeactions: workers for {', '.join(languages)}; Ctrl-C stops everything\n",
+            flush=True,
+        )
+        while not stopping:
+            for child in children:
+                if child.poll() is not None:
+                    print(f"codeactions: a child exited ({child.args[3:]}); stopping",
+                          file=sys.stderr)
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        print("codeactions: stopping …", flush=True)
+        stop_children(children)
+        stack.stop()
+        print("codeactions: stopped", flush=True)
+    return 0

@@ -1,0 +1,32 @@
+"""A stored code action (table `codes`)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import CheckConstraint, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.models.base import Base, Timestamps, UuidPk
+
+CODE_TYPES = ("flow", "endpoint")
+TIMEOUT_DEFAULT, TIMEOUT_MIN, TIMEOUT_MAX = 60, 5, 300
+
+
+class Code(UuidPk, Timestamps, Base):
+    __tablename__ = "codes"
+    __table_args__ = (
+        CheckConstraint("type IN ('flow', 'endpoint')", name="type"),
+        CheckConstraint("language IN ('python', 'go', 'javascript')", name="language"),
+        CheckConstraint(f"timeout BETWEEN {TIMEOUT_MIN} AND {TIMEOUT_MAX}", name="timeout"),
+        Index("ix_codes_project_uuid_type", "project_uuid", "type"),
+    )
+
+    mongo_object_id: Mapped[str | None] = mapped_column(Text, unique=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    type: Mapped[str] = mapped_column(String(16), nullable=False)
+    source: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    language: Mapped[str] = mapped_column(String(16), nullable=False)
+    url: Mapped[str | None] = mapped_column(String(512))
+    project_uuid: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    timeout: Mapped[int] = mapped_column(Integer, nullable=False, default=TIMEOUT_DEFAULT)

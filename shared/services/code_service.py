@@ -1,0 +1,129 @@
+"""Create, update and delete code actions, with the seed's validation rules."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from shared.db import Database
+from shared.errors import InvalidInput, NotFound
+from shared.ids import EntityId
+from shared.models import Code
+from shared.models.code import CODE_TYPES, TIMEOUT_DEFAULT, TIMEOUT_MAX, TIMEOUT_MIN
+from shared.settings import LANGUAGES, Settings
+from shared.stores import code_store
+
+
+@dataclass
+class CodeInput:
+    name: str | None = None
+    language: str | None = None
+    type: str | None = None
+    project_uuid: str | None = None
+    source: str | None = None
+    timeout: int | str | None = None
+    url: str | None = None
+
+
+def _check_source(settings: Settings, source: str) -> None:
+    if len(source.encode()) >= settings.source_max_bytes:
+        raise InvalidInput("source code is too big", field="source")
+    for term in settings.blacklist_terms:  # plain substring match, as the seed did
+        if term in source:
+            raise InvalidInput("source code contains blacklisted term", field="source")
+
+
+def _check_type(value: str | None) -> str:
+    if value not in CODE_TYPES:
+        raise InvalidInput(f"type must be one of {', '.join(CODE_TYPES)}, got {value!r}", "type")
+    return value
+
+
+def _check_name(value: str | None) -> str:
+    if not value or not value.strip():
+        raise InvalidInput("name is required", field="name")
+    if len(value) > 255:
+        raise InvalidInput("name must be at most 255 characters", field="name")
+    return value
+
+
+def _check_timeout(value: int | str | None) -> int:
+    if value is None or value == "":
+        return TIMEOUT_DEFAULT
+    try:
+        timeout = int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"timeout must be an integer, got {value!r}", "timeout") from None
+    if not TIMEOUT_MIN <= timeout <= TIMEOUT_MAX:
+        raise InvalidInput(
+            f"timeout must be between {TIMEOUT_MIN} and {TIMEOUT_MAX} seconds, got {timeout}",
+            field="timeout",
+        )
+    return timeout
+
+
+def _check_url(value: str | None) -> str | None:
+    if value is not None and len(value) > 512:
+        raise InvalidInput("url must be at most 512 characters", field="url")
+    return value or None
+
+
+def parse_project_uuid(value: str | None) -> uuid.UUID:
+    if not value:
+        raise InvalidInput("project_uuid is required", field="project_uuid")
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidInput(f"project_uuid must be a UUID, got {value!r}", "project_uuid") from None
+
+
+def create(db: Database, settings: Settings, data: CodeInput) -> Code:
+    if data.language not in LANGUAGES:
+        raise InvalidInput(
+            f"language must be one of {', '.join(LANGUAGES)}, got {data.language!r}", "language"
+        )
+    code = Code(
+        name=_check_name(data.name),
+        type=_check_type(data.type),
+        language=data.language,
+        project_uuid=parse_project_uuid(data.project_uuid),
+        timeout=_check_timeout(data.timeout),
+        url=_check_url(data.url),
+        source=data.source or "",
+    )
+    _check_source(settings, code.source)
+    with db.session() as session:
+        code_store.add(session, code)
+        session.commit()
+    return code
+
+
+def update(db: Database, settings: Settings, code_id: EntityId, data: CodeInput) -> Code:
+    """Change only what was given; an empty source keeps the stored one (seed behaviour)."""
+    with db.session() as session:
+        code = code_store.get(session, code_id)
+        if code is None:
+            raise NotFound("code not found")
+        if data.name is not None:
+            code.name = _check_name(data.name)
+        if data.type is not None:
+            code.type = _check_type(data.type)
+        if data.timeout is not None and data.timeout != "":
+            code.timeout = _check_timeout(data.timeout)
+        if data.url is not None:
+            code.url = _check_url(data.url)
+        if data.source:
+            _check_source(settings, data.source)
+            code.source = data.source
+        session.flush()
+        session.commit()
+        return code
+
+
+def delete(db: Database, code_id: EntityId) -> None:
+    with db.session() as session:
+        code = code_store.get(session, code_id)
+        if code is None:
+            raise NotFound("code not found")
+        code_store.delete(session, code)
+        session.commit()

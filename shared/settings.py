@@ -1,0 +1,139 @@
+"""One typed settings object, built from the environment (SPEC.md "Configuration").
+
+Every operator-facing name of the old Go service keeps working; new settings use the same
+`FLOWS_CODE_ACTIONS_` prefix. Nothing here is read at import time: call `load_settings()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "FLOWS_CODE_ACTIONS_"
+LANGUAGES = ("python", "javascript", "go")
+
+
+def _env(name: str, *legacy: str) -> Any:
+    """Field options binding a setting to its env var (and legacy spellings)."""
+    return AliasChoices(PREFIX + name, *legacy)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, extra="ignore", populate_by_name=True, case_sensitive=False
+    )
+
+    # --- HTTP API -------------------------------------------------------------------
+    host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
+    port: int = Field(8050, validation_alias=_env("PORT"))
+    environment: str = Field("local", validation_alias=_env("ENVIRONMENT"))
+    log_level: str = Field("debug", validation_alias=_env("LOG_LEVEL"))
+    sentry_dsn: str = Field("", validation_alias=_env("SENTRY_DSN"))
+    api_workers: int = Field(2, validation_alias=_env("API_WORKERS"))
+
+    # --- storage ---------------------------------------------------------------------
+    db_type: Literal["postgres", "mongodb"] = Field("postgres", validation_alias=_env("DB_TYPE"))
+    db_uri: str = Field("", validation_alias=_env("DB_URI"))
+    mongo_db_uri: str = Field("", validation_alias=_env("MONGO_DB_URI"))
+    mongo_db_name: str = Field("", validation_alias=_env("MONGO_DB_NAME"))
+    redis: str = Field("redis://localhost:6379/10", validation_alias=_env("REDIS"))
+    rabbitmq_url: str = Field("", validation_alias=_env("RABBITMQ_URL"))
+    # Celery's broker; defaults to the events broker so one RabbitMQ serves both.
+    broker_url: str = Field("", validation_alias=_env("BROKER_URL"))
+
+    # --- events ----------------------------------------------------------------------
+    project_exchange: str = Field("projects.topic", validation_alias=_env("PROJECT_EXCHANGE"))
+    project_queue: str = Field("code-actions.projects", validation_alias=_env("PROJECT_QUEUE"))
+    permission_exchange: str = Field(
+        "permissions.topic", validation_alias=_env("PERMISSION_EXCHANGE")
+    )
+    # The seed really spells this one `FLOW_` (SPEC.md); accept both.
+    permission_queue: str = Field(
+        "code-actions-permissions",
+        validation_alias=AliasChoices(
+            "FLOW_CODE_ACTIONS_PERMISSION_QUEUE", PREFIX + "PERMISSION_QUEUE"
+        ),
+    )
+
+    # --- auth ------------------------------------------------------------------------
+    oidc_auth_enabled: bool = Field(False, validation_alias=_env("OIDC_AUTH_ENABLED"))
+    oidc_host: str = Field("", validation_alias=_env("OIDC_HOST"))
+    oidc_realm: str = Field("", validation_alias=_env("OIDC_REALM"))
+    auth_token: str = Field("", validation_alias=_env("AUTH_TOKEN"))
+
+    # --- limits ----------------------------------------------------------------------
+    code_limiter_max_requests: int = Field(600, validation_alias=_env("CODE_LIMITER_MAX_REQUESTS"))
+    code_limiter_window: int = Field(60, validation_alias=_env("CODE_LIMITER_WINDOW_WINDOW"))
+    blacklist: str = Field("", validation_alias=_env("BLACKLIST"))
+    source_max_bytes: int = Field(1024 * 1024, validation_alias=_env("SOURCE_MAX_BYTES"))
+    request_body_max_bytes: int = Field(
+        1024 * 1024, validation_alias=_env("REQUEST_BODY_MAX_BYTES")
+    )
+
+    # --- housekeeping ----------------------------------------------------------------
+    cleaner_schedule_time: str = Field("01:00", validation_alias=_env("CLEANER_SCHEDULE_TIME"))
+    cleaner_retention_period: int = Field(30, validation_alias=_env("CLEANER_RETENTION_PERIOD"))
+
+    # --- S3 log archive --------------------------------------------------------------
+    s3_enabled: bool = Field(True, validation_alias=_env("S3_ENABLED"))
+    s3_endpoint: str = Field("", validation_alias=_env("S3_ENDPOINT"))
+    s3_bucket_name: str = Field("codeactions-dev", validation_alias=_env("S3_BUCKET_NAME"))
+    s3_region: str = Field("us-east-1", validation_alias=_env("S3_REGION"))
+    s3_prefix: str = Field("codeactions", validation_alias=_env("S3_PREFIX"))
+    s3_access_key_id: str = Field("", validation_alias=_env("S3_ACCESS_KEY_ID"))
+    s3_secret_access_key: str = Field("", validation_alias=_env("S3_SECRET_ACCESS_KEY"))
+
+    # --- execution -------------------------------------------------------------------
+    worker_pool_size: int = Field(4, validation_alias=_env("WORKER_POOL_SIZE"))
+    worker_pool_queue_size: int = Field(100, validation_alias=_env("WORKER_POOL_QUEUE_SIZE"))
+    health_check_cache_time: float = Field(3, validation_alias=_env("HEALTH_CHECK_CACHE_TIME"))
+    resource_enabled: bool = Field(False, validation_alias=_env("RESOURCE_ENABLED"))
+    # Docker CPU shares / CFS quota (µs per 100 ms period) and memory in bytes or "128m".
+    cpu_shares: int = Field(512, validation_alias=_env("CPU_SHARES"))
+    cpu_quota: int = Field(100_000, validation_alias=_env("CPU_QUOTA"))
+    memory_limit: str = Field("256m", validation_alias=_env("MEMORY_LIMIT"))
+    memory_reservation: str = Field("64m", validation_alias=_env("MEMORY_RESERVATION"))
+    # Safe ceilings that hold even when RESOURCE_ENABLED is false (the seed's default).
+    sandbox_default_memory: str = Field("256m", validation_alias=_env("SANDBOX_DEFAULT_MEMORY"))
+    sandbox_pids_limit: int = Field(64, validation_alias=_env("SANDBOX_PIDS_LIMIT"))
+    sandbox_tmpfs_size: str = Field("16m", validation_alias=_env("SANDBOX_TMPFS_SIZE"))
+    sandbox_output_max_bytes: int = Field(
+        2 * 1024 * 1024, validation_alias=_env("SANDBOX_OUTPUT_MAX_BYTES")
+    )
+    sandbox_max_logs: int = Field(1000, validation_alias=_env("SANDBOX_MAX_LOGS"))
+    sandbox_network: str = Field("codeactions-sandbox", validation_alias=_env("SANDBOX_NETWORK"))
+    sandbox_bridge: str = Field("ca-sandbox0", validation_alias=_env("SANDBOX_BRIDGE"))
+    docker_host: str = Field("", validation_alias=_env("DOCKER_HOST"))
+    worker_languages: str = Field("python", validation_alias=_env("WORKER_LANGUAGES"))
+
+    # --- local platform (make run / make test) ---------------------------------------
+    state_dir: str = Field(".state/dev", validation_alias=_env("STATE_DIR"))
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _strip_prefix(cls, value: str) -> str:
+        return value.strip("/")
+
+    @property
+    def blacklist_terms(self) -> list[str]:
+        return [t.strip() for t in self.blacklist.split(",") if t.strip()]
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or self.rabbitmq_url or "amqp://guest:guest@127.0.0.1:5672//"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        uri = self.db_uri or "postgresql+psycopg://postgres@127.0.0.1:5432/codeactions"
+        # Operators of the Go service wrote plain `postgres://` URLs.
+        for legacy in ("postgres://", "postgresql://"):
+            if uri.startswith(legacy):
+                return "postgresql+psycopg://" + uri[len(legacy) :]
+        return uri
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment; keyword overrides win (tests use them)."""
+    return Settings(**overrides)

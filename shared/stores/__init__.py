@@ -1,0 +1,1 @@
+"""Repositories: queries and inserts for one entity each. They add and flush, never commit."""

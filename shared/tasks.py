@@ -1,0 +1,10 @@
+"""Task names and queues: the only thing the API and the workers agree on about Celery."""
+
+from __future__ import annotations
+
+RUN_CODE = "codeactions.run_code"
+
+
+def run_queue(language: str) -> str:
+    """One queue per language so each language scales on its own (`runs.python`, ...)."""
+    return f"runs.{language}"

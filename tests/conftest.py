@@ -1,0 +1,145 @@
+"""The real stack for the tests: embedded PostgreSQL, Redis, RabbitMQ, moto S3, Docker,
+plus the platform's own API and worker processes, exactly as `make run` starts them.
+
+The test services live in `.state/test` on their own ports, so `make run` may stay up.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_STATE = REPO_ROOT / ".state" / "test"
+TEST_BASE_PORT = int(os.environ.get("CODEACTIONS_TEST_BASE_PORT", "25430"))
+TEST_API_PORT = TEST_BASE_PORT + 10
+
+
+class Platform:
+    """Handles on the running test platform."""
+
+    def __init__(self, env: dict[str, str], urls: dict[str, str]) -> None:
+        self.env = env
+        self.urls = urls
+        self.base_url = f"http://127.0.0.1:{TEST_API_PORT}"
+        self.children: list[subprocess.Popen] = []
+
+    def settings(self, **overrides: object):  # noqa: ANN201
+        from shared.settings import Settings
+
+        # Env var names are accepted as init keys (validation aliases); overrides by field name.
+        values: dict[str, object] = {
+            key: value for key, value in self.env.items() if key.startswith("FLOWS_CODE_ACTIONS_")
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+def _wait_http(url: str, seconds: float, child: subprocess.Popen) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"{child.args} exited with {child.returncode}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up in {seconds}s")
+
+
+def _wait_worker(platform: Platform, child: subprocess.Popen, seconds: float) -> None:
+    """A worker is ready once Celery answers a ping on the broker."""
+    from shared.celery_app import make_celery
+
+    app = make_celery(platform.settings())
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"worker exited with {child.returncode}")
+        if app.control.ping(timeout=1.0):
+            return
+    raise RuntimeError(f"worker did not answer in {seconds}s")
+
+
+@pytest.fixture(scope="session")
+def platform() -> Iterator[Platform]:
+    from shared.cli import spawn_child, stop_children
+    from shared.local_platform import local_environment, stack_urls, start_services
+
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWS_CODE_ACTIONS_")}
+    stack = start_services(TEST_STATE, TEST_BASE_PORT, {})
+    urls = stack_urls(stack)
+    env = local_environment(urls, base_env)
+    env.update(
+        {
+            "FLOWS_CODE_ACTIONS_PORT": str(TEST_API_PORT),
+            "FLOWS_CODE_ACTIONS_S3_BUCKET_NAME": "codeactions-test",
+            "FLOWS_CODE_ACTIONS_BLACKLIST": "forbidden_term_xyz",
+            "FLOWS_CODE_ACTIONS_LOG_LEVEL": "info",
+            "FLOWS_CODE_ACTIONS_STATE_DIR": str(TEST_STATE),
+        }
+    )
+    platform = Platform(env, urls)
+    _reset_database(platform)
+    try:
+        subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env=env, cwd=REPO_ROOT,
+                       check=True)
+        subprocess.run([sys.executable, "-m", "shared.cli", "images"], env=env, cwd=REPO_ROOT,
+                       check=True)
+        worker = spawn_child(["worker", "--language", "python", "--concurrency", "4"], env)
+        platform.children.append(worker)
+        api = spawn_child(["api", "--workers", "2"], env)
+        platform.children.append(api)
+        _wait_http(platform.url("/healthz"), 60, api)
+        _wait_worker(platform, worker, 120)
+        yield platform
+    finally:
+        stop_children(platform.children)
+        stack.stop()
+
+
+def _reset_database(platform: Platform) -> None:
+    """Every test session starts from an empty schema."""
+    from sqlalchemy import create_engine, text
+
+    url = platform.settings().sqlalchemy_url
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def db(platform: Platform):  # noqa: ANN201
+    from shared.db import Database
+
+    database = Database(platform.settings())
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def s3(platform: Platform):  # noqa: ANN201
+    from shared.log_archive import LogArchive
+
+    return LogArchive(platform.settings())
+
+
+@pytest.fixture()
+def http(platform: Platform) -> Iterator[requests.Session]:
+    session = requests.Session()
+    yield session
+    session.close()

@@ -1,0 +1,163 @@
+"""What hostile Python code cannot do: see secrets, reach our services, be root, outlive its
+timeout, forge the harness's frames, or leave its container behind."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import docker
+import pytest
+import requests
+
+from tests.integration.helpers import call, create_code
+
+
+def _run_json(platform, source: str, **kwargs) -> dict:  # noqa: ANN001
+    code = create_code(platform, source, **kwargs)
+    response = call(platform, code["id"])
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_no_platform_secrets_in_environment_or_proc(platform):
+    got = _run_json(platform, '''
+import os
+def Run(engine):
+    try:
+        init_env = open("/proc/1/environ", "rb").read().decode(errors="replace")
+    except OSError as exc:
+        init_env = "unreadable: " + str(exc)
+    engine.result.set({"env": dict(os.environ), "init": init_env}, content_type="json")
+''')
+    blob = json.dumps(got)
+    for secret in ("FLOWS_CODE_ACTIONS", "postgresql", "amqp://", "redis://", "S3_",
+                   platform.urls["postgres"], platform.urls["rabbitmq"]):
+        assert secret not in blob, secret
+    assert set(got["env"]) <= {"PATH", "HOSTNAME", "HOME", "LANG", "PYTHONDONTWRITEBYTECODE",
+                               "PYTHONUNBUFFERED", "LC_CTYPE"}
+
+
+def test_runs_as_nobody_without_capabilities_on_a_read_only_root(platform):
+    got = _run_json(platform, '''
+import os
+def Run(engine):
+    status = open("/proc/self/status").read()
+    caps = [l for l in status.splitlines() if l.startswith(("CapEff", "CapBnd", "NoNewPrivs"))]
+    outcome = {}
+    for path in ("/etc/evil", "/opt/evil", "/home/evil", "/tmp/ok"):
+        try:
+            with open(path, "w") as handle:
+                handle.write("x")
+            outcome[path] = "written"
+        except OSError as exc:
+            outcome[path] = type(exc).__name__
+    engine.result.set({"uid": os.getuid(), "gid": os.getgid(), "caps": caps,
+                       "writes": outcome}, content_type="json")
+''')
+    assert got["uid"] == 65534 and got["gid"] == 65534
+    caps = dict(line.split(":\t") for line in got["caps"])
+    assert int(caps["CapEff"], 16) == 0 and int(caps["CapBnd"], 16) == 0
+    assert caps["NoNewPrivs"].strip() == "1"
+    assert got["writes"]["/tmp/ok"] == "written"
+    for path in ("/etc/evil", "/opt/evil", "/home/evil"):
+        assert got["writes"][path] != "written", path
+
+
+def _gateways() -> list[str]:
+    client = docker.from_env()
+    addresses = []
+    for network in client.networks.list():
+        for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+            if config.get("Gateway") and ":" not in config["Gateway"]:
+                addresses.append(config["Gateway"])
+    return sorted(set(addresses))
+
+
+def test_cannot_reach_platform_services(platform):
+    ports = [int(url.rsplit(":", 1)[1].split("/")[0]) for name, url in platform.urls.items()
+             if name in ("postgres", "redis", "rabbitmq", "s3")]
+    ports += [int(platform.base_url.rsplit(":", 1)[1]), 5672, 2375, 2376, 4369]
+    targets = [(host, port) for host in ["127.0.0.1", *_gateways()] for port in ports]
+    got = _run_json(platform, f'''
+import socket
+def Run(engine):
+    reached = []
+    for host, port in {targets!r}:
+        s = socket.socket()
+        s.settimeout(0.5)
+        try:
+            s.connect((host, port))
+            reached.append(f"{{host}}:{{port}}")
+        except OSError:
+            pass
+        finally:
+            s.close()
+    engine.result.set(reached, content_type="json")
+''', timeout=60)
+    assert got == []
+
+
+def test_timeout_kills_the_run_and_removes_the_container(platform):
+    code = create_code(platform, "import time\ndef Run(engine):\n    time.sleep(120)\n", timeout=5)
+    response = call(platform, code["id"])
+    assert response.status_code == 408
+    assert response.json()["message"] == "timeout: request context timeout limit exceeded"
+    run_id = response.json()["run_id"]
+    deadline = time.monotonic() + 20
+    run = {}
+    while time.monotonic() < deadline:
+        run = requests.get(platform.url(f"/coderun/{run_id}")).json()
+        if run["status"] == "failed":
+            break
+        time.sleep(0.2)
+    assert run["status"] == "failed" and run["result"] == "timed out after 5 s"
+    assert run["exit_reason"] == "timeout"
+    leftovers = docker.from_env().containers.list(
+        all=True, filters={"label": f"codeactions.run_id={run_id}"})
+    assert leftovers == []
+
+
+def test_containers_are_removed_after_each_run(platform):
+    code = create_code(platform, "def Run(engine):\n    pass\n")
+    call(platform, code["id"])
+    leftovers = docker.from_env().containers.list(
+        all=True, filters={"label": f"codeactions.code_id={code['id']}"})
+    assert leftovers == []
+
+
+def test_printed_frames_are_not_frames(platform):
+    code = create_code(platform, r'''
+import json, struct, sys
+def Run(engine):
+    fake = json.dumps({"t": "result", "value": "forged", "status_code": 299,
+                       "content_type": "html"}).encode()
+    sys.stdout.buffer.write(struct.pack(">I", len(fake)) + fake)
+    sys.stdout.flush()
+    print(json.dumps({"t": "end", "status": "completed"}))
+    engine.result.set("genuine")
+''')
+    response = call(platform, code["id"])
+    assert response.status_code == 200 and response.text == "genuine"
+
+
+@pytest.mark.parametrize("limit", ["memory"])
+def test_memory_hog_fails_with_a_reason(platform, limit):
+    code = create_code(platform, '''
+def Run(engine):
+    hog = []
+    while True:
+        hog.append(bytearray(16 * 1024 * 1024))
+''', timeout=30)
+    response = call(platform, code["id"])
+    assert response.status_code == 500
+    run = requests.get(platform.url(f"/coderun/{response.json()['run_id']}")).json()
+    assert run["status"] == "failed" and run["exit_reason"] == "memory_limit"
+    assert run["result"].startswith("memory limit exceeded")
+
+
+def test_worker_survives_and_serves_the_next_run(platform):
+    code = create_code(platform, f"def Run(engine):\n    engine.result.set('{uuid.uuid4()}')\n")
+    first = call(platform, code["id"])
+    assert first.status_code == 200 and call(platform, code["id"]).text == first.text

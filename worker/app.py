@@ -1,0 +1,65 @@
+"""The worker's Celery app: the shared factory plus this side's tasks and resources."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from celery import Celery
+
+from shared.celery_app import make_celery
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class WorkerContext:
+    """What a worker process holds: connections are made lazily, once per process."""
+
+    def __init__(self, settings: Settings, worker_name: str) -> None:
+        self.settings = settings
+        self.worker_name = worker_name
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._executor = None
+
+    def executor(self):  # noqa: ANN201 - RunExecutor, imported lazily
+        with self._lock:
+            if self._executor is None or self._pid != os.getpid():
+                self._executor = self._build()
+                self._pid = os.getpid()
+            return self._executor
+
+    def _build(self):  # noqa: ANN202
+        import docker
+        import redis
+
+        from shared.db import Database
+        from shared.log_archive import LogArchive
+        from worker.run_executor import RunExecutor
+        from worker.sandbox import Sandbox
+
+        settings = self.settings
+        client = (
+            docker.DockerClient(base_url=settings.docker_host, timeout=30)
+            if settings.docker_host
+            else docker.from_env(timeout=30)
+        )
+        return RunExecutor(
+            settings=settings,
+            db=Database(settings),
+            redis_client=redis.Redis.from_url(settings.redis, socket_timeout=5),
+            archive=LogArchive(settings),
+            sandbox=Sandbox(client, settings),
+            worker_name=self.worker_name,
+        )
+
+
+def create_worker_app(settings: Settings, worker_name: str) -> Celery:
+    from worker import tasks
+
+    app = make_celery(settings)
+    app.conf.codeactions_context = WorkerContext(settings, worker_name)
+    tasks.register(app)
+    return app

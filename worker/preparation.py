@@ -1,0 +1,53 @@
+"""What a worker makes sure of before it takes runs: images, sandbox network, log bucket."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from datetime import datetime
+
+from shared.models.code import TIMEOUT_MAX
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def worker_name(languages: list[str]) -> str:
+    """Stable across restarts of the same worker, distinct between workers of one host."""
+    return f"{socket.gethostname()}-{'-'.join(sorted(languages))}"
+
+
+def prepare_worker_host(settings: Settings, languages: list[str]) -> dict[str, str]:
+    import docker
+
+    from shared.log_archive import LogArchive
+    from worker.images import ensure_images
+    from worker.sandbox_network import ensure_network
+
+    client = docker.DockerClient(base_url=settings.docker_host) if settings.docker_host else (
+        docker.from_env()
+    )
+    tags = ensure_images(client, languages)
+    ensure_network(client, settings)
+    remove_leftovers(client, worker_name(languages))
+    LogArchive(settings).ensure_bucket()
+    return tags
+
+
+def remove_leftovers(client, name: str) -> int:  # noqa: ANN001
+    """Remove sandboxes a dead worker left: our own predecessor's, and any older than the
+    longest possible run (whoever started those is gone)."""
+    removed = 0
+    oldest_live = time.time() - (TIMEOUT_MAX + 120)
+    for container in client.containers.list(all=True, filters={"label": "codeactions.sandbox"}):
+        labels = container.labels or {}
+        created = datetime.fromisoformat(container.attrs["Created"][:19] + "+00:00").timestamp()
+        if labels.get("codeactions.worker") != name and created > oldest_live:
+            continue
+        try:
+            container.remove(force=True)
+            removed += 1
+        except Exception as exc:
+            log.warning("could not remove leftover sandbox %s: %s", container.short_id, exc)
+    return removed

@@ -1,0 +1,172 @@
+"""Execute one run: claim it, run the code in the sandbox, store the outcome, signal the end.
+
+A redelivered task finds the run already claimed and does nothing, so the code never runs
+twice. Database writes per run: the claim, then one transaction with the logs and the final
+status. Logs go to S3 as one object. One completion signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from shared import completion
+from shared.db import Database
+from shared.log_archive import LogArchive
+from shared.models import Code, CodeRun
+from shared.models.coderun import COMPLETED, FAILED
+from shared.settings import Settings
+from shared.stores import log_store, run_store
+from worker.images import engine_image_tag
+from worker.sandbox import Sandbox, SandboxLimits, SandboxOutcome
+
+log = logging.getLogger(__name__)
+
+
+class RunExecutor:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        redis_client: redis.Redis,
+        archive: LogArchive,
+        sandbox: Sandbox,
+        worker_name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.redis = redis_client
+        self.archive = archive
+        self.sandbox = sandbox
+        self.worker_name = worker_name or socket.gethostname()
+
+    def execute(self, run_id: str) -> str | None:
+        """Returns the final status, or None when the run was not ours to execute."""
+        rid = uuid.UUID(run_id)
+        with self.db.session() as session:
+            if not run_store.claim(session, rid, self.worker_name):
+                session.rollback()
+                log.info("run %s already claimed or finished; skipping", run_id)
+                return None
+            session.commit()
+            run = session.get(CodeRun, rid)
+            code = session.get(Code, run.code_id) if run else None
+            if run is None or code is None:
+                return self._store(rid, None, _failure("code_missing", "the code was deleted"))
+            job = self._job(code, run)
+            image = engine_image_tag(code.language)
+            limits = SandboxLimits.for_code(self.settings, code.timeout)
+            labels = {
+                "codeactions.run_id": run_id,
+                "codeactions.code_id": str(code.id),
+                "codeactions.worker": self.worker_name,
+            }
+            code_id = code.id
+        try:
+            outcome = self.sandbox.run(image, job, limits, labels)
+        except Exception as exc:  # docker down, image missing: the run fails, the worker lives
+            log.exception("sandbox failure for run %s", run_id)
+            outcome = _failure("sandbox_error", f"the sandbox could not run the code: {exc}")
+        try:
+            return self._store(rid, code_id, outcome)
+        except Exception:
+            # Never leave a claimed run `started`: record the failure without the output.
+            log.exception("storing the outcome of run %s failed", run_id)
+            failure = _failure("store_error", "the run's output could not be stored")
+            return self._store(rid, None, failure)
+
+    def _job(self, code: Code, run: CodeRun) -> dict[str, Any]:
+        return {
+            "source": code.source,
+            "params": run.params or {},
+            "body": run.body or "",
+            "headers": run.headers or {},
+            "limits": {"log_content_max": 8000},
+        }
+
+    def _store(self, run_id: uuid.UUID, code_id: uuid.UUID | None, outcome: SandboxOutcome) -> str:
+        status = COMPLETED if outcome.status == "completed" else FAILED
+        logs = self._log_rows(run_id, code_id, outcome)
+        if status == FAILED and outcome.exit_reason != "error":
+            # Limits and kills become an error log too, so the run's logs tell the story.
+            logs.append(self._row(run_id, code_id, len(logs), "error", outcome.error))
+        result = outcome.result if status == COMPLETED else (outcome.error or outcome.result)
+        extra = {"status_code": outcome.status_code, "content_type": outcome.content_type}
+        if status == FAILED:
+            extra = {"status_code": 500, "content_type": "json", "error": outcome.error}
+        with self.db.session() as session:
+            if code_id is not None and logs:
+                log_store.add_batch(session, logs)
+            finished = run_store.finish(
+                session,
+                run_id,
+                status,
+                result=result,
+                extra=extra,
+                exit_reason=outcome.exit_reason,
+                container_id=outcome.container_id or None,
+            )
+            if not finished:  # someone else (the stuck-run reaper) already ended it
+                session.rollback()
+                return status
+            session.commit()
+        if code_id is not None and logs:
+            self._archive(run_id, code_id, logs)
+        try:
+            completion.publish_done(self.redis, str(run_id), status)
+        except redis.RedisError as exc:  # waiters fall back to re-reading the run
+            log.warning("completion signal for run %s not sent: %s", run_id, exc)
+        return status
+
+    def _log_rows(
+        self, run_id: uuid.UUID, code_id: uuid.UUID | None, outcome: SandboxOutcome
+    ) -> list[dict[str, Any]]:
+        rows = []
+        for seq, entry in enumerate(outcome.logs):
+            at = datetime.fromtimestamp(entry["at"], UTC)
+            rows.append(self._row(run_id, code_id, seq, entry["type"], entry["content"], at))
+        if outcome.stdout:
+            rows.append(
+                self._row(run_id, code_id, len(rows), "debug", "[stdout] " + outcome.stdout[:7990])
+            )
+        return rows
+
+    @staticmethod
+    def _row(
+        run_id: uuid.UUID,
+        code_id: uuid.UUID | None,
+        seq: int,
+        kind: str,
+        content: str,
+        at: datetime | None = None,
+    ) -> dict[str, Any]:
+        at = at or datetime.now(UTC)
+        return {
+            "id": uuid.uuid4(),
+            "run_id": run_id,
+            "code_id": code_id,
+            "type": kind,
+            "content": content[:8000],
+            "seq": seq,
+            "created_at": at,
+            "updated_at": at,
+        }
+
+    def _archive(self, run_id: uuid.UUID, code_id: uuid.UUID, logs: list[dict[str, Any]]) -> None:
+        try:
+            self.archive.put_run_logs(
+                str(run_id), str(code_id), logs[0]["created_at"],
+                [{**row, "id": str(row["id"]), "run_id": str(run_id), "code_id": str(code_id)}
+                 for row in logs],
+            )
+        except Exception as exc:  # the index in PostgreSQL already holds every log
+            log.warning("log archive for run %s failed: %s", run_id, exc)
+
+
+def _failure(reason: str, message: str) -> SandboxOutcome:
+    return SandboxOutcome(status="failed", exit_reason=reason, error=message)

@@ -1,0 +1,323 @@
+"""Run one job in one fresh, hardened container and collect its frames.
+
+The container gets the job on stdin and nothing else: no credentials in its environment,
+files or network reach. It runs as nobody, with every capability dropped, a read-only root,
+a small tmpfs, memory/pids/file-size limits, and is killed at the code's timeout or as soon
+as its output passes the cap. It is always removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.models.codelog import LOG_CONTENT_MAX, LOG_TYPES
+from shared.settings import Settings
+from worker.frames import FrameDecoder, FrameError
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = ("text", "json", "html")
+STDOUT, STDERR = 1, 2
+STDERR_KEEP = 4096
+
+
+def parse_size(value: str) -> int:
+    """Docker-style sizes: `256m`, `1g`, `65536` (bytes)."""
+    value = value.strip().lower()
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    if value and value[-1] in units:
+        return int(float(value[:-1]) * units[value[-1]])
+    return int(value)
+
+
+@dataclass
+class SandboxLimits:
+    timeout: float
+    memory_bytes: int
+    pids: int
+    tmpfs_size: str
+    output_bytes: int
+    max_logs: int
+    cpu_quota: int | None = None
+    cpu_shares: int | None = None
+    memory_reservation: int | None = None
+    network: bool = True
+
+    @classmethod
+    def for_code(cls, settings: Settings, timeout: int, network: bool = True) -> SandboxLimits:
+        limits = cls(
+            timeout=float(timeout),
+            memory_bytes=parse_size(settings.sandbox_default_memory),
+            pids=settings.sandbox_pids_limit,
+            tmpfs_size=settings.sandbox_tmpfs_size,
+            output_bytes=settings.sandbox_output_max_bytes,
+            max_logs=settings.sandbox_max_logs,
+            network=network,
+        )
+        if settings.resource_enabled:  # the seed's knobs, when the operator turns them on
+            limits.memory_bytes = parse_size(settings.memory_limit)
+            limits.memory_reservation = parse_size(settings.memory_reservation)
+            limits.cpu_quota = settings.cpu_quota
+            limits.cpu_shares = settings.cpu_shares
+        return limits
+
+
+@dataclass
+class SandboxOutcome:
+    status: str  # completed | failed
+    result: str = ""
+    status_code: int = 200
+    content_type: str = "text"
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    exit_reason: str = "completed"
+    container_id: str = ""
+    stdout: str = ""
+
+
+def clean_text(value: object, limit: int | None = None) -> str:
+    """PostgreSQL text cannot hold NUL; user output may. Replace it, then cut."""
+    text = str(value).replace("\x00", "\ufffd")
+    return text if limit is None else text[:limit]
+
+
+class _Collector:
+    """Turns frames into an outcome, enforcing our own caps whatever the engine claims."""
+
+    def __init__(self, limits: SandboxLimits) -> None:
+        self.limits = limits
+        self.outcome = SandboxOutcome(status="failed", exit_reason="no_end_frame")
+        self.ended = False
+        self.violation: tuple[str, str] | None = None
+
+    def take(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("t")
+        if kind == "log":
+            if len(self.outcome.logs) >= self.limits.max_logs:
+                self.violation = (
+                    "log_limit",
+                    f"log limit exceeded ({self.limits.max_logs} logs per run)",
+                )
+                return
+            level = frame.get("level")
+            self.outcome.logs.append(
+                {
+                    "type": level if level in LOG_TYPES else "info",
+                    "content": clean_text(frame.get("content", ""), LOG_CONTENT_MAX),
+                    "at": time.time(),
+                }
+            )
+        elif kind == "result":
+            content_type = frame.get("content_type")
+            status_code = frame.get("status_code", 200)
+            valid_code = isinstance(status_code, int) and 100 <= status_code <= 599
+            self.outcome.result = clean_text(frame.get("value", ""))
+            self.outcome.status_code = status_code if valid_code else 200
+            self.outcome.content_type = content_type if content_type in CONTENT_TYPES else "text"
+        elif kind == "stdout":
+            self.outcome.stdout = clean_text(frame.get("data", ""), 65536)
+        elif kind == "end":
+            self.ended = True
+            if frame.get("status") == "completed":
+                self.outcome.status, self.outcome.exit_reason = "completed", "completed"
+            else:
+                self.outcome.status, self.outcome.exit_reason = "failed", "error"
+                self.outcome.error = clean_text(frame.get("error", ""), LOG_CONTENT_MAX)
+
+
+class Sandbox:
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self.client = client  # docker.DockerClient
+        self.settings = settings
+
+    def host_config(self, limits: SandboxLimits) -> dict[str, Any]:
+        api = self.client.api
+        options: dict[str, Any] = dict(
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_size},mode=1777"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=limits.pids,
+            mem_limit=limits.memory_bytes,
+            memswap_limit=limits.memory_bytes,  # no swap: the limit is the limit
+            ulimits=[
+                {"Name": "fsize", "Soft": 16 * 1024 * 1024, "Hard": 16 * 1024 * 1024},
+                {"Name": "nofile", "Soft": 256, "Hard": 256},
+                {"Name": "core", "Soft": 0, "Hard": 0},
+            ],
+            network_mode=self.settings.sandbox_network if limits.network else "none",
+            ipc_mode="private",
+            init=True,
+            # Output is read over attach; nothing of it is kept on the host's disk.
+            log_config={"type": "none", "config": {}},
+        )
+        if limits.cpu_quota:
+            options.update(cpu_period=100_000, cpu_quota=limits.cpu_quota)
+        if limits.cpu_shares:
+            options["cpu_shares"] = limits.cpu_shares
+        if limits.memory_reservation:
+            options["mem_reservation"] = min(limits.memory_reservation, limits.memory_bytes)
+        return api.create_host_config(**options)
+
+    def create(self, image: str, limits: SandboxLimits, labels: dict[str, str]) -> str:
+        container = self.client.api.create_container(
+            image,
+            stdin_open=True,
+            tty=False,
+            user="65534:65534",
+            environment={},
+            hostname="sandbox",
+            labels={"codeactions.sandbox": "1", **labels},
+            host_config=self.host_config(limits),
+            network_disabled=not limits.network,
+        )
+        return container["Id"]
+
+    def run(
+        self, image: str, job: dict[str, Any], limits: SandboxLimits, labels: dict[str, str]
+    ) -> SandboxOutcome:
+        container_id = self.create(image, limits, labels)
+        try:
+            outcome = self._execute(container_id, job, limits)
+        finally:
+            self.remove(container_id)
+        outcome.container_id = container_id[:12]
+        return outcome
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self.client.api.remove_container(container_id, force=True, v=True)
+        except Exception as exc:  # already gone is fine; anything else is only logged
+            if "No such container" not in str(exc):
+                log.warning("could not remove container %s: %s", container_id[:12], exc)
+
+    def _execute(
+        self, container_id: str, job: dict[str, Any], limits: SandboxLimits
+    ) -> SandboxOutcome:
+        api = self.client.api
+        attached = api.attach_socket(
+            container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        )
+        sock: socket.socket = getattr(attached, "_sock", attached)
+        collector = _Collector(limits)
+        started = time.monotonic()
+        deadline = started + limits.timeout
+        kill_reason: tuple[str, str] | None = None
+        stderr_tail = bytearray()
+        try:
+            api.start(container_id)
+            sock.sendall(json.dumps(job).encode())
+            sock.shutdown(socket.SHUT_WR)
+            kill_reason = self._pump(sock, collector, limits, deadline, stderr_tail)
+        finally:
+            if kill_reason is not None:
+                self._kill(container_id)
+            try:
+                sock.close()
+            except OSError:
+                pass
+        return self._finish(container_id, collector, kill_reason, limits, bytes(stderr_tail))
+
+    def _pump(
+        self,
+        sock: socket.socket,
+        collector: _Collector,
+        limits: SandboxLimits,
+        deadline: float,
+        stderr_tail: bytearray,
+    ) -> tuple[str, str] | None:
+        """Read the multiplexed attach stream until EOF; return why to kill, if we must."""
+        decoder = FrameDecoder(max_frame_bytes=limits.output_bytes)
+        buffer = bytearray()
+        received = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout", f"timed out after {limits.timeout:g} s"
+            readable, _, _ = select.select([sock], [], [], left)
+            if not readable:
+                continue
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            received += len(chunk)
+            if received > limits.output_bytes + 64 * 1024:
+                return "output_limit", f"output limit exceeded ({_human(limits.output_bytes)})"
+            buffer += chunk
+            # Docker's stream header: 1 byte stream id, 3 zero bytes, 4 bytes length.
+            while len(buffer) >= 8:
+                stream, size = buffer[0], struct.unpack(">I", buffer[4:8])[0]
+                if len(buffer) < 8 + size:
+                    break
+                payload = bytes(buffer[8 : 8 + size])
+                del buffer[: 8 + size]
+                if stream == STDERR:
+                    stderr_tail += payload[: max(0, STDERR_KEEP - len(stderr_tail))]
+                    continue
+                try:
+                    for frame in decoder.feed(payload):
+                        collector.take(frame)
+                        if collector.violation:
+                            return collector.violation
+                except FrameError as exc:
+                    if "exceeds" in str(exc):
+                        return "output_limit", (
+                            f"output limit exceeded ({_human(limits.output_bytes)})"
+                        )
+                    return "protocol", f"engine output was malformed: {exc}"
+
+    def _kill(self, container_id: str) -> None:
+        try:
+            self.client.api.kill(container_id)
+        except Exception as exc:
+            log.debug("kill %s: %s", container_id[:12], exc)
+
+    def _finish(
+        self,
+        container_id: str,
+        collector: _Collector,
+        kill_reason: tuple[str, str] | None,
+        limits: SandboxLimits,
+        stderr_tail: bytes,
+    ) -> SandboxOutcome:
+        outcome = collector.outcome
+        if kill_reason is not None:
+            outcome.status, outcome.exit_reason, outcome.error = "failed", *kill_reason
+            return outcome
+        state = self._wait_state(container_id)
+        if state.get("OOMKilled"):
+            outcome.status, outcome.exit_reason = "failed", "memory_limit"
+            outcome.error = f"memory limit exceeded ({_human(limits.memory_bytes)})"
+        elif not collector.ended:
+            exit_code = state.get("ExitCode")
+            detail = clean_text(stderr_tail.decode("utf-8", "replace").strip()[-500:])
+            outcome.status, outcome.exit_reason = "failed", "crashed"
+            outcome.error = f"the engine stopped without a result (exit code {exit_code})"
+            if exit_code == 137:
+                outcome.exit_reason = "killed"
+                outcome.error = "the run was killed (exit code 137)"
+            if detail:
+                outcome.error += f": {detail}"
+        return outcome
+
+    def _wait_state(self, container_id: str) -> dict[str, Any]:
+        try:
+            self.client.api.wait(container_id, timeout=5)
+            return self.client.api.inspect_container(container_id).get("State", {})
+        except Exception as exc:
+            log.debug("inspect %s: %s", container_id[:12], exc)
+            return {}
+
+
+def _human(size: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
