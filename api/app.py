@@ -11,7 +11,7 @@ from shared.settings import Settings, load_settings
 def create_app(settings: Settings | None = None) -> Flask:
     import redis
 
-    from api import codelogs, coderuns, codes, endpoints, health
+    from api import codelibs, codelogs, coderuns, codes, endpoints, health
     from api.context import ApiContext
     from api.errors import register_error_handlers
     from shared.celery_app import make_celery
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
     )
     api = Api(app)
-    for module in (health, codes, coderuns, codelogs, endpoints):
+    for module in (health, codes, coderuns, codelogs, codelibs, endpoints):
         api.register_blueprint(module.blp)
     register_error_handlers(app)
     return app

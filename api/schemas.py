@@ -20,6 +20,7 @@ class CodeSchema(Schema):
     url = fields.String(allow_none=True)
     project_uuid = fields.UUID()
     timeout = fields.Integer()
+    network = fields.Boolean()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 
@@ -35,6 +36,9 @@ class CodeCreateQuerySchema(Schema):
         metadata={"description": f"seconds, {TIMEOUT_MIN}–{TIMEOUT_MAX}, default 60"}
     )
     url = fields.String()
+    network = fields.String(
+        metadata={"description": "false turns outbound networking off (default true)"}
+    )
 
 
 class CodeCreateJsonSchema(CodeCreateQuerySchema):
@@ -104,3 +108,12 @@ class CodeLogPageSchema(Schema):
 class ErrorSchema(Schema):
     message = fields.String()
     field = fields.String()
+
+
+class CodeLibSchema(Schema):
+    name = fields.String()
+    language = fields.String(validate=validate.OneOf(LANGUAGES))
+
+
+class CodeLibQuerySchema(Schema):
+    language = fields.String(validate=validate.OneOf(LANGUAGES))

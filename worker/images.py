@@ -303,9 +303,10 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
 
 @contextlib.contextmanager
 def _build_lock(name: str) -> Iterator[None]:
-    """Serialise builds of one image between processes of this host (one Docker engine)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    path = Path(tempfile.gettempdir()) / f"codeactions-image-{safe}.lock"
+    """Serialise image builds between processes of this host (one Docker engine). Not
+    reentrant: never nest two builds."""
+    path = Path(tempfile.gettempdir()) / "codeactions-images.lock"
+    log.debug("waiting for the image build lock for %s", name)
     with open(path, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from shared.models.coderun import COMPLETED, FAILED
 from shared.settings import Settings
 from shared.stores import log_store, run_store
 from worker.images import engine_image_tag
+from worker.preparers import CodePreparer, PreparationError
 from worker.sandbox import Sandbox, SandboxLimits, SandboxOutcome
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class RunExecutor:
         archive: LogArchive,
         sandbox: Sandbox,
         worker_name: str | None = None,
+        preparers: dict[str, CodePreparer] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -44,6 +47,14 @@ class RunExecutor:
         self.archive = archive
         self.sandbox = sandbox
         self.worker_name = worker_name or socket.gethostname()
+        self.preparers = preparers or {}
+        self._image_tags: dict[str, str] = {}
+
+    def image_for(self, language: str) -> str:
+        """Computed once per process: the tag hashes the engine's files."""
+        if language not in self._image_tags:
+            self._image_tags[language] = engine_image_tag(language)
+        return self._image_tags[language]
 
     def execute(self, run_id: str) -> str | None:
         """Returns the final status, or None when the run was not ours to execute."""
@@ -59,8 +70,9 @@ class RunExecutor:
             if run is None or code is None:
                 return self._store(rid, None, _failure("code_missing", "the code was deleted"))
             job = self._job(code, run)
-            image = engine_image_tag(code.language)
-            limits = SandboxLimits.for_code(self.settings, code.timeout)
+            language, source = code.language, code.source
+            image = self.image_for(code.language)
+            limits = SandboxLimits.for_code(self.settings, code.timeout, network=code.network)
             labels = {
                 "codeactions.run_id": run_id,
                 "codeactions.code_id": str(code.id),
@@ -68,7 +80,13 @@ class RunExecutor:
             }
             code_id = code.id
         try:
+            preparer = self.preparers.get(language)
+            if preparer is not None:
+                job.update(preparer.job_fields(source))
             outcome = self.sandbox.run(image, job, limits, labels)
+        except PreparationError as exc:
+            outcome = _failure("error", f"Action execution failed: {exc}")
+            outcome.logs.append({"type": "error", "content": outcome.error, "at": time.time()})
         except Exception as exc:  # docker down, image missing: the run fails, the worker lives
             log.exception("sandbox failure for run %s", run_id)
             outcome = _failure("sandbox_error", f"the sandbox could not run the code: {exc}")

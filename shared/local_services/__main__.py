@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from shared.local_services.errors import LocalServiceError
 from shared.local_services.stack import LocalStack, StackUrls, overrides_from_environment
 
 logger = logging.getLogger("shared.local_services")
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return _watch(stack)
     except KeyboardInterrupt:
         return 0
+    except LocalServiceError as error:
+        logger.error("%s", error)
+        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

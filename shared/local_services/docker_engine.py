@@ -21,6 +21,7 @@ from shared.local_services.readiness import log_tail
 
 logger = logging.getLogger(__name__)
 
+_LOCAL_SOCKETS = ("unix:///var/run/docker.sock", "unix:///run/docker.sock")
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -42,14 +43,14 @@ class DockerEngine:
 def docker_engine_answers(base_url: str | None = None) -> bool:
     """True if the engine at `base_url` (default: DOCKER_HOST or the local socket) pings."""
     import docker  # imported lazily: docker-py pulls in requests and more
+    from docker.errors import DockerException
 
     try:
-        client = (
-            docker.DockerClient(base_url=base_url, timeout=5)
-            if base_url
-            else (docker.from_env(timeout=5))
-        )
-    except docker.errors.DockerException:
+        if base_url:
+            client = docker.DockerClient(base_url=base_url, timeout=5)
+        else:
+            client = docker.from_env(timeout=5)
+    except DockerException:
         return False
     try:
         return bool(client.ping())
@@ -72,6 +73,11 @@ def ensure_docker_engine(
     """
     if docker_engine_answers(base_url):
         return DockerEngine(base_url=base_url, started=False)
+    configured = os.environ.get("DOCKER_HOST", "")
+    if base_url is None and configured not in ("", *_LOCAL_SOCKETS):
+        raise ServiceStartError(
+            f"DOCKER_HOST={configured} does not answer; a local dockerd would not serve it"
+        )
     dockerd = _ensure_docker_installed()
     log_path = log_dir / "dockerd.log"
     logger.info("no Docker engine answers; starting dockerd (log: %s)", log_path)

@@ -18,9 +18,9 @@ from pathlib import Path
 import psycopg
 
 from shared.local_services.accounts import ensure_reachable, give_to, service_account
-from shared.local_services.errors import LocalServiceError
+from shared.local_services.errors import LocalServiceError, ServiceStartError
 from shared.local_services.processes import pid_from_file
-from shared.local_services.readiness import LOOPBACK
+from shared.local_services.readiness import LOOPBACK, log_tail
 from shared.local_services.server import LocalServer
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class PostgresServer(LocalServer):
         logger.info("initialising PostgreSQL data directory %s", self.data_dir)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            subprocess.run(
+            result = subprocess.run(
                 [
                     str(pgserver_install_dir() / "bin" / "initdb"),
                     "-D",
@@ -153,7 +153,12 @@ class PostgresServer(LocalServer):
                 user=self._account.pw_uid if self._account else None,
                 group=self._account.pw_gid if self._account else None,
                 extra_groups=[] if self._account else None,
-                check=True,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise ServiceStartError(
+                f"initdb failed (exit {result.returncode}); end of {self.log_path}:\n"
+                f"{log_tail(self.log_path)}"
             )
         shutil.rmtree(self.data_dir, ignore_errors=True)
         scratch.rename(self.data_dir)

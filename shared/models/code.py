@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import CheckConstraint, Index, Integer, String, Text, Uuid
+from sqlalchemy import Boolean, CheckConstraint, Index, Integer, String, Text, Uuid, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, Timestamps, UuidPk
@@ -30,3 +30,7 @@ class Code(UuidPk, Timestamps, Base):
     url: Mapped[str | None] = mapped_column(String(512))
     project_uuid: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     timeout: Mapped[int] = mapped_column(Integer, nullable=False, default=TIMEOUT_DEFAULT)
+    # Outbound network for the code's runs (public internet only; never our services).
+    network: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=True, server_default=true()
+    )

@@ -23,6 +23,7 @@ class CodeInput:
     source: str | None = None
     timeout: int | str | None = None
     url: str | None = None
+    network: bool | str | None = None
 
 
 def _check_source(settings: Settings, source: str) -> None:
@@ -68,6 +69,17 @@ def _check_url(value: str | None) -> str | None:
     return value or None
 
 
+def _check_bool(value: bool | str, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise InvalidInput(f"{field} must be true or false, got {value!r}", field=field)
+
+
 def parse_project_uuid(value: str | None) -> uuid.UUID:
     if not value:
         raise InvalidInput("project_uuid is required", field="project_uuid")
@@ -90,6 +102,7 @@ def create(db: Database, settings: Settings, data: CodeInput) -> Code:
         timeout=_check_timeout(data.timeout),
         url=_check_url(data.url),
         source=data.source or "",
+        network=True if data.network in (None, "") else _check_bool(data.network, "network"),
     )
     _check_source(settings, code.source)
     with db.session() as session:
@@ -112,6 +125,8 @@ def update(db: Database, settings: Settings, code_id: EntityId, data: CodeInput)
             code.timeout = _check_timeout(data.timeout)
         if data.url is not None:
             code.url = _check_url(data.url)
+        if data.network is not None and data.network != "":
+            code.network = _check_bool(data.network, "network")
         if data.source:
             _check_source(settings, data.source)
             code.source = data.source

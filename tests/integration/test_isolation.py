@@ -161,3 +161,18 @@ def test_worker_survives_and_serves_the_next_run(platform):
     code = create_code(platform, f"def Run(engine):\n    engine.result.set('{uuid.uuid4()}')\n")
     first = call(platform, code["id"])
     assert first.status_code == 200 and call(platform, code["id"]).text == first.text
+
+
+def test_network_switch_off_leaves_only_loopback(platform):
+    code = create_code(platform, '''
+import socket
+def Run(engine):
+    names = sorted(name for _, name in socket.if_nameindex())
+    engine.result.set(names, content_type="json")
+''')
+    assert call(platform, code["id"]).json() != ["lo"]  # networked by default
+    response = requests.patch(platform.url(f"/code/{code['id']}"), params={"network": "false"})
+    assert response.status_code == 200 and response.json()["network"] is False
+    assert call(platform, code["id"]).json() == ["lo"]
+    bad = requests.patch(platform.url(f"/code/{code['id']}"), params={"network": "maybe"})
+    assert bad.status_code == 400 and bad.json()["field"] == "network"
