@@ -16,6 +16,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.errors import register_error_handlers
     from shared.celery_app import make_celery
     from shared.db import Database
+    from shared.log_archive import LogArchive
     from shared.rate_limit import CodeRateLimiter
 
     settings = settings or load_settings()
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         limiter=CodeRateLimiter(
             settings.redis, settings.code_limiter_max_requests, settings.code_limiter_window
         ),
+        archive=LogArchive(settings),
     )
     api = Api(app)
     for module in (health, codes, coderuns, codelogs, codelibs, endpoints):

@@ -9,6 +9,7 @@ from celery import Celery
 from flask import current_app
 
 from shared.db import Database
+from shared.log_archive import LogArchive
 from shared.rate_limit import CodeRateLimiter
 from shared.settings import Settings
 
@@ -20,6 +21,7 @@ class ApiContext:
     redis: redis.Redis
     celery: Celery
     limiter: CodeRateLimiter
+    archive: LogArchive
 
 
 def ctx() -> ApiContext:

@@ -54,10 +54,8 @@ def _check_all(c: ApiContext) -> dict[str, Any]:
             conn.ensure_connection(max_retries=1, timeout=2)
 
     def s3() -> None:
-        from shared.log_archive import LogArchive
-
         if c.settings.s3_enabled:
-            LogArchive(c.settings).ping()
+            c.archive.ping()
 
     checks = {"database": database, "redis": c.redis.ping, "broker": broker, "s3": s3}
     return {name: _timed(check) for name, check in checks.items()}

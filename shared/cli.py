@@ -22,6 +22,9 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # Client libraries' wire chatter drowns what matters even at debug level.
+    for noisy in ("amqp", "kombu", "botocore", "boto3", "urllib3", "docker", "redis"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def built_languages() -> list[str]:
@@ -155,11 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it if the supervisor dies (even by SIGKILL)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def spawn_child(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """A child of the local platform, in its own process group so Ctrl-C is ours to relay."""
+    """A child of the local platform, in its own process group so Ctrl-C is ours to relay,
+    and tied to our life so a crashed supervisor leaves no API or worker behind."""
     return subprocess.Popen(
         [sys.executable, "-m", "shared.cli", *argv], env=env, cwd=REPO_ROOT,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=_die_with_parent,
     )
 
 

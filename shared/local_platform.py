@@ -55,6 +55,14 @@ def stack_urls(stack) -> dict[str, str]:  # noqa: ANN001 - LocalStack
     return {service: getattr(stack.urls, service) for service in EXTERNAL}
 
 
+def say(message: str, err: bool = False) -> None:
+    """Print, but never let a closed terminal or pipe stop the shutdown."""
+    try:
+        print(message, file=sys.stderr if err else sys.stdout, flush=True)
+    except OSError:
+        pass
+
+
 def _run_step(argv: list[str], env: dict[str, str]) -> None:
     from shared.cli import REPO_ROOT
 
@@ -76,7 +84,7 @@ def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) ->
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
 
-    print("codeactions: starting local services …", flush=True)
+    say("codeactions: starting local services …")
     stack = start_services(state_dir.absolute(), base_port, dict(os.environ))
     children: list[subprocess.Popen] = []
     try:
@@ -87,22 +95,22 @@ def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) ->
         children.append(spawn_child(["api"], env))
         for language in languages:
             children.append(spawn_child(["worker", "--language", language], env))
-        print(
+        say(
             f"\ncodeactions: API on http://{settings.host}:{settings.port}  "
             f"(docs: /docs, OpenAPI: /openapi.json)\n"
-            f"codeactions: workers for {', '.join(languages)}; Ctrl-C stops everything\n",
-            flush=True,
+            f"codeactions: workers for {', '.join(languages)}; Ctrl-C stops everything\n"
         )
         while not stopping:
             for child in children:
                 if child.poll() is not None:
-                    print(f"codeactions: a child exited ({child.args[3:]}); stopping",
-                          file=sys.stderr)
+                    say(f"codeactions: a child exited ({child.args[3:]}); stopping", err=True)
                     stopping = True
             time.sleep(0.5)
     finally:
-        print("codeactions: stopping …", flush=True)
-        stop_children(children)
-        stack.stop()
-        print("codeactions: stopped", flush=True)
+        say("codeactions: stopping …")
+        try:
+            stop_children(children)
+        finally:
+            stack.stop()
+        say("codeactions: stopped")
     return 0
