@@ -44,7 +44,10 @@ def local_environment(urls: dict[str, str], base: dict[str, str]) -> dict[str, s
 def start_services(state_dir: Path, base_port: int, base_env: dict[str, str]):  # noqa: ANN201
     """Start the embedded services that the environment does not replace."""
     from shared.local_services import LocalStack
+    from shared.local_services.apt import apt_install
 
+    # The engine images are built locally from a debootstrapped Debian (no registry here).
+    apt_install("debootstrap", "debian-archive-keyring")
     external = {name: base_env[var] for name, var in EXTERNAL.items() if base_env.get(var)}
     stack = LocalStack(state_dir, base_port, overrides=external)
     stack.start()
