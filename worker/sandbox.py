@@ -85,6 +85,8 @@ class SandboxOutcome:
 def clean_text(value: object, limit: int | None = None) -> str:
     """PostgreSQL text cannot hold NUL; user output may. Replace it, then cut."""
     text = str(value).replace("\x00", "\ufffd")
+    # Lone surrogates (from JSON escapes) cannot be stored as UTF-8 either.
+    text = text.encode("utf-8", "replace").decode("utf-8")
     return text if limit is None else text[:limit]
 
 
@@ -123,6 +125,14 @@ class _Collector:
             self.outcome.content_type = content_type if content_type in CONTENT_TYPES else "text"
         elif kind == "stdout":
             self.outcome.stdout = clean_text(frame.get("data", ""), 65536)
+            total = frame.get("total")
+            if isinstance(total, int) and total > self.limits.output_bytes:
+                self.violation = (
+                    "output_limit",
+                    f"output limit exceeded ({_human(self.limits.output_bytes)} printed)",
+                )
+            elif isinstance(total, int) and total > len(self.outcome.stdout.encode()):
+                self.outcome.stdout += f"\n[… {total} bytes printed in all; the rest was cut]"
         elif kind == "end":
             self.ended = True
             if frame.get("status") == "completed":
@@ -217,12 +227,11 @@ class Sandbox:
             sock.shutdown(socket.SHUT_WR)
             kill_reason = self._pump(sock, collector, limits, deadline, stderr_tail)
         finally:
+            # Close our end first: a container blocked writing to an unread attach stream
+            # can stall Docker's kill.
+            _hang_up(attached, sock)
             if kill_reason is not None:
                 self._kill(container_id)
-            try:
-                sock.close()
-            except OSError:
-                pass
         return self._finish(container_id, collector, kill_reason, limits, bytes(stderr_tail))
 
     def _pump(
@@ -314,6 +323,16 @@ class Sandbox:
         except Exception as exc:
             log.debug("inspect %s: %s", container_id[:12], exc)
             return {}
+
+
+def _hang_up(attached: Any, sock: socket.socket) -> None:
+    """Really close the attach connection: shutdown first, since docker-py's wrapper holds a
+    reference that would keep the descriptor (and Docker's side of the stream) open."""
+    for action in (lambda: sock.shutdown(socket.SHUT_RDWR), sock.close, attached.close):
+        try:
+            action()
+        except OSError:
+            pass
 
 
 def _human(size: int) -> str:

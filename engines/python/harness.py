@@ -285,6 +285,7 @@ class Capture:
         self.cap = cap
         self.chunks = []
         self.size = 0
+        self.total = 0
         self.truncated = False
         self.lock = threading.Lock()
         read_fd, write_fd = os.pipe()
@@ -304,6 +305,7 @@ class Capture:
             if not chunk:
                 return
             with self.lock:
+                self.total += len(chunk)
                 room = self.cap - self.size
                 if room > 0:
                     kept = chunk[:room]
@@ -464,8 +466,9 @@ def main():
             message = f"Action execution failed: {error}"
             send({"t": "log", "level": "error", "content": message[: log._max_chars]})
         printed = capture.finish()
-        if printed:
-            send({"t": "stdout", "data": printed})
+        if printed or capture.total:
+            # `total` counts every byte printed, kept or not: the worker enforces its cap.
+            send({"t": "stdout", "data": printed, "total": capture.total})
         end = {"t": "end", "status": "completed" if error is None else "failed"}
         if error is not None:
             end["error"] = error[:STDOUT_MAX]

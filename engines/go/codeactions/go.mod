@@ -1,0 +1,3 @@
+module codeactions
+
+go 1.23

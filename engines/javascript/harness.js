@@ -1,0 +1,963 @@
+'use strict';
+/**
+ * Code Actions JavaScript engine harness (Node.js 18).
+ *
+ * Runs inside the engine container (see engines/PROTOCOL.md). Reads one job (JSON) on stdin,
+ * loads the user's source as a CommonJS module, calls its `Run(engine)` once (awaiting it when
+ * it returns a promise) and writes length-prefixed JSON frames on the container's stdout.
+ *
+ * Frame channel. start.sh hands us the container's stdout on fd 3 and points fd 1 at a FIFO;
+ * before any user code runs we move the frame channel to a private close-on-exec descriptor,
+ * open our own read end of the FIFO, unlink it, and start a small worker thread that drains it
+ * into a shared 64 KiB buffer. So everything user code *prints* - console.*, process.stdout /
+ * process.stderr (replaced by streams that write to fd 1), fs.writeSync(1, ...), /dev/stdout,
+ * /proc/self/fd/1, child processes inheriting stdout - lands in the capture and comes back
+ * only inside the one `stdout` frame, the same guarantee as the Python harness. fd 2 stays the
+ * container's stderr (never parsed as frames) so that node's own fatal messages (heap out of
+ * memory) reach the worker's crash report; in-process stderr output is captured like stdout.
+ *
+ * What this does not (and cannot) prevent: code running in this process can find the private
+ * frame descriptor (or load native code, or patch the harness's objects) and write forged
+ * frames on purpose. That is acceptable: the worker treats every frame as untrusted and
+ * enforces its own caps, and a forged frame can only do what the engine API already lets the
+ * code do - set its own result and logs. The guarantee is "cannot forge a frame by printing".
+ *
+ * It knows nothing of the platform and needs no network, environment or mounted file; /tmp
+ * (the sandbox's tmpfs) only holds the FIFO for the moments before start-up ends.
+ */
+
+const fs = require('fs');
+const Module = require('module');
+const path = require('path');
+const util = require('util');
+const vm = require('vm');
+const { Writable } = require('stream');
+const { Worker } = require('worker_threads');
+
+const LOG_CONTENT_MAX = 8000;
+const STDOUT_MAX = 64 * 1024;
+const CONTENT_TYPES = ['text', 'json', 'html'];
+const ACTION_FILENAME = '/tmp/action.js';
+const HARNESS_FILENAME = __filename;
+const FRAME_FD = 3; // from start.sh: the container's stdout
+const FIFO_HOLD_FD = 4; // from start.sh: the FIFO opened read-write
+
+// What the frame path uses, taken before user code can replace it.
+const jsonStringify = JSON.stringify;
+const jsonParse = JSON.parse;
+const bufferFrom = Buffer.from;
+const bufferAllocUnsafe = Buffer.allocUnsafe;
+const { writeSync, readSync, openSync, closeSync, fstatSync, statSync, unlinkSync } = fs;
+const { O_RDONLY, O_WRONLY, O_APPEND, O_NONBLOCK } = fs.constants;
+const atomicsWait = Atomics.wait;
+const originalReallyExit = process.reallyExit;
+const originalKill = process.kill;
+const getActiveResourcesInfo = process.getActiveResourcesInfo;
+
+let frameFd = 1;
+let sealed = false; // the end frame is out: nothing more is written
+let finished = false; // finish() has started
+
+// ----------------------------------------------------------------------------- helpers
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+function sleep(ms) {
+  atomicsWait(sleepCell, 0, 0, ms);
+}
+
+function writeAll(fd, buffer) {
+  let offset = 0;
+  while (offset < buffer.length) {
+    try {
+      offset += writeSync(fd, buffer, offset, buffer.length - offset);
+    } catch (err) {
+      // Someone made the descriptor non-blocking (e.g. wrapped fd 1 in a net.Socket).
+      if (err && err.code === 'EAGAIN') {
+        sleep(1);
+        continue;
+      }
+      throw err;
+    }
+  }
+}
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/** Frames carry well-formed UTF-8: a lone surrogate becomes U+FFFD. */
+function wellFormed(text) {
+  return LONE_SURROGATE.test(text) ? text.replace(LONE_SURROGATE, '\ufffd') : text;
+}
+
+/** The first `max` characters (code points, as Python counts them) of `text`. */
+function cut(text, max) {
+  if (text.length <= max) return text;
+  let index = 0;
+  let count = 0;
+  while (index < text.length && count < max) {
+    const code = text.charCodeAt(index);
+    const pair =
+      code >= 0xd800 &&
+      code <= 0xdbff &&
+      index + 1 < text.length &&
+      (text.charCodeAt(index + 1) & 0xfc00) === 0xdc00;
+    index += pair ? 2 : 1;
+    count += 1;
+  }
+  return text.slice(0, index);
+}
+
+/** How a value reads in a log: strings as they are, objects and arrays as JSON. */
+function formatValue(value) {
+  if (typeof value === 'string') return value;
+  if (value === null || value === undefined) return String(value);
+  if (typeof value !== 'object') {
+    try {
+      return String(value);
+    } catch {
+      return util.inspect(value);
+    }
+  }
+  if (value instanceof Error) {
+    try {
+      return String(value);
+    } catch {
+      return util.inspect(value);
+    }
+  }
+  if (value instanceof Date) {
+    return Number.isNaN(value.getTime()) ? 'Invalid Date' : value.toISOString();
+  }
+  if (value instanceof Map || value instanceof Set) {
+    return util.inspect(value, { depth: 4, breakLength: Infinity });
+  }
+  try {
+    const text = jsonStringify(value);
+    if (typeof text === 'string') return text;
+  } catch {
+    // circular, BigInt inside, a throwing toJSON...
+  }
+  try {
+    return util.inspect(value, { depth: 4, breakLength: Infinity });
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+/**
+ * dup2('/dev/null', fd) without dup2: close it and let open() take the lowest free number.
+ * (libuv aborts if it ever has to close a descriptor <= 2 it opened, so none is left free.)
+ */
+function pointAtDevNull(fd) {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+  try {
+    const opened = openSync('/dev/null', fd === 0 ? O_RDONLY : O_WRONLY);
+    if (opened !== fd) closeSync(opened);
+  } catch {
+    // leave it closed
+  }
+}
+
+// ----------------------------------------------------------------------------- frames
+
+function encodeFrame(frame) {
+  const body = bufferFrom(jsonStringify(frame), 'utf8');
+  const out = bufferAllocUnsafe(4 + body.length);
+  out.writeUInt32BE(body.length, 0);
+  body.copy(out, 4);
+  return out;
+}
+
+function writeFrame(bytes) {
+  if (!sealed) writeAll(frameFd, bytes);
+}
+
+function send(frame) {
+  writeFrame(encodeFrame(frame));
+}
+
+/**
+ * Take the container's stdout (fd 3 from start.sh, else fd 1) and, when it is a pipe, reopen
+ * it as a new close-on-exec descriptor so that child processes of the user code do not inherit
+ * it. Docker hands the container pipes owned by its user, so the reopen works as nobody.
+ */
+function openFrameChannel() {
+  let fd = 1;
+  try {
+    fstatSync(FRAME_FD);
+    fd = FRAME_FD;
+  } catch {
+    // started without start.sh
+  }
+  try {
+    if (fstatSync(fd).isFIFO()) {
+      const reopened = openSync(`/proc/self/fd/${fd}`, O_WRONLY | O_APPEND);
+      if (fd === FRAME_FD) closeSync(FRAME_FD);
+      fd = reopened;
+    }
+  } catch {
+    // keep the inherited descriptor
+  }
+  frameFd = fd;
+}
+
+// ----------------------------------------------------------------------------- capture
+
+// Layout of the shared buffer between the main thread and the drainer thread.
+const H_STARTED = 0;
+const H_DONE = 1;
+const H_SIZE = 2;
+const H_TRUNCATED = 3;
+const HEADER_BYTES = 32;
+
+// The drainer: reads the FIFO with libuv (non-blocking, so it never holds up process exit),
+// keeps the first `cap` bytes in the shared buffer and discards the rest.
+const DRAINER_SOURCE = `
+'use strict';
+const { workerData } = require('worker_threads');
+const header = new Int32Array(workerData.sab, 0, ${HEADER_BYTES / 4});
+Atomics.store(header, ${H_STARTED}, 1);
+Atomics.notify(header, ${H_STARTED});
+const cap = workerData.cap;
+const data = new Uint8Array(workerData.sab, ${HEADER_BYTES}, cap);
+let size = 0;
+const done = () => {
+  if (Atomics.exchange(header, ${H_DONE}, 1) === 0) Atomics.notify(header, ${H_DONE});
+};
+try {
+  const { Socket } = require('net');
+  const input = new Socket({ fd: workerData.fd, readable: true, writable: false });
+  input.on('data', (chunk) => {
+    const room = cap - size;
+    if (room > 0) {
+      const n = Math.min(room, chunk.length);
+      data.set(chunk.subarray(0, n), size);
+      size += n;
+      Atomics.store(header, ${H_SIZE}, size);
+    }
+    if (chunk.length > room) Atomics.store(header, ${H_TRUNCATED}, 1);
+  });
+  input.on('end', done);
+  input.on('close', done);
+  input.on('error', done);
+} catch (err) {
+  done();
+}
+`;
+
+class Capture {
+  constructor(cap) {
+    this.cap = cap;
+    this.mode = 'memory';
+    this.chunks = [];
+    this.size = 0;
+    this.truncated = false;
+    this.broken = false;
+    this.closed = false;
+  }
+
+  /** FIFO mode: fd 1 is the FIFO at `fifoPath` (start.sh); drain it from a worker thread. */
+  startFifo(fifoPath) {
+    let fifo;
+    try {
+      fifo = statSync(fifoPath);
+      const out = fstatSync(1);
+      if (!fifo.isFIFO() || !out.isFIFO() || out.ino !== fifo.ino || out.dev !== fifo.dev) {
+        return false;
+      }
+    } catch {
+      return false;
+    }
+    const readFd = openSync(fifoPath, O_RDONLY | O_NONBLOCK);
+    try {
+      const hold = fstatSync(FIFO_HOLD_FD);
+      if (hold.ino === fifo.ino && hold.dev === fifo.dev) closeSync(FIFO_HOLD_FD);
+    } catch {
+      // not there
+    }
+    unlinkSync(fifoPath);
+    this.sab = new SharedArrayBuffer(HEADER_BYTES + this.cap);
+    this.header = new Int32Array(this.sab, 0, HEADER_BYTES / 4);
+    this.worker = new Worker(DRAINER_SOURCE, {
+      eval: true,
+      workerData: { fd: readFd, sab: this.sab, cap: this.cap },
+      env: {},
+      argv: [],
+      execArgv: [],
+      stdout: true, // never piped into our (captured) process.stdout
+      stderr: true,
+      resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 4 },
+    });
+    this.worker.on('error', () => {});
+    this.worker.unref();
+    this.mode = 'fifo';
+    return true;
+  }
+
+  /** Memory mode: in-process output only; fd 1 goes to /dev/null, never to the frames. */
+  startMemory() {
+    if (frameFd !== 1) pointAtDevNull(1); // else nowhere else to put the frames: last resort
+  }
+
+  write(bytes) {
+    if (this.broken || this.closed) return;
+    if (this.mode === 'fifo') {
+      try {
+        writeAll(1, bytes);
+      } catch {
+        this.broken = true;
+      }
+      return;
+    }
+    const room = this.cap - this.size;
+    if (room > 0) {
+      const kept = bytes.length > room ? bytes.subarray(0, room) : bytes;
+      this.chunks.push(bufferFrom(kept));
+      this.size += kept.length;
+    }
+    if (bytes.length > room) this.truncated = true;
+  }
+
+  /** Stop capturing and return what was captured, decoded. */
+  finish() {
+    this.closed = true;
+    let data;
+    let truncated;
+    if (this.mode === 'fifo') {
+      // Our write end goes; children of the user code may still hold theirs: wait for EOF
+      // only briefly, as the Python harness does.
+      pointAtDevNull(1);
+      atomicsWait(this.header, H_STARTED, 0, 2000);
+      atomicsWait(this.header, H_DONE, 0, 500);
+      const size = Atomics.load(this.header, H_SIZE);
+      truncated = Atomics.load(this.header, H_TRUNCATED) === 1;
+      data = bufferFrom(new Uint8Array(this.sab, HEADER_BYTES, size));
+    } else {
+      data = Buffer.concat(this.chunks);
+      truncated = this.truncated;
+    }
+    // Cut by the cap: drop a multi-byte character cut in half instead of "replacing" it.
+    return new util.TextDecoder('utf-8').decode(data, { stream: truncated });
+  }
+}
+
+/** A process.stdout/process.stderr stand-in: synchronous, in order, into the capture. */
+function captureStream(capture, fd) {
+  const stream = new Writable({
+    decodeStrings: false,
+    write(chunk, encoding, callback) {
+      try {
+        capture.write(typeof chunk === 'string' ? bufferFrom(chunk, encoding) : chunk);
+      } catch {
+        // never let printing break the action
+      }
+      callback();
+    },
+    final(callback) {
+      callback();
+    },
+  });
+  stream.fd = fd;
+  stream.isTTY = false;
+  stream._isStdio = true;
+  stream.destroySoon = stream.destroy;
+  stream._destroy = (err, callback) => callback(err); // stdio is never closed
+  return stream;
+}
+
+function installStdio(capture) {
+  const stdout = captureStream(capture, 1);
+  const stderr = captureStream(capture, 2);
+  // Replaced before anything touches them, so node never opens its own stream on fd 1 and
+  // the global console binds to these.
+  for (const [name, stream] of [
+    ['stdout', stdout],
+    ['stderr', stderr],
+  ]) {
+    Object.defineProperty(process, name, {
+      configurable: true,
+      enumerable: false,
+      get: () => stream,
+    });
+  }
+  // Warnings go to the captured stderr; the "experimental" ones (fetch, webcrypto in
+  // Node 18) are noise for action authors.
+  process.removeAllListeners('warning');
+  process.on('warning', (warning) => {
+    if (!warning || warning.name === 'ExperimentalWarning') return;
+    const code = warning.code ? `[${warning.code}] ` : '';
+    stderr.write(`(node:${process.pid}) ${code}${warning.name}: ${warning.message}\n`);
+  });
+  return { stdout, stderr };
+}
+
+// ----------------------------------------------------------------------------- engine API
+
+/** Query parameters: `get(key)` gives the value or `null`. */
+class Params {
+  #data;
+
+  constructor(data) {
+    this.#data = data;
+  }
+
+  get(key, fallback = null) {
+    return Object.prototype.hasOwnProperty.call(this.#data, key) ? this.#data[key] : fallback;
+  }
+
+  has(key) {
+    return Object.prototype.hasOwnProperty.call(this.#data, key);
+  }
+
+  items() {
+    return Object.entries(this.#data);
+  }
+
+  entries() {
+    return this.items();
+  }
+
+  keys() {
+    return Object.keys(this.#data);
+  }
+
+  values() {
+    return Object.values(this.#data);
+  }
+
+  toObject() {
+    return { ...this.#data };
+  }
+
+  toJSON() {
+    return this.toObject();
+  }
+
+  get size() {
+    return this.keys().length;
+  }
+
+  [Symbol.iterator]() {
+    return this.items()[Symbol.iterator]();
+  }
+
+  [util.inspect.custom]() {
+    return `Params ${util.inspect(this.#data)}`;
+  }
+}
+
+/**
+ * Request headers: `get(name)` gives the first value or `""`; names match without regard to
+ * case, as in HTTP. `items()` gives [name, [values]] pairs, as received.
+ */
+class Header {
+  #data;
+  #folded;
+
+  constructor(data) {
+    this.#data = data;
+    const folded = new Map();
+    for (const [name, values] of Object.entries(data)) {
+      const key = name.toLowerCase();
+      if (!folded.has(key)) folded.set(key, values);
+    }
+    this.#folded = folded;
+  }
+
+  #values(name) {
+    if (Object.prototype.hasOwnProperty.call(this.#data, name)) return this.#data[name];
+    return typeof name === 'string' ? this.#folded.get(name.toLowerCase()) : undefined;
+  }
+
+  get(name, fallback = '') {
+    const values = this.#values(name);
+    return values && values.length ? values[0] : fallback;
+  }
+
+  getAll(name) {
+    return [...(this.#values(name) || [])];
+  }
+
+  has(name) {
+    const values = this.#values(name);
+    return Boolean(values && values.length);
+  }
+
+  items() {
+    return Object.entries(this.#data).map(([name, values]) => [name, [...values]]);
+  }
+
+  entries() {
+    return this.items();
+  }
+
+  keys() {
+    return Object.keys(this.#data);
+  }
+
+  values() {
+    return this.items().map(([, values]) => values);
+  }
+
+  toObject() {
+    return Object.fromEntries(this.items());
+  }
+
+  toJSON() {
+    return this.toObject();
+  }
+
+  get size() {
+    return this.keys().length;
+  }
+
+  [Symbol.iterator]() {
+    return this.items()[Symbol.iterator]();
+  }
+
+  [util.inspect.custom]() {
+    return `Header ${util.inspect(this.#data)}`;
+  }
+}
+
+/** `engine.log`: each call is one log of that level, in call order. */
+class Log {
+  #max;
+
+  constructor(maxChars) {
+    this.#max = maxChars;
+  }
+
+  #emit(level, args) {
+    const text = args.length === 1 ? formatValue(args[0]) : args.map(formatValue).join(' ');
+    send({ t: 'log', level, content: wellFormed(cut(text, this.#max)) });
+  }
+
+  debug(...args) {
+    this.#emit('debug', args);
+  }
+
+  info(...args) {
+    this.#emit('info', args);
+  }
+
+  error(...args) {
+    this.#emit('error', args);
+  }
+}
+
+function resultOptions(options, positionalContentType) {
+  if (typeof options === 'number' || typeof options === 'string') {
+    // set(value, 201, "json") also works
+    return { statusCode: options, contentType: positionalContentType ?? 'text' };
+  }
+  if (options === undefined || options === null) return { statusCode: 200, contentType: 'text' };
+  if (typeof options !== 'object') {
+    throw new TypeError('result.set(value, { statusCode, contentType }): options must be an object');
+  }
+  const pick = (camel, snake, fallback) =>
+    options[camel] !== undefined ? options[camel] : options[snake] !== undefined ? options[snake] : fallback;
+  return {
+    statusCode: pick('statusCode', 'status_code', 200),
+    contentType: pick('contentType', 'content_type', 'text'),
+  };
+}
+
+/** `engine.result.set(value, { statusCode = 200, contentType = "text" })`; the last call wins. */
+class Result {
+  #value = '';
+  #statusCode = 200;
+  #contentType = 'text';
+
+  get value() {
+    return this.#value;
+  }
+
+  get statusCode() {
+    return this.#statusCode;
+  }
+
+  get contentType() {
+    return this.#contentType;
+  }
+
+  get status_code() {
+    return this.#statusCode;
+  }
+
+  get content_type() {
+    return this.#contentType;
+  }
+
+  set(value = '', options = undefined, positionalContentType = undefined) {
+    const { statusCode, contentType } = resultOptions(options, positionalContentType);
+    const kind = typeof contentType === 'string' ? contentType.trim().toLowerCase() : null;
+    if (!CONTENT_TYPES.includes(kind)) {
+      throw new TypeError(
+        `contentType must be one of ${CONTENT_TYPES.join(', ')}; got ${util.inspect(contentType)}`
+      );
+    }
+    let code = statusCode;
+    if (typeof code === 'string' && /^\s*\d+\s*$/.test(code)) code = Number(code);
+    if (!Number.isInteger(code) || code < 100 || code > 599) {
+      throw new RangeError(`statusCode must be an HTTP status (100-599); got ${util.inspect(statusCode)}`);
+    }
+    let text;
+    if (typeof value === 'string') {
+      text = value;
+    } else {
+      try {
+        text = jsonStringify(value);
+      } catch {
+        text = undefined;
+      }
+      if (typeof text !== 'string') text = String(value);
+    }
+    this.#value = text;
+    this.#statusCode = code;
+    this.#contentType = kind;
+    return this;
+  }
+
+  static snapshot(result) {
+    return { value: result.#value, statusCode: result.#statusCode, contentType: result.#contentType };
+  }
+
+  [util.inspect.custom]() {
+    return `Result(${util.inspect(this.#value)}, statusCode=${this.#statusCode}, contentType=${this.#contentType})`;
+  }
+}
+
+const snapshotResult = Result.snapshot;
+
+function makeEngine(params, body, header, log, result) {
+  const request = Object.freeze({ params, body, header, log });
+  return Object.freeze({ params, body, header, log, result, request });
+}
+
+// ----------------------------------------------------------------------------- job
+
+function readJob() {
+  const chunks = [];
+  const chunk = bufferAllocUnsafe(65536);
+  for (;;) {
+    let n;
+    try {
+      n = readSync(0, chunk, 0, chunk.length, null);
+    } catch (err) {
+      if (err && err.code === 'EAGAIN') {
+        sleep(2);
+        continue;
+      }
+      if (err && err.code === 'EOF') break;
+      throw err;
+    }
+    if (n === 0) break;
+    chunks.push(bufferFrom(chunk.subarray(0, n)));
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function toParams(raw) {
+  const out = Object.create(null);
+  if (raw && typeof raw === 'object' && !Array.isArray(raw)) {
+    for (const [key, value] of Object.entries(raw)) {
+      let first = value;
+      if (Array.isArray(first)) first = first.length ? first[0] : '';
+      out[String(key)] = typeof first === 'string' ? first : String(first);
+    }
+  }
+  return out;
+}
+
+function toHeaders(raw) {
+  const out = Object.create(null);
+  if (raw && typeof raw === 'object' && !Array.isArray(raw)) {
+    for (const [name, value] of Object.entries(raw)) {
+      const values = Array.isArray(value) ? value : [value];
+      out[String(name)] = values.map((v) => (typeof v === 'string' ? v : String(v)));
+    }
+  }
+  return out;
+}
+
+function limit(limits, key, fallback) {
+  const value = limits && typeof limits === 'object' ? limits[key] : undefined;
+  return Number.isInteger(value) && value > 0 ? value : fallback;
+}
+
+// ----------------------------------------------------------------------------- running
+
+class ExitCalled extends Error {}
+
+function failureMessage(err) {
+  if (err instanceof ExitCalled) return err.message;
+  if (err !== null && typeof err === 'object') {
+    let message = '';
+    try {
+      message = typeof err.message === 'string' ? err.message : '';
+    } catch {
+      message = '';
+    }
+    if (message) return message;
+    if (err instanceof Error || 'stack' in err) {
+      try {
+        const name = err.name || (err.constructor && err.constructor.name);
+        if (typeof name === 'string' && name) return name;
+      } catch {
+        // fall through
+      }
+      return 'Error';
+    }
+  }
+  try {
+    return formatValue(err);
+  } catch {
+    return 'Error';
+  }
+}
+
+/** The user-facing stack trace, without the harness's or node's internal frames. */
+function userTrace(err) {
+  if (err instanceof ExitCalled) return '';
+  try {
+    const stack = err !== null && typeof err === 'object' ? err.stack : undefined;
+    if (typeof stack !== 'string' || !stack) return `Uncaught ${formatValue(err)}\n`;
+    const lines = stack
+      .split('\n')
+      .filter((line) => !/^\s+at /.test(line) || !(line.includes(HARNESS_FILENAME) || line.includes('node:internal')));
+    return `${lines.join('\n').trimEnd()}\n`;
+  } catch {
+    return '';
+  }
+}
+
+function loadHint(err) {
+  const message = failureMessage(err);
+  if (
+    err instanceof SyntaxError &&
+    /Cannot use import statement outside a module|Unexpected token 'export'|await is only valid/.test(message)
+  ) {
+    return `${message} (an action is a CommonJS module: use require() and module.exports, and await only inside async functions)`;
+  }
+  return null;
+}
+
+/** Load the source as a CommonJS module of its own; returns the `Run` function. */
+function loadAction(source) {
+  // A top-level `function Run` is local to the module wrapper: a trailer hands it to us.
+  const takeKey = `__codeactions_take_${Math.random().toString(36).slice(2)}`;
+  let topLevel;
+  Object.defineProperty(globalThis, takeKey, {
+    configurable: true,
+    value: (value) => {
+      topLevel = value;
+    },
+  });
+  const trailer = `\n;try { ${takeKey}(typeof Run === "undefined" ? undefined : Run); } catch (_) {}\n`;
+  const action = new Module(ACTION_FILENAME, null);
+  action.filename = ACTION_FILENAME;
+  action.paths = Module._nodeModulePaths(path.dirname(ACTION_FILENAME));
+  try {
+    action._compile(source + trailer, ACTION_FILENAME);
+  } catch (err) {
+    if (err instanceof SyntaxError) {
+      // Report the error against the user's own text, not the text with our trailer.
+      vm.compileFunction(source, ['exports', 'require', 'module', '__filename', '__dirname'], {
+        filename: ACTION_FILENAME,
+      });
+    }
+    throw err;
+  } finally {
+    delete globalThis[takeKey];
+  }
+  action.loaded = true;
+
+  const exported = action.exports;
+  const candidates = [];
+  if (exported !== null && (typeof exported === 'object' || typeof exported === 'function')) {
+    candidates.push(exported.Run);
+  }
+  candidates.push(topLevel);
+  if (typeof exported === 'function') candidates.push(exported);
+  if (exported !== null && typeof exported === 'object' && exported.default !== undefined) {
+    const fallback = exported.default;
+    candidates.push(typeof fallback === 'function' ? fallback : fallback && fallback.Run);
+  }
+  const found = candidates.find((candidate) => candidate !== undefined && candidate !== null);
+  if (found === undefined) {
+    throw new ReferenceError(
+      'Run(engine) is not defined: declare async function Run(engine) { ... } or module.exports = { Run }'
+    );
+  }
+  if (typeof found !== 'function') {
+    throw new TypeError('Run must be a function taking the engine: async function Run(engine) { ... }');
+  }
+  return found;
+}
+
+/** Exit now: skip the user's 'exit' listeners and never wait for work the user code left. */
+function hardExit(code) {
+  let risky = false;
+  try {
+    // Thread-pool requests (dns.lookup, fs, crypto, zlib) make node's exit wait for them,
+    // possibly for ever (a read on a pipe): then the frames are out and we stop at once.
+    risky = getActiveResourcesInfo
+      .call(process)
+      .some((name) => /ReqCallback|FSReq|GetAddrInfo|GetNameInfo|Job$|Zlib|Worker/.test(name));
+  } catch {
+    risky = true;
+  }
+  if (risky && process.pid !== 1) {
+    try {
+      originalKill.call(process, process.pid, 'SIGKILL');
+    } catch {
+      // fall through to a normal exit
+    }
+  }
+  originalReallyExit.call(process, code);
+}
+
+function createRunner({ capture, log, result, source, engine }) {
+  const logMax = log.maxChars;
+
+  function finish(error, override = null) {
+    if (finished) return;
+    finished = true;
+    let message = null;
+    let resultFrame = null;
+    if (error !== null) {
+      message = override !== null ? override : failureMessage(error);
+      const trace = userTrace(error);
+      if (trace) capture.write(bufferFrom(trace, 'utf8'));
+    } else {
+      try {
+        const { value, statusCode, contentType } = snapshotResult(result);
+        resultFrame = encodeFrame({
+          t: 'result',
+          value: wellFormed(value),
+          status_code: statusCode,
+          content_type: contentType,
+        });
+      } catch (err) {
+        message = `invalid result: ${failureMessage(err)}`;
+      }
+    }
+    try {
+      if (message === null) {
+        writeFrame(resultFrame);
+      } else {
+        send({ t: 'log', level: 'error', content: wellFormed(cut(`Action execution failed: ${message}`, logMax)) });
+      }
+      const printed = capture.finish();
+      if (printed) send({ t: 'stdout', data: wellFormed(printed) });
+      const end = { t: 'end', status: message === null ? 'completed' : 'failed' };
+      if (message !== null) end.error = wellFormed(cut(message, STDOUT_MAX));
+      send(end);
+      sealed = true;
+    } catch {
+      hardExit(3);
+    }
+    hardExit(message === null ? 0 : 1);
+  }
+
+  function start() {
+    // process.exit() (and its raw form) end the run as a failure, after the frames.
+    const exitHook = (code) => {
+      const status = code === undefined ? process.exitCode : code;
+      finish(new ExitCalled(`process.exit() called${status === undefined ? '' : ` with code ${status}`}`));
+    };
+    process.exit = exitHook;
+    process.reallyExit = exitHook;
+    process.abort = () => finish(new ExitCalled('process.abort() called'));
+    // Errors the user code did not handle fail the run, as they would crash a node process.
+    process.on('uncaughtException', (err) => finish(err));
+    process.on('unhandledRejection', (reason) => finish(reason));
+    // The event loop emptied while Run's promise was still pending.
+    process.on('beforeExit', () =>
+      finish(new ExitCalled('Run(engine) never finished: the promise it returned never settled'))
+    );
+    process.on('exit', (code) => finish(new ExitCalled(`the process exited with code ${code}`)));
+
+    let outcome;
+    try {
+      const run = loadAction(source);
+      outcome = run(engine);
+    } catch (err) {
+      finish(err, loadHint(err));
+      return;
+    }
+    if (outcome !== null && (typeof outcome === 'object' || typeof outcome === 'function') && typeof outcome.then === 'function') {
+      Promise.resolve(outcome).then(
+        () => finish(null),
+        (err) => finish(err)
+      );
+    } else {
+      finish(null);
+    }
+  }
+
+  return { start, finish };
+}
+
+function main() {
+  const fifoPath = process.argv[2] || '';
+  openFrameChannel();
+  const capture = new Capture(STDOUT_MAX);
+  let fifo = false;
+  if (fifoPath) {
+    try {
+      fifo = capture.startFifo(fifoPath);
+    } catch {
+      fifo = false;
+    }
+  }
+  if (!fifo) capture.startMemory();
+
+  let job;
+  try {
+    job = jsonParse(readJob());
+    if (job === null || typeof job !== 'object' || Array.isArray(job) || typeof job.source !== 'string') {
+      throw new Error("job must be an object with a string 'source'");
+    }
+  } catch (err) {
+    send({ t: 'end', status: 'failed', error: wellFormed(`invalid job: ${failureMessage(err)}`) });
+    sealed = true;
+    originalReallyExit.call(process, 2);
+    return;
+  }
+
+  const maxChars = limit(job.limits, 'log_content_max', LOG_CONTENT_MAX);
+  const log = new Log(maxChars);
+  const result = new Result();
+  const params = new Params(toParams(job.params));
+  const header = new Header(toHeaders(job.headers));
+  const body = typeof job.body === 'string' ? job.body.trim() : '';
+  const engine = makeEngine(params, body, header, log, result);
+
+  installStdio(capture);
+  process.argv = [process.argv[0], ACTION_FILENAME];
+  process.chdir('/tmp');
+
+  const runner = createRunner({ capture, log: { maxChars }, result, source: job.source, engine });
+  runner.start();
+}
+
+if (require.main === module) {
+  try {
+    main();
+  } catch (err) {
+    try {
+      if (!sealed) {
+        send({ t: 'end', status: 'failed', error: wellFormed(`engine error: ${failureMessage(err)}`) });
+        sealed = true;
+      }
+    } catch {
+      // nothing left to tell
+    }
+    originalReallyExit.call(process, 3);
+  }
+}

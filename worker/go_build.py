@@ -1,0 +1,410 @@
+"""Compile Go actions, once per source, in a hardened container of the Go engine image.
+
+``GoBuilder`` is the ``CodePreparer`` of Go: ``job_fields(source)`` gives
+``{"artifact": <base64 of a static linux binary>}``, which the engine's launcher runs (see
+engines/go/README.md). The binary depends only on the source and the engine image, so it is
+cached under ``sha256(image tag + source)``: in memory (a small LRU) and on local disk
+(``<cache_dir>/<key>.bin``, or ``<key>.err`` holding the compiler's message, so that code
+that does not compile is not compiled again either). Disk writes are atomic (temp file +
+rename), so worker processes sharing the folder never see half a file.
+
+The compile container gets the same treatment as a run, with room for the compiler:
+read-only root, uid 65534, every capability dropped, no-new-privileges, no network, a pids,
+memory and file-size limit, a noexec tmpfs ``/tmp`` and a timeout. Its protocol follows
+engines/PROTOCOL.md: ``{"source": "..."}`` on stdin, then EOF; frames on stdout:
+
+- ``{"t": "artifact", "data": "<base64>", "size": n, "go_version": "...", "elapsed_ms": n}``
+  then ``{"t": "end", "status": "completed"}``, or
+- ``{"t": "end", "status": "failed", "error": "main.go:3:5: undefined: x",
+  "reason": "compile" | "internal"}``: only ``compile`` errors depend on the source alone
+  and are cached.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import select
+import socket
+import struct
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.settings import Settings
+from worker.frames import FrameDecoder, FrameError
+from worker.preparers import PreparationError
+from worker.sandbox import parse_size
+
+log = logging.getLogger(__name__)
+
+LANGUAGE = "go"
+COMPILE_COMMAND = ["compile"]
+STDOUT, STDERR = 1, 2
+STDERR_KEEP = 4096
+ELF_MAGIC = b"\x7fELF"
+
+
+@dataclass(frozen=True)
+class CompileLimits:
+    timeout: float = 60.0
+    memory: str = "768m"
+    tmpfs_size: str = "256m"
+    pids: int = 256
+    #: What a run can take: the launcher holds the job (base64) and the binary in memory.
+    max_artifact_bytes: int = 16 * 1024 * 1024
+    nano_cpus: int | None = None
+
+
+class _CompileFailure(Exception):
+    def __init__(self, message: str, cacheable: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.cacheable = cacheable
+
+
+class GoBuilder:
+    """``CodePreparer`` for Go: compile once per (engine image, source), cache the result."""
+
+    def __init__(
+        self,
+        docker_client: Any,
+        settings: Settings,
+        cache_dir: Path,
+        *,
+        image: str | None = None,
+        limits: CompileLimits | None = None,
+        labels: dict[str, str] | None = None,
+        memory_cache_bytes: int = 32 * 1024 * 1024,
+        disk_cache_max_bytes: int = 2 * 1024 * 1024 * 1024,
+    ) -> None:
+        self.client = docker_client
+        self.settings = settings
+        self.cache_dir = Path(cache_dir)
+        self.limits = limits or CompileLimits()
+        self.labels = dict(labels or {})
+        self.memory_cache_bytes = memory_cache_bytes
+        self.disk_cache_max_bytes = disk_cache_max_bytes
+        self._image = image
+        self._lru: OrderedDict[str, tuple[str, str]] = OrderedDict()  # key -> (kind, text)
+        self._lru_bytes = 0
+        self._lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._writes = 0
+        #: Compile containers this builder started (tests and metrics read it).
+        self.compiles = 0
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def image(self) -> str:
+        if self._image is None:
+            from worker.images import engine_image_tag
+
+            self._image = engine_image_tag(LANGUAGE)
+        return self._image
+
+    def cache_key(self, source: str) -> str:
+        return hashlib.sha256(f"{self.image}\0{source}".encode()).hexdigest()
+
+    def job_fields(self, source: str) -> dict[str, Any]:
+        """``{"artifact": base64}``; ``PreparationError`` when the source does not compile."""
+        key = self.cache_key(source)
+        hit = self._lru_get(key)
+        if hit is None:
+            lock = self._key_lock(key)
+            try:
+                with lock:  # one compile per source at a time in this process
+                    hit = self._lru_get(key) or self._disk_get(key)
+                    if hit is None:
+                        hit = self._build(key, source)
+                    self._lru_put(key, hit)
+            finally:
+                with self._lock:
+                    if self._key_locks.get(key) is lock and not lock.locked():
+                        del self._key_locks[key]
+        kind, text = hit
+        if kind == "err":
+            raise PreparationError(text)
+        return {"artifact": text}
+
+    # ------------------------------------------------------------------ caches
+
+    def _key_lock(self, key: str) -> threading.Lock:
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def _lru_get(self, key: str) -> tuple[str, str] | None:
+        with self._lock:
+            hit = self._lru.get(key)
+            if hit is not None:
+                self._lru.move_to_end(key)
+            return hit
+
+    def _lru_put(self, key: str, value: tuple[str, str]) -> None:
+        size = len(value[1])
+        with self._lock:
+            if key in self._lru or size > self.memory_cache_bytes:
+                return
+            self._lru[key] = value
+            self._lru_bytes += size
+            while self._lru_bytes > self.memory_cache_bytes and self._lru:
+                _, (_, old) = self._lru.popitem(last=False)
+                self._lru_bytes -= len(old)
+
+    def _path(self, key: str, suffix: str) -> Path:
+        return self.cache_dir / f"{key}{suffix}"
+
+    def _disk_get(self, key: str) -> tuple[str, str] | None:
+        for suffix, kind in ((".bin", "ok"), (".err", "err")):
+            path = self._path(key, suffix)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("go build cache: cannot read %s: %s", path, exc)
+                continue
+            if kind == "ok" and not data.startswith(ELF_MAGIC):
+                log.warning("go build cache: %s is not an executable; rebuilding", path)
+                continue
+            try:
+                os.utime(path)  # the disk cache evicts the least recently used first
+            except OSError:
+                pass
+            if kind == "ok":
+                return "ok", base64.b64encode(data).decode("ascii")
+            return "err", data.decode("utf-8", "replace")
+        return None
+
+    def _disk_put(self, key: str, suffix: str, data: bytes) -> None:
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}-", suffix=".tmp", dir=self.cache_dir)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self._path(key, suffix))
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:  # a cache that cannot be written only costs compiles
+            log.warning("go build cache: cannot write %s: %s", self._path(key, suffix), exc)
+            return
+        self._writes += 1
+        if self._writes % 16 == 1:
+            self._prune_disk()
+
+    def _prune_disk(self) -> None:
+        """Remove the least recently used entries past ``disk_cache_max_bytes``."""
+        entries = []
+        total = 0
+        try:
+            with os.scandir(self.cache_dir) as it:
+                for entry in it:
+                    if entry.name.endswith((".bin", ".err")) and entry.is_file():
+                        st = entry.stat()
+                        entries.append((st.st_mtime, st.st_size, entry.path))
+                        total += st.st_size
+        except OSError:
+            return
+        if total <= self.disk_cache_max_bytes:
+            return
+        for _, size, path in sorted(entries):
+            if total <= self.disk_cache_max_bytes * 0.9:
+                break
+            try:
+                os.unlink(path)
+                total -= size
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------ compiling
+
+    def _build(self, key: str, source: str) -> tuple[str, str]:
+        started = time.monotonic()
+        try:
+            binary = self._compile(source)
+        except _CompileFailure as failure:
+            log.info("go compile %s failed in %.2f s", key[:12], time.monotonic() - started)
+            if failure.cacheable:
+                self._disk_put(key, ".err", failure.message.encode("utf-8"))
+                return "err", failure.message
+            raise PreparationError(failure.message) from None
+        log.info(
+            "go compile %s: %d bytes in %.2f s", key[:12], len(binary), time.monotonic() - started
+        )
+        self._disk_put(key, ".bin", binary)
+        return "ok", base64.b64encode(binary).decode("ascii")
+
+    def _host_config(self) -> Any:
+        limits = self.limits
+        memory = parse_size(limits.memory)
+        tmpfs_bytes = parse_size(limits.tmpfs_size)
+        options: dict[str, Any] = dict(
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_size},mode=1777"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=limits.pids,
+            mem_limit=memory,
+            memswap_limit=memory,
+            ulimits=[
+                {"Name": "fsize", "Soft": tmpfs_bytes, "Hard": tmpfs_bytes},
+                {"Name": "nofile", "Soft": 1024, "Hard": 1024},
+                {"Name": "core", "Soft": 0, "Hard": 0},
+            ],
+            network_mode="none",
+            ipc_mode="private",
+            init=True,
+            log_config={"type": "none", "config": {}},
+        )
+        if limits.nano_cpus:
+            options["nano_cpus"] = limits.nano_cpus
+        return self.client.api.create_host_config(**options)
+
+    def _compile(self, source: str) -> bytes:
+        api = self.client.api
+        container = api.create_container(
+            self.image,
+            command=COMPILE_COMMAND,
+            stdin_open=True,
+            tty=False,
+            user="65534:65534",
+            environment={},
+            hostname="build",
+            labels={"codeactions.sandbox": "1", "codeactions.compile": LANGUAGE, **self.labels},
+            host_config=self._host_config(),
+            network_disabled=True,
+        )
+        container_id = container["Id"]
+        self.compiles += 1
+        try:
+            return self._exchange(container_id, source)
+        finally:
+            try:
+                api.remove_container(container_id, force=True, v=True)
+            except Exception as exc:
+                if "No such container" not in str(exc):
+                    log.warning("could not remove compile container %s: %s", container_id[:12], exc)
+
+    def _exchange(self, container_id: str, source: str) -> bytes:
+        api = self.client.api
+        attached = api.attach_socket(
+            container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        )
+        sock: socket.socket = getattr(attached, "_sock", attached)
+        frames: list[dict[str, Any]] = []
+        stderr_tail = bytearray()
+        try:
+            api.start(container_id)
+            sock.sendall(json.dumps({"source": source}).encode())
+            sock.shutdown(socket.SHUT_WR)
+            timed_out = self._pump(sock, frames, stderr_tail)
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        if timed_out:
+            try:
+                api.kill(container_id)
+            except Exception:
+                pass
+            raise _CompileFailure(
+                f"compilation timed out after {self.limits.timeout:g} s", cacheable=False
+            )
+        return self._outcome(container_id, frames, bytes(stderr_tail))
+
+    def _pump(
+        self, sock: socket.socket, frames: list[dict[str, Any]], stderr_tail: bytearray
+    ) -> bool:
+        """Read the multiplexed attach stream until EOF; True when the timeout hit first."""
+        max_output = 4 * self.limits.max_artifact_bytes + 1024 * 1024
+        decoder = FrameDecoder(max_frame_bytes=max_output)
+        deadline = time.monotonic() + self.limits.timeout
+        buffer = bytearray()
+        received = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            readable, _, _ = select.select([sock], [], [], left)
+            if not readable:
+                continue
+            chunk = sock.recv(1024 * 1024)
+            if not chunk:
+                return False
+            received += len(chunk)
+            if received > max_output + 64 * 1024:
+                raise _CompileFailure("the compiler's output is too large", cacheable=False)
+            buffer += chunk
+            while len(buffer) >= 8:
+                stream, size = buffer[0], struct.unpack(">I", buffer[4:8])[0]
+                if len(buffer) < 8 + size:
+                    break
+                payload = bytes(buffer[8 : 8 + size])
+                del buffer[: 8 + size]
+                if stream == STDERR:
+                    stderr_tail += payload[: max(0, STDERR_KEEP - len(stderr_tail))]
+                    continue
+                try:
+                    frames.extend(decoder.feed(payload))
+                except FrameError as exc:
+                    raise _CompileFailure(
+                        f"the compiler's output was malformed: {exc}", cacheable=False
+                    ) from None
+
+    def _outcome(
+        self, container_id: str, frames: list[dict[str, Any]], stderr_tail: bytes
+    ) -> bytes:
+        end = next((f for f in frames if f.get("t") == "end"), None)
+        artifact = next((f for f in frames if f.get("t") == "artifact"), None)
+        if end is None or (end.get("status") == "completed" and artifact is None):
+            state = self._state(container_id)
+            if state.get("OOMKilled"):
+                raise _CompileFailure(
+                    f"compilation ran out of memory ({self.limits.memory})", cacheable=False
+                )
+            detail = stderr_tail.decode("utf-8", "replace").strip()[-500:]
+            message = f"the Go compiler stopped unexpectedly (exit code {state.get('ExitCode')})"
+            raise _CompileFailure(message + (f": {detail}" if detail else ""), cacheable=False)
+        if end.get("status") != "completed":
+            message = str(end.get("error") or "compilation failed")
+            if end.get("reason") != "compile" and self._state(container_id).get("OOMKilled"):
+                message = f"compilation ran out of memory ({self.limits.memory})"
+            raise _CompileFailure(message, cacheable=end.get("reason") == "compile")
+        try:
+            binary = base64.b64decode(str(artifact.get("data", "")), validate=True)
+        except ValueError:
+            raise _CompileFailure("the compiled action was malformed", cacheable=False) from None
+        if not binary.startswith(ELF_MAGIC):
+            raise _CompileFailure("the compiled action is not an executable", cacheable=False)
+        if len(binary) > self.limits.max_artifact_bytes:
+            raise _CompileFailure(
+                f"the compiled action is {_mib(len(binary))}; at most "
+                f"{_mib(self.limits.max_artifact_bytes)} can run",
+                cacheable=True,
+            )
+        return binary
+
+    def _state(self, container_id: str) -> dict[str, Any]:
+        try:
+            self.client.api.wait(container_id, timeout=5)
+            return self.client.api.inspect_container(container_id).get("State", {})
+        except Exception as exc:
+            log.debug("inspect %s: %s", container_id[:12], exc)
+            return {}
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
