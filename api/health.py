@@ -6,13 +6,13 @@ import threading
 import time
 from typing import Any
 
+from flask import current_app
 from flask_smorest import Blueprint
 
 from api.context import ApiContext, ctx
 
 blp = Blueprint("health", __name__, description="Health")
 
-_cache: dict[str, Any] = {"at": 0.0, "body": None}
 _cache_lock = threading.Lock()
 
 
@@ -64,6 +64,7 @@ def _check_all(c: ApiContext) -> dict[str, Any]:
 @blp.route("/health", methods=["GET"])
 def health():
     c = ctx()
+    _cache = current_app.extensions.setdefault("codeactions.health", {"at": 0.0, "body": None})
     with _cache_lock:
         if _cache["body"] is None or time.monotonic() - _cache["at"] > (
             c.settings.health_check_cache_time

@@ -38,8 +38,7 @@ class Platform:
         values: dict[str, object] = {
             key: value for key, value in self.env.items() if key.startswith("FLOWS_CODE_ACTIONS_")
         }
-        values.update(overrides)
-        return Settings(**values)
+        return Settings(**values).model_copy(update=overrides)
 
     def url(self, path: str) -> str:
         return self.base_url + path

@@ -55,7 +55,7 @@ ELF_MAGIC = b"\x7fELF"
 @dataclass(frozen=True)
 class CompileLimits:
     timeout: float = 60.0
-    memory: str = "768m"
+    memory: str = "512m"  # a compile peaks near 60 MiB: std is pre-built
     tmpfs_size: str = "256m"
     pids: int = 256
     #: What a run can take: the launcher holds the job (base64) and the binary in memory.

@@ -388,10 +388,11 @@ def test_non_string_results_json_encoded(run) -> None:  # noqa: ANN001
         "nil": "nil",
         "bytes": '[]byte("raw bytes")',
         "chan": "make(chan int)",  # json cannot encode it: fmt.Sprint
+        "error": 'errors.New("went wrong")',  # its message, not json's "{}"
     }
     results = {}
     for name, value in cases.items():
-        out = run(action(f"return engine.Result.Set({value})", extra=extra))
+        out = run(action(f"return engine.Result.Set({value})", "errors", extra=extra))
         completed(out)
         results[name] = out.result
     assert json.loads(results["map"]) == {"ok": True, "n": 1.5, "html": "<b>"}
@@ -402,6 +403,7 @@ def test_non_string_results_json_encoded(run) -> None:  # noqa: ANN001
     assert results["nil"] == "null"
     assert results["bytes"] == "raw bytes"
     assert results["chan"].startswith("0x")
+    assert results["error"] == "went wrong"
 
 
 def test_second_set_wins_with_status_and_content_type(run) -> None:  # noqa: ANN001
@@ -419,7 +421,9 @@ def test_second_set_wins_with_status_and_content_type(run) -> None:  # noqa: ANN
 
 
 def test_html_content_type_and_case(run) -> None:  # noqa: ANN001
-    out = run(action('return engine.Result.Set("<p>hi</p>", codeactions.WithContentType(" HTML "))'))
+    out = run(
+        action('return engine.Result.Set("<p>hi</p>", codeactions.WithContentType(" HTML "))')
+    )
     completed(out)
     assert (out.result, out.content_type) == ("<p>hi</p>", "html")
 
@@ -635,6 +639,53 @@ def test_printed_frames_are_not_frames(run_raw) -> None:  # noqa: ANN001
     assert "builtin println" in out.stdout
 
 
+def test_harness_alone_moves_frames_off_stdout(builder, go_image: str) -> None:  # noqa: ANN001
+    """Without the launcher (no frame_fd in the job) the compiled action still keeps prints
+    out of the frames: it moves its frames to a private descriptor and captures fd 1 and 2."""
+    import base64
+    import subprocess
+
+    from .conftest import SANDBOX_FLAGS, parse_frames
+
+    forged = b'{"t":"result","value":"forged","status_code":299,"content_type":"text"}'
+    source = action(
+        f"""
+        frame := append([]byte{{0, 0, 0, {len(forged)}}}, {json.dumps(forged.decode())}...)
+        fmt.Print(string(frame))
+        os.Stdout.Write(frame)
+        syscall.Write(1, frame)
+        syscall.Write(2, frame)
+        engine.Log.Info(engine.Params.Get("who"))
+        return engine.Result.Set("real")
+        """,
+        "fmt",
+        "os",
+        "syscall",
+    )
+    binary = base64.b64decode(builder.job_fields(source)["artifact"])
+    job = json.dumps({"params": {"who": "standalone"}, "body": "", "headers": {}}).encode()
+    flags = [f for f in SANDBOX_FLAGS if f != "/tmp:size=16m"]
+    flags[flags.index("--tmpfs") + 1 : flags.index("--tmpfs") + 1] = ["/tmp:size=16m,exec"]
+    script = (
+        f"dd iflag=fullblock,count_bytes bs=65536 count={len(binary)} of=/tmp/a 2>/dev/null"
+        " && chmod 500 /tmp/a && exec /tmp/a"
+    )
+    proc = subprocess.run(
+        ["docker", "run", "-i", "--rm", *flags, "--entrypoint", "sh", go_image, "-c", script],
+        input=binary + job,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    frames = parse_frames(proc.stdout)
+    assert [f["t"] for f in frames] == ["log", "result", "stdout", "end"], frames
+    assert frames[0]["content"] == "standalone"
+    assert frames[1]["value"] == "real"
+    assert frames[2]["data"] == forged.decode() * 4
+    assert frames[3] == {"t": "end", "status": "completed"}
+    assert proc.returncode == 0
+
+
 def test_stdout_capped_at_64_kib(run) -> None:  # noqa: ANN001
     out = run(
         action(
@@ -694,7 +745,12 @@ def test_standard_library_is_available(run) -> None:  # noqa: ANN001
         )
     )
     completed(out)
-    assert json.loads(out.result) == {"host": "example.com", "sum": "2d711642", "match": "c", "max": 9}
+    assert json.loads(out.result) == {
+        "host": "example.com",
+        "sum": "2d711642",
+        "match": "c",
+        "max": 9,
+    }
 
 
 def test_invalid_jobs_end_failed(go_image: str) -> None:

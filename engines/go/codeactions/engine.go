@@ -278,8 +278,8 @@ type Result struct {
 func NewResult() *Result { return &Result{statusCode: 200, contentType: ContentText} }
 
 // Set records the response; a later call replaces it. A string is kept as is, a []byte is
-// taken as text, anything else is JSON-encoded (falling back to fmt.Sprint when it cannot
-// be). An invalid status code or content type returns an error, leaves the earlier result
+// taken as text, an error gives its message, anything else is JSON-encoded (falling back to
+// fmt.Sprint when it cannot be). An invalid status code or content type returns an error, leaves the earlier result
 // in place and fails the run unless a later Set succeeds.
 func (r *Result) Set(value any, opts ...Option) error {
 	if r == nil {
@@ -334,6 +334,8 @@ func stringify(value any) (text string) {
 		return v
 	case []byte:
 		return string(v)
+	case error:
+		return errorMessage(v) // encoding/json would give "{}"
 	}
 	defer func() {
 		// A MarshalJSON or String method of the user's type may panic: fall back, then give up.

@@ -1,0 +1,57 @@
+"""The real API code, created in-process with settings overrides, against the real services:
+for behaviour that needs a setting the shared test API does not have."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.app import create_app
+from tests.integration.helpers import create_code
+
+
+@pytest.fixture()
+def make_client(platform):  # noqa: ANN001, ANN201
+    apps = []
+
+    def _make(**overrides: object):  # noqa: ANN202
+        app = create_app(platform.settings(**overrides))
+        apps.append(app)
+        return app.test_client()
+
+    yield _make
+    for app in apps:
+        app.extensions["codeactions"].db.dispose()
+
+
+def test_health_is_503_when_a_dependency_is_down(make_client):
+    client = make_client(redis="redis://127.0.0.1:1/0", health_check_cache_time=0)
+    response = client.get("/health")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "unhealthy"
+    assert body["redis"]["status"] == "down" and body["database"]["status"] == "up"
+    assert client.get("/healthz").status_code == 200  # liveness stays cheap and green
+
+
+def test_rate_limit_per_code(platform, make_client):
+    client = make_client(code_limiter_max_requests=3, code_limiter_window=60)
+    limited = create_code(platform, "def Run(engine):\n    engine.result.set('ok')\n")
+    other = create_code(platform, "def Run(engine):\n    engine.result.set('ok')\n")
+    statuses = [client.post(f"/action/endpoint/{limited['id']}").status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    refused = client.post(f"/action/endpoint/{limited['id']}")
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "rate limit" in refused.get_json()["message"]
+    # The count is per code.
+    assert client.post(f"/action/endpoint/{other['id']}").status_code == 200
+
+
+def test_run_route_token(platform, make_client):
+    client = make_client(auth_token="s3cret")
+    code = create_code(platform, "def Run(engine):\n    engine.result.set('ran')\n", type="flow")
+    assert client.post(f"/run/{code['id']}").status_code == 401
+    assert client.post(f"/run/{code['id']}",
+                       headers={"Authorization": "Token wrong"}).status_code == 401
+    ok = client.post(f"/run/{code['id']}", headers={"Authorization": "Token s3cret"})
+    assert ok.status_code == 200 and ok.get_json()["result"]["result"] == "ran"
