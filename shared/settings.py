@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     sandbox_bridge: str = Field("ca-sandbox0", validation_alias=_env("SANDBOX_BRIDGE"))
     docker_host: str = Field("", validation_alias=_env("DOCKER_HOST"))
     worker_languages: str = Field("python", validation_alias=_env("WORKER_LANGUAGES"))
+    # Compiled Go actions, by source hash; empty means `<state_dir>/go-build-cache`.
+    go_build_cache: str = Field("", validation_alias=_env("GO_BUILD_CACHE"))
 
     # --- local platform (make run / make test) ---------------------------------------
     state_dir: str = Field(".state/dev", validation_alias=_env("STATE_DIR"))

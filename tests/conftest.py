@@ -58,23 +58,29 @@ def _wait_http(url: str, seconds: float, child: subprocess.Popen) -> None:
     raise RuntimeError(f"{url} did not come up in {seconds}s")
 
 
-def _wait_worker(platform: Platform, child: subprocess.Popen, seconds: float) -> None:
-    """A worker is ready once Celery answers a ping on the broker."""
+def _wait_worker(
+    platform: Platform, child: subprocess.Popen, language: str, seconds: float
+) -> None:
+    """A worker is ready once it answers a ping on the broker under its own name."""
+    import socket
+
     from shared.celery_app import make_celery
+    from worker.preparation import worker_name
 
     app = make_celery(platform.settings())
+    destination = [f"{worker_name([language])}@{socket.gethostname()}"]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if child.poll() is not None:
             raise RuntimeError(f"worker exited with {child.returncode}")
-        if app.control.ping(timeout=1.0):
+        if app.control.ping(destination=destination, timeout=1.0):
             return
     raise RuntimeError(f"worker did not answer in {seconds}s")
 
 
 @pytest.fixture(scope="session")
 def platform() -> Iterator[Platform]:
-    from shared.cli import spawn_child, stop_children
+    from shared.cli import built_languages, spawn_child, stop_children
     from shared.local_platform import local_environment, stack_urls, start_services
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWS_CODE_ACTIONS_")}
@@ -97,12 +103,17 @@ def platform() -> Iterator[Platform]:
                        check=True)
         subprocess.run([sys.executable, "-m", "shared.cli", "images"], env=env, cwd=REPO_ROOT,
                        check=True)
-        worker = spawn_child(["worker", "--language", "python", "--concurrency", "4"], env)
-        platform.children.append(worker)
+        languages = built_languages()
+        workers = [
+            spawn_child(["worker", "--language", language, "--concurrency", "4"], env)
+            for language in languages
+        ]
+        platform.children.extend(workers)
         api = spawn_child(["api", "--workers", "2"], env)
         platform.children.append(api)
         _wait_http(platform.url("/healthz"), 60, api)
-        _wait_worker(platform, worker, 120)
+        for worker, language in zip(workers, languages, strict=True):
+            _wait_worker(platform, worker, language, 180)
         yield platform
     finally:
         stop_children(platform.children)

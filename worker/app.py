@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 
 from celery import Celery
 
@@ -37,6 +38,7 @@ class WorkerContext:
 
         from shared.db import Database
         from shared.log_archive import LogArchive
+        from worker.go_build import GoBuilder
         from worker.run_executor import RunExecutor
         from worker.sandbox import Sandbox
 
@@ -46,6 +48,12 @@ class WorkerContext:
             if settings.docker_host
             else docker.from_env(timeout=30)
         )
+        go_builder = GoBuilder(
+            client,
+            settings,
+            Path(settings.go_build_cache or Path(settings.state_dir) / "go-build-cache"),
+            labels={"codeactions.worker": self.worker_name},
+        )
         return RunExecutor(
             settings=settings,
             db=Database(settings),
@@ -53,6 +61,7 @@ class WorkerContext:
             archive=LogArchive(settings),
             sandbox=Sandbox(client, settings),
             worker_name=self.worker_name,
+            preparers={"go": go_builder},
         )
 
 

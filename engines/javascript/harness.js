@@ -30,7 +30,6 @@ const fs = require('fs');
 const Module = require('module');
 const path = require('path');
 const util = require('util');
-const vm = require('vm');
 const { Writable } = require('stream');
 const { Worker } = require('worker_threads');
 
@@ -207,20 +206,26 @@ function openFrameChannel() {
 // ----------------------------------------------------------------------------- capture
 
 // Layout of the shared buffer between the main thread and the drainer thread.
-const H_STARTED = 0;
+const H_OWNER = 0; // who reads the FIFO: 0 nobody yet, 1 the drainer, 2 the main thread
 const H_DONE = 1;
 const H_SIZE = 2;
 const H_TRUNCATED = 3;
 const HEADER_BYTES = 32;
+const OWNER_DRAINER = 1;
+const OWNER_MAIN = 2;
 
 // The drainer: reads the FIFO with libuv (non-blocking, so it never holds up process exit),
-// keeps the first `cap` bytes in the shared buffer and discards the rest.
+// keeps the first `cap` bytes in the shared buffer and discards the rest. A worker thread
+// keeps draining while the main thread is blocked (a big synchronous write to fd 1, spawnSync
+// with inherited stdout), so no write can deadlock on a full pipe. It boots while the main
+// thread waits for the job; if the run is over before it is up, the main thread claims the
+// FIFO and drains it itself.
 const DRAINER_SOURCE = `
 'use strict';
+(() => {
 const { workerData } = require('worker_threads');
 const header = new Int32Array(workerData.sab, 0, ${HEADER_BYTES / 4});
-Atomics.store(header, ${H_STARTED}, 1);
-Atomics.notify(header, ${H_STARTED});
+if (Atomics.compareExchange(header, ${H_OWNER}, 0, ${OWNER_DRAINER}) !== 0) return;
 const cap = workerData.cap;
 const data = new Uint8Array(workerData.sab, ${HEADER_BYTES}, cap);
 let size = 0;
@@ -246,6 +251,7 @@ try {
 } catch (err) {
   done();
 }
+})();
 `;
 
 class Capture {
@@ -279,6 +285,7 @@ class Capture {
       // not there
     }
     unlinkSync(fifoPath);
+    this.readFd = readFd;
     this.sab = new SharedArrayBuffer(HEADER_BYTES + this.cap);
     this.header = new Int32Array(this.sab, 0, HEADER_BYTES / 4);
     this.worker = new Worker(DRAINER_SOURCE, {
@@ -302,6 +309,36 @@ class Capture {
     if (frameFd !== 1) pointAtDevNull(1); // else nowhere else to put the frames: last resort
   }
 
+  /** Read the (non-blocking) FIFO until EOF, waiting at most `waitMs` for other writers. */
+  drainHere(waitMs) {
+    const chunk = bufferAllocUnsafe(65536);
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      let n;
+      try {
+        n = readSync(this.readFd, chunk, 0, chunk.length, null);
+      } catch (err) {
+        if (err && err.code === 'EAGAIN' && Date.now() < deadline) {
+          sleep(2);
+          continue;
+        }
+        return;
+      }
+      if (n === 0) return;
+      this.keep(chunk.subarray(0, n));
+    }
+  }
+
+  keep(bytes) {
+    const room = this.cap - this.size;
+    if (room > 0) {
+      const kept = bytes.length > room ? bytes.subarray(0, room) : bytes;
+      this.chunks.push(bufferFrom(kept));
+      this.size += kept.length;
+    }
+    if (bytes.length > room) this.truncated = true;
+  }
+
   write(bytes) {
     if (this.broken || this.closed) return;
     if (this.mode === 'fifo') {
@@ -312,13 +349,7 @@ class Capture {
       }
       return;
     }
-    const room = this.cap - this.size;
-    if (room > 0) {
-      const kept = bytes.length > room ? bytes.subarray(0, room) : bytes;
-      this.chunks.push(bufferFrom(kept));
-      this.size += kept.length;
-    }
-    if (bytes.length > room) this.truncated = true;
+    this.keep(bytes);
   }
 
   /** Stop capturing and return what was captured, decoded. */
@@ -330,11 +361,16 @@ class Capture {
       // Our write end goes; children of the user code may still hold theirs: wait for EOF
       // only briefly, as the Python harness does.
       pointAtDevNull(1);
-      atomicsWait(this.header, H_STARTED, 0, 2000);
-      atomicsWait(this.header, H_DONE, 0, 500);
-      const size = Atomics.load(this.header, H_SIZE);
-      truncated = Atomics.load(this.header, H_TRUNCATED) === 1;
-      data = bufferFrom(new Uint8Array(this.sab, HEADER_BYTES, size));
+      if (Atomics.compareExchange(this.header, H_OWNER, 0, OWNER_MAIN) === 0) {
+        this.drainHere(500);
+        data = Buffer.concat(this.chunks);
+        truncated = this.truncated;
+      } else {
+        atomicsWait(this.header, H_DONE, 0, 500);
+        const size = Atomics.load(this.header, H_SIZE);
+        truncated = Atomics.load(this.header, H_TRUNCATED) === 1;
+        data = bufferFrom(new Uint8Array(this.sab, HEADER_BYTES, size));
+      }
     } else {
       data = Buffer.concat(this.chunks);
       truncated = this.truncated;
@@ -766,7 +802,7 @@ function loadAction(source) {
   } catch (err) {
     if (err instanceof SyntaxError) {
       // Report the error against the user's own text, not the text with our trailer.
-      vm.compileFunction(source, ['exports', 'require', 'module', '__filename', '__dirname'], {
+      require('vm').compileFunction(source, ['exports', 'require', 'module', '__filename', '__dirname'], {
         filename: ACTION_FILENAME,
       });
     }

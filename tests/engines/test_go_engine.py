@@ -392,7 +392,8 @@ def test_non_string_results_json_encoded(run) -> None:  # noqa: ANN001
     }
     results = {}
     for name, value in cases.items():
-        out = run(action(f"return engine.Result.Set({value})", "errors", extra=extra))
+        imports = ("errors",) if name == "error" else ()
+        out = run(action(f"return engine.Result.Set({value})", *imports, extra=extra))
         completed(out)
         results[name] = out.result
     assert json.loads(results["map"]) == {"ok": True, "n": 1.5, "html": "<b>"}
@@ -404,6 +405,19 @@ def test_non_string_results_json_encoded(run) -> None:  # noqa: ANN001
     assert results["bytes"] == "raw bytes"
     assert results["chan"].startswith("0x")
     assert results["error"] == "went wrong"
+
+
+def test_large_result_streams_through(run) -> None:  # noqa: ANN001
+    out = run(action('return engine.Result.Set(strings.Repeat("r", 1536*1024))', "strings"))
+    completed(out)
+    assert out.result == "r" * 1536 * 1024
+
+
+def test_result_over_output_cap_fails(run, settings) -> None:  # noqa: ANN001
+    size = settings.sandbox_output_max_bytes + 1024
+    out = run(action(f'return engine.Result.Set(strings.Repeat("r", {size}))', "strings"))
+    assert out.status == "failed"
+    assert out.exit_reason == "output_limit", (out.exit_reason, out.error)
 
 
 def test_second_set_wins_with_status_and_content_type(run) -> None:  # noqa: ANN001
@@ -681,7 +695,7 @@ def test_harness_alone_moves_frames_off_stdout(builder, go_image: str) -> None: 
     assert [f["t"] for f in frames] == ["log", "result", "stdout", "end"], frames
     assert frames[0]["content"] == "standalone"
     assert frames[1]["value"] == "real"
-    assert frames[2]["data"] == forged.decode() * 4
+    assert frames[2]["data"] == (len(forged).to_bytes(4, "big") + forged).decode() * 4
     assert frames[3] == {"t": "end", "status": "completed"}
     assert proc.returncode == 0
 
@@ -898,3 +912,68 @@ def test_hello_world_end_to_end_timing(run, builder) -> None:  # noqa: ANN001
     completed(out)
     assert (infos(out), out.result) == (["hello"], "world")
     assert elapsed < 5
+
+
+def test_compile_timeout_is_not_cached(  # noqa: ANN001
+    docker_client, settings, go_image: str, tmp_path: Path
+) -> None:
+    from worker.go_build import CompileLimits, GoBuilder
+    from worker.preparers import PreparationError
+
+    source = action('return engine.Result.Set("slow")')
+    hasty = GoBuilder(
+        docker_client, settings, tmp_path, image=go_image, limits=CompileLimits(timeout=0.2)
+    )
+    with pytest.raises(PreparationError, match=r"^compilation timed out after 0.2 s$"):
+        hasty.job_fields(source)
+    assert list(tmp_path.iterdir()) == []
+    left = docker_client.containers.list(all=True, filters={"label": "codeactions.compile"})
+    assert left == []
+    patient = GoBuilder(docker_client, settings, tmp_path, image=go_image)
+    assert set(patient.job_fields(source)) == {"artifact"}
+
+
+def test_artifact_size_limit(  # noqa: ANN001
+    docker_client, settings, go_image: str, tmp_path: Path
+) -> None:
+    from worker.go_build import CompileLimits, GoBuilder
+    from worker.preparers import PreparationError
+
+    small = GoBuilder(
+        docker_client,
+        settings,
+        tmp_path,
+        image=go_image,
+        limits=CompileLimits(max_artifact_bytes=1024 * 1024),
+    )
+    source = action('return engine.Result.Set("big")')
+    with pytest.raises(PreparationError, match=r"^the compiled action is .* MiB; at most 1.0 MiB"):
+        small.job_fields(source)
+    with pytest.raises(PreparationError):
+        small.job_fields(source)
+    assert small.compiles == 1  # deterministic: cached like a compile error
+
+
+def test_memory_cache_is_bounded(tmp_path: Path) -> None:
+    from worker.go_build import GoBuilder
+
+    builder = GoBuilder(None, None, tmp_path, image="x:1", memory_cache_bytes=10)
+    for key in ("a", "b", "c"):
+        builder._lru_put(key, ("ok", "12345"))
+    assert list(builder._lru) == ["b", "c"]
+    builder._lru_put("huge", ("ok", "x" * 11))
+    assert "huge" not in builder._lru
+
+
+def test_disk_cache_is_pruned_oldest_first(tmp_path: Path) -> None:
+    import os
+
+    from worker.go_build import GoBuilder
+
+    builder = GoBuilder(None, None, tmp_path, image="x:1", disk_cache_max_bytes=250)
+    for age, name in enumerate(["new.bin", "mid.err", "old.bin"]):
+        path = tmp_path / name
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (1_000_000 - age * 10, 1_000_000 - age * 10))
+    builder._prune_disk()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mid.err", "new.bin"]

@@ -1,13 +1,15 @@
 """Hostile code, one attack at a time: each ends `failed` (or contained) with a specific
 reason, leaves nothing running, and the worker serves the next run as if nothing happened.
 
-Sources are per language; a language joins a case by adding its source here.
+Sources live in `attacks/<language>/<attack>.<ext>`; a language joins a case by adding a
+file there.
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 import docker
 import pytest
@@ -15,119 +17,40 @@ import requests
 
 from tests.integration.helpers import call, create_code
 
-ATTACKS: dict[str, dict] = {
-    "busy_loop": {
-        "timeout": 5,
-        "expect": ("failed", "timed out after 5 s"),
-        "python": "def Run(engine):\n    while True:\n        pass\n",
-    },
-    "sleep_past_timeout": {
-        "timeout": 5,
-        "expect": ("failed", "timed out after 5 s"),
-        "python": "import time\ndef Run(engine):\n    time.sleep(60)\n",
-    },
-    "fork_bomb": {
-        "timeout": 10,
-        "expect": ("failed", None),
-        "python": (
-            "import os\n"
-            "def Run(engine):\n"
-            "    while True:\n"
-            "        try:\n"
-            "            os.fork()\n"
-            "        except OSError:\n"
-            "            pass\n"
-        ),
-    },
-    "memory_hog": {
-        "timeout": 30,
-        "expect": ("failed", "memory limit exceeded (256 MiB)"),
-        "python": (
-            "def Run(engine):\n"
-            "    hog = []\n"
-            "    while True:\n"
-            "        hog.append(bytearray(8 * 1024 * 1024))\n"
-        ),
-    },
-    "disk_fill_tmp": {
-        "timeout": 30,
-        # The 16 MiB file-size limit or the 16 MiB tmpfs, whichever bites first.
-        "expect": ("failed", ("No space left on device", "File too large")),
-        "python": (
-            "def Run(engine):\n"
-            "    with open('/tmp/fill', 'wb') as f:\n"
-            "        while True:\n"
-            "            f.write(b'x' * 1024 * 1024)\n"
-        ),
-    },
-    "write_outside_tmp": {
-        "timeout": 10,
-        "expect": ("failed", "Read-only file system"),
-        "python": "def Run(engine):\n    open('/usr/evil', 'w').write('x')\n",
-    },
-    "stdout_flood": {
-        "timeout": 30,
-        "expect": ("failed", "output limit exceeded"),
-        "python": (
-            "import sys\n"
-            "def Run(engine):\n"
-            "    line = 'A' * 1023 + '\\n'\n"
-            "    for _ in range(4 * 1024):\n"
-            "        sys.stdout.write(line)\n"
-            "        sys.stderr.write(line)\n"
-        ),
-    },
-    "huge_result": {
-        "timeout": 30,
-        "expect": ("failed", "output limit exceeded (2 MiB)"),
-        "python": "def Run(engine):\n    engine.result.set('x' * (3 * 1024 * 1024))\n",
-    },
-    "log_flood": {
-        "timeout": 30,
-        "expect": ("failed", "log limit exceeded (1000 logs per run)"),
-        "python": "def Run(engine):\n    for i in range(5000):\n        engine.log.info(i)\n",
-    },
-    "close_std_streams": {
-        "timeout": 10,
-        "expect": ("completed", "still here"),
-        "python": (
-            "import os, sys\n"
-            "def Run(engine):\n"
-            "    sys.stdout.close()\n"
-            "    for fd in (0, 1, 2):\n"
-            "        os.close(fd)\n"
-            "    engine.result.set('still here')\n"
-        ),
-    },
-    "binary_output": {
-        "timeout": 10,
-        "expect": ("completed", "bin"),
-        "python": (
-            "import os\n"
-            "def Run(engine):\n"
-            "    os.write(1, b'\\xff\\xfe\\x00\\x80 raw bytes')\n"
-            "    engine.log.info('nul\\x00inside')\n"
-            "    engine.result.set('bin\\udcff')\n"
-        ),
-    },
-    "orphan_child": {
-        "timeout": 10,
-        "expect": ("completed", "parent done"),
-        "python": (
-            "import subprocess\n"
-            "def Run(engine):\n"
-            "    subprocess.Popen(['sleep', '300'])\n"
-            "    engine.result.set('parent done')\n"
-        ),
-    },
+ATTACKS_DIR = Path(__file__).parent / "attacks"
+EXTENSIONS = {"python": "py", "javascript": "js", "go": "go"}
+
+# attack -> (timeout, (final status, reason substring or alternatives))
+ATTACKS: dict[str, tuple[int, tuple]] = {
+    'busy_loop': (5, ('failed', 'timed out after 5 s')),
+    'sleep_past_timeout': (5, ('failed', 'timed out after 5 s')),
+    'fork_bomb': (10, ('failed', None)),
+    'memory_hog': (30, ('failed', 'memory limit exceeded (256 MiB)')),
+    # The 16 MiB file-size limit or the 16 MiB tmpfs, whichever bites first; per language.
+    'disk_fill_tmp': (30, ('failed', ('No space left on device', 'File too large',
+                                      'no space left', 'file too large', 'ENOSPC', 'EFBIG',
+                                      'file size limit'))),
+    'write_outside_tmp': (10, ('failed', ('Read-only file system', 'read-only file system',
+                                          'EROFS'))),
+    'stdout_flood': (30, ('failed', 'output limit exceeded')),
+    'huge_result': (30, ('failed', 'output limit exceeded (2 MiB)')),
+    'log_flood': (30, ('failed', 'log limit exceeded (1000 logs per run)')),
+    'close_std_streams': (10, ('completed', 'still here')),
+    'binary_output': (10, ('completed', 'bin')),
+    'orphan_child': (10, ('completed', 'parent done')),
 }
 
-LANGUAGES = ("python",)
+
+def source(language: str, name: str) -> str:
+    return (ATTACKS_DIR / language / f"{name}.{EXTENSIONS[language]}").read_text()
+
+
+LANGUAGES = ("python", "javascript", "go")
 CASES = [
     pytest.param(name, language, id=f"{language}-{name}")
-    for name, attack in ATTACKS.items()
+    for name in ATTACKS
     for language in LANGUAGES
-    if language in attack
+    if (ATTACKS_DIR / language / f"{name}.{EXTENSIONS[language]}").exists()
 ]
 
 
@@ -142,8 +65,8 @@ def _wait_finished(platform, run_id: str, seconds: float = 30) -> dict:  # noqa:
 
 @pytest.mark.parametrize(("attack", "language"), CASES)
 def test_attack_is_contained(platform, attack: str, language: str):
-    case = ATTACKS[attack]
-    code = create_code(platform, case[language], language=language, timeout=case["timeout"])
+    timeout, (status, reason) = ATTACKS[attack]
+    code = create_code(platform, source(language, attack), language=language, timeout=timeout)
     response = call(platform, code["id"])
     run_id = response.headers.get("X-Run-Id") or (
         response.json().get("run_id") if response.status_code >= 400 else None
@@ -152,7 +75,6 @@ def test_attack_is_contained(platform, attack: str, language: str):
         runs = requests.get(platform.url("/coderun"), params={"code_id": code["id"]}).json()
         run_id = runs[0]["id"]
     run = _wait_finished(platform, run_id)
-    status, reason = case["expect"]
     assert run["status"] == status, run
     if reason:
         reasons = reason if isinstance(reason, tuple) else (reason,)
@@ -162,12 +84,11 @@ def test_attack_is_contained(platform, attack: str, language: str):
         all=True, filters={"label": f"codeactions.run_id={run_id}"})
     assert leftovers == []
     # The worker serves the next run normally.
-    hello = create_code(platform, _HELLO[language], language=language)
+    hello = create_code(platform, source(language, "hello"), language=language)
     after = call(platform, hello["id"])
     assert after.status_code == 200 and after.text == "ok"
 
 
-_HELLO = {"python": "def Run(engine):\n    engine.result.set('ok')\n"}
 
 
 def test_sandbox_firewall_blocks_private_and_link_local_ranges(platform):

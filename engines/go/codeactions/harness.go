@@ -99,8 +99,8 @@ func serve(run func(*Engine) error) int {
 		})
 	}
 	if capture != nil {
-		if text := finishCapture(capture); text != "" {
-			frames.Send(wire.StdoutFrame{T: "stdout", Data: text})
+		if text := finishCapture(capture); text != "" || capture.Total() > 0 {
+			frames.Send(wire.StdoutFrame{T: "stdout", Data: text, Total: capture.Total()})
 		}
 	}
 	if failure != "" {

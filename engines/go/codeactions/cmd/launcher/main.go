@@ -41,8 +41,8 @@ import (
 const (
 	childFrameFD  = 3
 	logContentMax = 8000
-	// maxFrame bounds one frame from the child; the worker enforces its own, smaller caps.
-	maxFrame = 256 << 20
+	// Frames up to this size are read whole (to find the end frame); bigger ones stream.
+	inspectMax = 1 << 20
 
 	buildDir   = "/tmp/build"
 	moduleDir  = "/opt/codeactions/go/codeactions"
@@ -130,8 +130,8 @@ func runMode() int {
 	printed := capture.Text()
 
 	if end != nil {
-		if printed != "" {
-			out.Send(wire.StdoutFrame{T: "stdout", Data: printed})
+		if printed != "" || capture.Total() > 0 {
+			out.Send(wire.StdoutFrame{T: "stdout", Data: printed, Total: capture.Total()})
 		}
 		out.SendFinal(json.RawMessage(end))
 		if bytes.Contains(end, []byte(`"status":"completed"`)) {
@@ -141,8 +141,8 @@ func runMode() int {
 	}
 	message := exitMessage(cmd.ProcessState, waitErr, capture.Tail())
 	out.Send(wire.LogFrame{T: "log", Level: "error", Content: wire.Truncate("Action execution failed: "+message, logContentMax)})
-	if printed != "" {
-		out.Send(wire.StdoutFrame{T: "stdout", Data: printed})
+	if printed != "" || capture.Total() > 0 {
+		out.Send(wire.StdoutFrame{T: "stdout", Data: printed, Total: capture.Total()})
 	}
 	out.SendFinal(wire.EndFrame{T: "end", Status: "failed", Error: message})
 	return 1
@@ -232,9 +232,20 @@ func forwardFrames(r io.Reader, out *wire.Writer) []byte {
 			return end
 		}
 		size := binary.BigEndian.Uint32(header)
-		if size > maxFrame {
-			io.Copy(io.Discard, r) // let the child finish; the run fails without an end frame
-			return nil
+		if size > inspectMax {
+			// Too big to be an end frame (a large result): pass it through without holding
+			// it in memory. The worker enforces its own output cap as the bytes arrive.
+			if end != nil {
+				if _, err := io.CopyN(io.Discard, r, int64(size)); err != nil {
+					return end
+				}
+				continue
+			}
+			if err := out.Stream(header, r, int64(size)); err != nil {
+				io.Copy(io.Discard, r) // the frame stream is broken: let the child finish
+				return nil
+			}
+			continue
 		}
 		frame := make([]byte, 4+int(size))
 		copy(frame, header)

@@ -34,6 +34,8 @@ type ResultFrame struct {
 type StdoutFrame struct {
 	T    string `json:"t"`
 	Data string `json:"data"`
+	// Total counts every byte printed, kept or not: the worker enforces its output cap.
+	Total int64 `json:"total"`
 }
 
 type EndFrame struct {
@@ -100,6 +102,26 @@ func (w *Writer) SendRaw(data []byte) bool {
 	return true
 }
 
+// Stream writes a frame whose payload (n bytes) is read from r, without buffering it. An
+// error means the frame may be cut short: the writer refuses everything after it.
+func (w *Writer) Stream(header []byte, r io.Reader, n int64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.failed {
+		_, err := io.CopyN(io.Discard, r, n)
+		return err
+	}
+	if _, err := w.out.Write(header); err != nil {
+		w.failed = true
+		return err
+	}
+	if _, err := io.CopyN(w.out, r, n); err != nil {
+		w.failed = true
+		return err
+	}
+	return nil
+}
+
 // SendFinal sends one last frame and closes the writer, with no frame in between.
 func (w *Writer) SendFinal(frame any) bool {
 	data, err := Encode(frame)
@@ -124,7 +146,15 @@ type Capture struct {
 	head      []byte
 	tail      []byte
 	truncated bool
+	total     int64
 	done      chan struct{}
+}
+
+// Total is the number of bytes printed in all.
+func (c *Capture) Total() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total
 }
 
 // TailMax is how much of the end of the output is kept to look for a crash message.
@@ -154,6 +184,7 @@ func (c *Capture) drain(r io.Reader) {
 func (c *Capture) keep(chunk []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.total += int64(len(chunk))
 	if room := StdoutMax - len(c.head); room > 0 {
 		if len(chunk) <= room {
 			c.head = append(c.head, chunk...)

@@ -1,0 +1,8 @@
+package main
+
+import "codeactions"
+
+func Run(engine *codeactions.Engine) error {
+	for {
+	}
+}

@@ -1,0 +1,3 @@
+async function Run(engine) {
+  while (true) {}
+}

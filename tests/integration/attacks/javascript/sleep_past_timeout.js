@@ -1,0 +1,3 @@
+async function Run(engine) {
+  await new Promise((resolve) => setTimeout(resolve, 60000));
+}

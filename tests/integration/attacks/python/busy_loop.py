@@ -1,0 +1,3 @@
+def Run(engine):
+    while True:
+        pass

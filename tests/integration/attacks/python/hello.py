@@ -1,0 +1,2 @@
+def Run(engine):
+    engine.result.set('ok')

@@ -1,0 +1,6 @@
+import subprocess
+
+
+def Run(engine):
+    subprocess.Popen(['sleep', '300'])
+    engine.result.set('parent done')

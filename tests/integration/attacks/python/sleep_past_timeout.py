@@ -1,0 +1,5 @@
+import time
+
+
+def Run(engine):
+    time.sleep(60)

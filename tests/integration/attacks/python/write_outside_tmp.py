@@ -1,0 +1,2 @@
+def Run(engine):
+    open('/usr/evil', 'w').write('x')
