@@ -1,0 +1,4 @@
+async function Run(engine) {
+  engine.log.info("before");
+  throw new Error("boom");
+}

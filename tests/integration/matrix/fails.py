@@ -1,0 +1,3 @@
+def Run(engine):
+    engine.log.info("before")
+    raise RuntimeError("boom")
