@@ -108,12 +108,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_images(args: argparse.Namespace) -> int:
     import docker
 
-    from worker.images import ensure_images
+    from worker.images import ensure_images, remove_stale_images
 
     _setup_logging("info")
-    tags = ensure_images(docker.from_env(), args.language or built_languages())
+    client = docker.from_env()
+    tags = ensure_images(client, args.language or built_languages())
     for language, tag in tags.items():
         print(f"{language}: {tag}")
+    if args.prune:
+        for tag in remove_stale_images(client, tags.values()):
+            print(f"removed stale {tag}")
     return 0
 
 
@@ -146,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
     images = sub.add_parser("images", help="build the engine images (cached by content)")
     images.add_argument("--language", action="append", choices=LANGUAGES)
+    images.add_argument("--prune", action="store_true",
+                        help="remove older engine images (only when no older worker runs)")
     images.set_defaults(func=cmd_images)
 
     standalone = sub.add_parser("standalone", help="the whole platform on this machine")

@@ -94,7 +94,8 @@ def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) ->
         env = local_environment(stack_urls(stack), dict(os.environ))
         env.setdefault(PREFIX + "STATE_DIR", str(state_dir.absolute()))
         _run_step(["migrate"], env)
-        _run_step(["images", *sum((["--language", lang] for lang in languages), [])], env)
+        _run_step(["images", "--prune", *sum((["--language", lang] for lang in languages), [])],
+                  env)
         children.append(spawn_child(["api"], env))
         for language in languages:
             children.append(spawn_child(["worker", "--language", language], env))

@@ -101,8 +101,8 @@ def platform() -> Iterator[Platform]:
     try:
         subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env=env, cwd=REPO_ROOT,
                        check=True)
-        subprocess.run([sys.executable, "-m", "shared.cli", "images"], env=env, cwd=REPO_ROOT,
-                       check=True)
+        subprocess.run([sys.executable, "-m", "shared.cli", "images", "--prune"], env=env,
+                       cwd=REPO_ROOT, check=True)
         languages = built_languages()
         workers = [
             spawn_child(["worker", "--language", language, "--concurrency", "4"], env)

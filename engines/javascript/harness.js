@@ -54,6 +54,7 @@ const originalKill = process.kill;
 const getActiveResourcesInfo = process.getActiveResourcesInfo;
 
 let frameFd = 1;
+let endedMarker = ''; // start.sh: a file to create before the last frames (see there)
 let sealed = false; // the end frame is out: nothing more is written
 let finished = false; // finish() has started
 
@@ -178,6 +179,16 @@ function send(frame) {
   writeFrame(encodeFrame(frame));
 }
 
+/** Tell start.sh that the last frames are ours to write: it must not add its own. */
+function markEnded() {
+  if (!endedMarker) return;
+  try {
+    closeSync(openSync(endedMarker, 'wx', 0o600));
+  } catch {
+    // it exists already, or /tmp is gone: either way start.sh stays silent or cannot help
+  }
+}
+
 /**
  * Take the container's stdout (fd 3 from start.sh, else fd 1) and, when it is a pipe, reopen
  * it as a new close-on-exec descriptor so that child processes of the user code do not inherit
@@ -210,7 +221,9 @@ const H_OWNER = 0; // who reads the FIFO: 0 nobody yet, 1 the drainer, 2 the mai
 const H_DONE = 1;
 const H_SIZE = 2;
 const H_TRUNCATED = 3;
+const H_TOTAL = 4; // bytes printed in all, kept or not (saturates at 2^31 - 1)
 const HEADER_BYTES = 32;
+const TOTAL_MAX = 2 ** 31 - 1;
 const OWNER_DRAINER = 1;
 const OWNER_MAIN = 2;
 
@@ -236,6 +249,7 @@ try {
   const { Socket } = require('net');
   const input = new Socket({ fd: workerData.fd, readable: true, writable: false });
   input.on('data', (chunk) => {
+    Atomics.store(header, ${H_TOTAL}, Math.min(Atomics.load(header, ${H_TOTAL}) + chunk.length, ${TOTAL_MAX}));
     const room = cap - size;
     if (room > 0) {
       const n = Math.min(room, chunk.length);
@@ -260,6 +274,7 @@ class Capture {
     this.mode = 'memory';
     this.chunks = [];
     this.size = 0;
+    this.total = 0;
     this.truncated = false;
     this.broken = false;
     this.closed = false;
@@ -330,6 +345,7 @@ class Capture {
   }
 
   keep(bytes) {
+    this.total = Math.min(this.total + bytes.length, TOTAL_MAX);
     const room = this.cap - this.size;
     if (room > 0) {
       const kept = bytes.length > room ? bytes.subarray(0, room) : bytes;
@@ -352,7 +368,10 @@ class Capture {
     this.keep(bytes);
   }
 
-  /** Stop capturing and return what was captured, decoded. */
+  /**
+   * Stop capturing; returns what was captured, decoded, and how many bytes were printed in
+   * all (the worker enforces its own output limit on that).
+   */
   finish() {
     this.closed = true;
     let data;
@@ -367,6 +386,7 @@ class Capture {
         truncated = this.truncated;
       } else {
         atomicsWait(this.header, H_DONE, 0, 500);
+        this.total = Atomics.load(this.header, H_TOTAL);
         const size = Atomics.load(this.header, H_SIZE);
         truncated = Atomics.load(this.header, H_TRUNCATED) === 1;
         data = bufferFrom(new Uint8Array(this.sab, HEADER_BYTES, size));
@@ -376,7 +396,8 @@ class Capture {
       truncated = this.truncated;
     }
     // Cut by the cap: drop a multi-byte character cut in half instead of "replacing" it.
-    return new util.TextDecoder('utf-8').decode(data, { stream: truncated });
+    const text = new util.TextDecoder('utf-8').decode(data, { stream: truncated });
+    return { text, total: this.total };
   }
 }
 
@@ -740,9 +761,12 @@ function failureMessage(err) {
     }
     if (message) return message;
     if (err instanceof Error || 'stack' in err) {
+      // No message: name the error, as Python names the exception type.
       try {
-        const name = err.name || (err.constructor && err.constructor.name);
-        if (typeof name === 'string' && name) return name;
+        const name = typeof err.name === 'string' ? err.name : '';
+        if (name && name !== 'Error') return name;
+        const type = err.constructor && err.constructor.name;
+        if (typeof type === 'string' && type) return type;
       } catch {
         // fall through
       }
@@ -764,7 +788,7 @@ function userTrace(err) {
     if (typeof stack !== 'string' || !stack) return `Uncaught ${formatValue(err)}\n`;
     const lines = stack
       .split('\n')
-      .filter((line) => !/^\s+at /.test(line) || !(line.includes(HARNESS_FILENAME) || line.includes('node:internal')));
+      .filter((line) => !/^\s+at /.test(line) || !(line.includes(HARNESS_FILENAME) || /[( ]node:/.test(line)));
     return `${lines.join('\n').trimEnd()}\n`;
   } catch {
     return '';
@@ -837,13 +861,22 @@ function loadAction(source) {
 
 /** Exit now: skip the user's 'exit' listeners and never wait for work the user code left. */
 function hardExit(code) {
+  // User code may have closed fds 0-2; libuv aborts if it ever closes a descriptor <= 2 it
+  // opened itself, which exit could make it do.
+  for (const fd of [0, 1, 2]) {
+    try {
+      fstatSync(fd);
+    } catch {
+      pointAtDevNull(fd);
+    }
+  }
   let risky = false;
   try {
     // Thread-pool requests (dns.lookup, fs, crypto, zlib) make node's exit wait for them,
     // possibly for ever (a read on a pipe): then the frames are out and we stop at once.
     risky = getActiveResourcesInfo
       .call(process)
-      .some((name) => /ReqCallback|FSReq|GetAddrInfo|GetNameInfo|Job$|Zlib|Worker/.test(name));
+      .some((name) => /^(FSReq|GetAddrInfo|GetNameInfo)|Job$|Zlib/.test(name));
   } catch {
     risky = true;
   }
@@ -883,13 +916,16 @@ function createRunner({ capture, log, result, source, engine }) {
       }
     }
     try {
+      markEnded();
       if (message === null) {
         writeFrame(resultFrame);
       } else {
         send({ t: 'log', level: 'error', content: wellFormed(cut(`Action execution failed: ${message}`, logMax)) });
       }
       const printed = capture.finish();
-      if (printed) send({ t: 'stdout', data: wellFormed(printed) });
+      if (printed.text || printed.total) {
+        send({ t: 'stdout', data: wellFormed(printed.text), total: printed.total });
+      }
       const end = { t: 'end', status: message === null ? 'completed' : 'failed' };
       if (message !== null) end.error = wellFormed(cut(message, STDOUT_MAX));
       send(end);
@@ -941,6 +977,7 @@ function createRunner({ capture, log, result, source, engine }) {
 
 function main() {
   const fifoPath = process.argv[2] || '';
+  endedMarker = process.argv[3] || '';
   openFrameChannel();
   const capture = new Capture(STDOUT_MAX);
   let fifo = false;
@@ -960,6 +997,7 @@ function main() {
       throw new Error("job must be an object with a string 'source'");
     }
   } catch (err) {
+    markEnded();
     send({ t: 'end', status: 'failed', error: wellFormed(`invalid job: ${failureMessage(err)}`) });
     sealed = true;
     originalReallyExit.call(process, 2);
@@ -988,6 +1026,7 @@ if (require.main === module) {
   } catch (err) {
     try {
       if (!sealed) {
+        markEnded();
         send({ t: 'end', status: 'failed', error: wellFormed(`engine error: ${failureMessage(err)}`) });
         sealed = true;
       }
