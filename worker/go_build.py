@@ -27,9 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import select
-import socket
-import struct
 import tempfile
 import threading
 import time
@@ -39,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
+from worker.attach_stream import STDERR, AttachedContainer, StreamTimeout, StreamTooLarge
 from worker.frames import FrameDecoder, FrameError
 from worker.preparers import PreparationError
 from worker.sandbox import parse_size
@@ -47,7 +45,6 @@ log = logging.getLogger(__name__)
 
 LANGUAGE = "go"
 COMPILE_COMMAND = ["compile"]
-STDOUT, STDERR = 1, 2
 STDERR_KEEP = 4096
 ELF_MAGIC = b"\x7fELF"
 
@@ -298,26 +295,19 @@ class GoBuilder:
                     log.warning("could not remove compile container %s: %s", container_id[:12], exc)
 
     def _exchange(self, container_id: str, source: str) -> bytes:
-        api = self.client.api
-        attached = api.attach_socket(
-            container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-        )
-        sock: socket.socket = getattr(attached, "_sock", attached)
+        attached = AttachedContainer(self.client.api, container_id)
         frames: list[dict[str, Any]] = []
         stderr_tail = bytearray()
+        timed_out = False
         try:
-            api.start(container_id)
-            sock.sendall(json.dumps({"source": source}).encode())
-            sock.shutdown(socket.SHUT_WR)
-            timed_out = self._pump(sock, frames, stderr_tail)
+            self.client.api.start(container_id)
+            attached.send_job(json.dumps({"source": source}).encode())
+            timed_out = self._pump(attached, frames, stderr_tail)
         finally:
-            try:
-                sock.close()
-            except OSError:
-                pass
+            attached.hang_up()  # before kill: see AttachedContainer.hang_up
         if timed_out:
             try:
-                api.kill(container_id)
+                self.client.api.kill(container_id)
             except Exception:
                 pass
             raise _CompileFailure(
@@ -326,34 +316,14 @@ class GoBuilder:
         return self._outcome(container_id, frames, bytes(stderr_tail))
 
     def _pump(
-        self, sock: socket.socket, frames: list[dict[str, Any]], stderr_tail: bytearray
+        self, attached: AttachedContainer, frames: list[dict[str, Any]], stderr_tail: bytearray
     ) -> bool:
-        """Read the multiplexed attach stream until EOF; True when the timeout hit first."""
+        """Read the compile container's output until EOF; True when the timeout hit first."""
         max_output = 4 * self.limits.max_artifact_bytes + 1024 * 1024
         decoder = FrameDecoder(max_frame_bytes=max_output)
         deadline = time.monotonic() + self.limits.timeout
-        buffer = bytearray()
-        received = 0
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return True
-            readable, _, _ = select.select([sock], [], [], left)
-            if not readable:
-                continue
-            chunk = sock.recv(1024 * 1024)
-            if not chunk:
-                return False
-            received += len(chunk)
-            if received > max_output + 64 * 1024:
-                raise _CompileFailure("the compiler's output is too large", cacheable=False)
-            buffer += chunk
-            while len(buffer) >= 8:
-                stream, size = buffer[0], struct.unpack(">I", buffer[4:8])[0]
-                if len(buffer) < 8 + size:
-                    break
-                payload = bytes(buffer[8 : 8 + size])
-                del buffer[: 8 + size]
+        try:
+            for stream, payload in attached.output(deadline, max_output + 64 * 1024):
                 if stream == STDERR:
                     stderr_tail += payload[: max(0, STDERR_KEEP - len(stderr_tail))]
                     continue
@@ -363,6 +333,11 @@ class GoBuilder:
                     raise _CompileFailure(
                         f"the compiler's output was malformed: {exc}", cacheable=False
                     ) from None
+        except StreamTimeout:
+            return True
+        except StreamTooLarge:
+            raise _CompileFailure("the compiler's output is too large", cacheable=False) from None
+        return False
 
     def _outcome(
         self, container_id: str, frames: list[dict[str, Any]], stderr_tail: bytes

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import json
 import logging
-import select
-import socket
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.models.codelog import LOG_CONTENT_MAX, LOG_TYPES
 from shared.settings import Settings
+from worker.attach_stream import (
+    STDERR,
+    AttachedContainer,
+    StreamTimeout,
+    StreamTooLarge,
+)
 from worker.frames import FrameDecoder, FrameError
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPES = ("text", "json", "html")
-STDOUT, STDERR = 1, 2
 STDERR_KEEP = 4096
 
 
@@ -211,62 +213,34 @@ class Sandbox:
     def _execute(
         self, container_id: str, job: dict[str, Any], limits: SandboxLimits
     ) -> SandboxOutcome:
-        api = self.client.api
-        attached = api.attach_socket(
-            container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-        )
-        sock: socket.socket = getattr(attached, "_sock", attached)
+        attached = AttachedContainer(self.client.api, container_id)
         collector = _Collector(limits)
-        started = time.monotonic()
-        deadline = started + limits.timeout
+        deadline = time.monotonic() + limits.timeout
         kill_reason: tuple[str, str] | None = None
         stderr_tail = bytearray()
         try:
-            api.start(container_id)
-            sock.sendall(json.dumps(job).encode())
-            sock.shutdown(socket.SHUT_WR)
-            kill_reason = self._pump(sock, collector, limits, deadline, stderr_tail)
+            self.client.api.start(container_id)
+            attached.send_job(json.dumps(job).encode())
+            kill_reason = self._pump(attached, collector, limits, deadline, stderr_tail)
         finally:
-            # Close our end first: a container blocked writing to an unread attach stream
-            # can stall Docker's kill.
-            _hang_up(attached, sock)
+            attached.hang_up()  # before kill: see AttachedContainer.hang_up
             if kill_reason is not None:
                 self._kill(container_id)
         return self._finish(container_id, collector, kill_reason, limits, bytes(stderr_tail))
 
     def _pump(
         self,
-        sock: socket.socket,
+        attached: AttachedContainer,
         collector: _Collector,
         limits: SandboxLimits,
         deadline: float,
         stderr_tail: bytearray,
     ) -> tuple[str, str] | None:
-        """Read the multiplexed attach stream until EOF; return why to kill, if we must."""
+        """Read the container's output until EOF; return why to kill it, if we must."""
         decoder = FrameDecoder(max_frame_bytes=limits.output_bytes)
-        buffer = bytearray()
-        received = 0
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return "timeout", f"timed out after {limits.timeout:g} s"
-            readable, _, _ = select.select([sock], [], [], left)
-            if not readable:
-                continue
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            received += len(chunk)
-            if received > limits.output_bytes + 64 * 1024:
-                return "output_limit", f"output limit exceeded ({_human(limits.output_bytes)})"
-            buffer += chunk
-            # Docker's stream header: 1 byte stream id, 3 zero bytes, 4 bytes length.
-            while len(buffer) >= 8:
-                stream, size = buffer[0], struct.unpack(">I", buffer[4:8])[0]
-                if len(buffer) < 8 + size:
-                    break
-                payload = bytes(buffer[8 : 8 + size])
-                del buffer[: 8 + size]
+        too_much = ("output_limit", f"output limit exceeded ({_human(limits.output_bytes)})")
+        try:
+            for stream, payload in attached.output(deadline, limits.output_bytes + 64 * 1024):
                 if stream == STDERR:
                     stderr_tail += payload[: max(0, STDERR_KEEP - len(stderr_tail))]
                     continue
@@ -277,10 +251,13 @@ class Sandbox:
                             return collector.violation
                 except FrameError as exc:
                     if "exceeds" in str(exc):
-                        return "output_limit", (
-                            f"output limit exceeded ({_human(limits.output_bytes)})"
-                        )
+                        return too_much
                     return "protocol", f"engine output was malformed: {exc}"
+        except StreamTimeout:
+            return "timeout", f"timed out after {limits.timeout:g} s"
+        except StreamTooLarge:
+            return too_much
+        return None
 
     def _kill(self, container_id: str) -> None:
         try:
@@ -323,16 +300,6 @@ class Sandbox:
         except Exception as exc:
             log.debug("inspect %s: %s", container_id[:12], exc)
             return {}
-
-
-def _hang_up(attached: Any, sock: socket.socket) -> None:
-    """Really close the attach connection: shutdown first, since docker-py's wrapper holds a
-    reference that would keep the descriptor (and Docker's side of the stream) open."""
-    for action in (lambda: sock.shutdown(socket.SHUT_RDWR), sock.close, attached.close):
-        try:
-            action()
-        except OSError:
-            pass
 
 
 def _human(size: int) -> str:

@@ -1,0 +1,76 @@
+"""Talking to a container over Docker's attach stream: job in on stdin, output demultiplexed.
+
+Shared by the run sandbox and the Go compiler, which both write one job and read frames.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from typing import Any
+
+STDOUT, STDERR = 1, 2
+_HEADER = struct.Struct(">BxxxI")  # stream id, 3 padding bytes, payload length
+
+
+class StreamTimeout(Exception):
+    """The deadline passed before the container closed its output."""
+
+
+class StreamTooLarge(Exception):
+    """The container wrote more than the caller allows."""
+
+
+class AttachedContainer:
+    """An attach connection opened before `start`, so no output can be missed."""
+
+    def __init__(self, api: Any, container_id: str) -> None:
+        self._attached = api.attach_socket(
+            container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        )
+        self.sock: socket.socket = getattr(self._attached, "_sock", self._attached)
+
+    def send_job(self, payload: bytes) -> None:
+        """Write the whole job, then close stdin so the harness sees EOF."""
+        self.sock.sendall(payload)
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def output(self, deadline: float, max_bytes: int) -> Iterator[tuple[int, bytes]]:
+        """(stream id, bytes) pieces until EOF; StreamTimeout / StreamTooLarge otherwise."""
+        buffer = bytearray()
+        received = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StreamTimeout
+            readable, _, _ = select.select([self.sock], [], [], left)
+            if not readable:
+                continue
+            chunk = self.sock.recv(1024 * 1024)
+            if not chunk:
+                return
+            received += len(chunk)
+            if received > max_bytes:
+                raise StreamTooLarge
+            buffer += chunk
+            while len(buffer) >= _HEADER.size:
+                stream, size = _HEADER.unpack_from(buffer)
+                if len(buffer) < _HEADER.size + size:
+                    break
+                payload = bytes(buffer[_HEADER.size : _HEADER.size + size])
+                del buffer[: _HEADER.size + size]
+                yield stream, payload
+
+    def hang_up(self) -> None:
+        """Really close the connection: shutdown first, since docker-py's wrapper holds a
+        reference that would keep the descriptor open. A container blocked writing to an
+        unread attach stream can otherwise stall Docker's kill."""
+        for action in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close,
+                       self._attached.close):
+            try:
+                action()
+            except OSError:
+                pass
