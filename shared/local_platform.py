@@ -41,15 +41,18 @@ def local_environment(urls: dict[str, str], base: dict[str, str]) -> dict[str, s
     return env
 
 
-def start_services(state_dir: Path, base_port: int, base_env: dict[str, str]):  # noqa: ANN201
-    """Start the embedded services that the environment does not replace."""
+def start_services(  # noqa: ANN201
+    state_dir: Path, base_port: int, base_env: dict[str, str], *, stop_docker: bool = False
+):
+    """Start the embedded services that the environment does not replace. With
+    `stop_docker`, a dockerd started here is stopped with the rest."""
     from shared.local_services import LocalStack
     from shared.local_services.apt import apt_install
 
     # The engine images are built locally from a debootstrapped Debian (no registry here).
     apt_install("debootstrap", "debian-archive-keyring")
     external = {name: base_env[var] for name, var in EXTERNAL.items() if base_env.get(var)}
-    stack = LocalStack(state_dir, base_port, overrides=external)
+    stack = LocalStack(state_dir, base_port, overrides=external, stop_docker=stop_docker)
     stack.start()
     return stack
 
@@ -88,7 +91,8 @@ def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) ->
     signal.signal(signal.SIGTERM, _on_signal)
 
     say("codeactions: starting local services …")
-    stack = start_services(state_dir.absolute(), base_port, dict(os.environ))
+    # Ctrl-C stops everything make run started, a Docker engine included.
+    stack = start_services(state_dir.absolute(), base_port, dict(os.environ), stop_docker=True)
     children: list[subprocess.Popen] = []
     try:
         env = local_environment(stack_urls(stack), dict(os.environ))
