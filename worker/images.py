@@ -59,6 +59,8 @@ _APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 _APT_SOURCES_LIST = Path("/etc/apt/sources.list")
 _HASH_EXCLUDED_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 _HASH_EXCLUDED_SUFFIXES = (".pyc", ".pyo", "~", ".swp")
+# Read by the platform (catalog, docs), never copied into an image: no rebuild for them.
+_HASH_EXCLUDED_NAMES = {"libraries.txt", "README.md"}
 _LANGUAGE_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 _PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _DPKG_NODOC = """\
@@ -262,7 +264,7 @@ def _context_files(path: Path) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = sorted(d for d in dirnames if d not in _HASH_EXCLUDED_DIRS)
         for name in sorted(filenames):
-            if not name.endswith(_HASH_EXCLUDED_SUFFIXES):
+            if not name.endswith(_HASH_EXCLUDED_SUFFIXES) and name not in _HASH_EXCLUDED_NAMES:
                 yield Path(dirpath) / name
 
 

@@ -249,7 +249,8 @@ try {
   const { Socket } = require('net');
   const input = new Socket({ fd: workerData.fd, readable: true, writable: false });
   input.on('data', (chunk) => {
-    Atomics.store(header, ${H_TOTAL}, Math.min(Atomics.load(header, ${H_TOTAL}) + chunk.length, ${TOTAL_MAX}));
+    const total = Atomics.load(header, ${H_TOTAL}) + chunk.length;
+    Atomics.store(header, ${H_TOTAL}, Math.min(total, ${TOTAL_MAX}));
     const room = cap - size;
     if (room > 0) {
       const n = Math.min(room, chunk.length);
@@ -613,10 +614,14 @@ function resultOptions(options, positionalContentType) {
   }
   if (options === undefined || options === null) return { statusCode: 200, contentType: 'text' };
   if (typeof options !== 'object') {
-    throw new TypeError('result.set(value, { statusCode, contentType }): options must be an object');
+    throw new TypeError(
+      'result.set(value, { statusCode, contentType }): options must be an object'
+    );
   }
-  const pick = (camel, snake, fallback) =>
-    options[camel] !== undefined ? options[camel] : options[snake] !== undefined ? options[snake] : fallback;
+  const pick = (camel, snake, fallback) => {
+    if (options[camel] !== undefined) return options[camel];
+    return options[snake] !== undefined ? options[snake] : fallback;
+  };
   return {
     statusCode: pick('statusCode', 'status_code', 200),
     contentType: pick('contentType', 'content_type', 'text'),
@@ -660,7 +665,9 @@ class Result {
     let code = statusCode;
     if (typeof code === 'string' && /^\s*\d+\s*$/.test(code)) code = Number(code);
     if (!Number.isInteger(code) || code < 100 || code > 599) {
-      throw new RangeError(`statusCode must be an HTTP status (100-599); got ${util.inspect(statusCode)}`);
+      throw new RangeError(
+        `statusCode must be an HTTP status (100-599); got ${util.inspect(statusCode)}`
+      );
     }
     let text;
     if (typeof value === 'string') {
@@ -679,12 +686,18 @@ class Result {
     return this;
   }
 
+  /** What the result frame carries: read from the private state, which code cannot reach. */
   static snapshot(result) {
-    return { value: result.#value, statusCode: result.#statusCode, contentType: result.#contentType };
+    return {
+      value: result.#value,
+      statusCode: result.#statusCode,
+      contentType: result.#contentType,
+    };
   }
 
   [util.inspect.custom]() {
-    return `Result(${util.inspect(this.#value)}, statusCode=${this.#statusCode}, contentType=${this.#contentType})`;
+    const value = util.inspect(this.#value);
+    return `Result(${value}, statusCode=${this.#statusCode}, contentType=${this.#contentType})`;
   }
 }
 
@@ -786,9 +799,8 @@ function userTrace(err) {
   try {
     const stack = err !== null && typeof err === 'object' ? err.stack : undefined;
     if (typeof stack !== 'string' || !stack) return `Uncaught ${formatValue(err)}\n`;
-    const lines = stack
-      .split('\n')
-      .filter((line) => !/^\s+at /.test(line) || !(line.includes(HARNESS_FILENAME) || /[( ]node:/.test(line)));
+    const internal = (line) => line.includes(HARNESS_FILENAME) || /[( ]node:/.test(line);
+    const lines = stack.split('\n').filter((line) => !/^\s+at /.test(line) || !internal(line));
     return `${lines.join('\n').trimEnd()}\n`;
   } catch {
     return '';
@@ -797,11 +809,13 @@ function userTrace(err) {
 
 function loadHint(err) {
   const message = failureMessage(err);
-  if (
-    err instanceof SyntaxError &&
-    /Cannot use import statement outside a module|Unexpected token 'export'|await is only valid/.test(message)
-  ) {
-    return `${message} (an action is a CommonJS module: use require() and module.exports, and await only inside async functions)`;
+  const esm =
+    /Cannot use import statement outside a module|Unexpected token 'export'|await is only valid/;
+  if (err instanceof SyntaxError && esm.test(message)) {
+    return (
+      `${message} (an action is a CommonJS module: use require() and module.exports, ` +
+      'and await only inside async functions)'
+    );
   }
   return null;
 }
@@ -817,7 +831,8 @@ function loadAction(source) {
       topLevel = value;
     },
   });
-  const trailer = `\n;try { ${takeKey}(typeof Run === "undefined" ? undefined : Run); } catch (_) {}\n`;
+  const trailer =
+    `\n;try { ${takeKey}(typeof Run === "undefined" ? undefined : Run); } catch (_) {}\n`;
   const action = new Module(ACTION_FILENAME, null);
   action.filename = ACTION_FILENAME;
   action.paths = Module._nodeModulePaths(path.dirname(ACTION_FILENAME));
@@ -826,9 +841,8 @@ function loadAction(source) {
   } catch (err) {
     if (err instanceof SyntaxError) {
       // Report the error against the user's own text, not the text with our trailer.
-      require('vm').compileFunction(source, ['exports', 'require', 'module', '__filename', '__dirname'], {
-        filename: ACTION_FILENAME,
-      });
+      const wrapperParameters = ['exports', 'require', 'module', '__filename', '__dirname'];
+      require('vm').compileFunction(source, wrapperParameters, { filename: ACTION_FILENAME });
     }
     throw err;
   } finally {
@@ -850,11 +864,14 @@ function loadAction(source) {
   const found = candidates.find((candidate) => candidate !== undefined && candidate !== null);
   if (found === undefined) {
     throw new ReferenceError(
-      'Run(engine) is not defined: declare async function Run(engine) { ... } or module.exports = { Run }'
+      'Run(engine) is not defined: declare async function Run(engine) { ... } ' +
+        'or module.exports = { Run }'
     );
   }
   if (typeof found !== 'function') {
-    throw new TypeError('Run must be a function taking the engine: async function Run(engine) { ... }');
+    throw new TypeError(
+      'Run must be a function taking the engine: async function Run(engine) { ... }'
+    );
   }
   return found;
 }
@@ -870,29 +887,44 @@ function hardExit(code) {
       pointAtDevNull(fd);
     }
   }
-  let risky = false;
+  let pending = false;
   try {
-    // Thread-pool requests (dns.lookup, fs, crypto, zlib) make node's exit wait for them,
-    // possibly for ever (a read on a pipe): then the frames are out and we stop at once.
-    risky = getActiveResourcesInfo
+    // Node's exit waits for the thread pool's requests (fs, dns.lookup, crypto, zlib) to
+    // finish, possibly for ever (a read on a pipe). Most are done in a moment; a watchdog
+    // process stops us 0.5 s from now if exit is still stuck (exit status 137, after a
+    // complete set of frames).
+    pending = getActiveResourcesInfo
       .call(process)
       .some((name) => /^(FSReq|GetAddrInfo|GetNameInfo)|Job$|Zlib/.test(name));
   } catch {
-    risky = true;
+    pending = true;
   }
-  if (risky && process.pid !== 1) {
+  if (pending && process.pid !== 1) {
+    let watchdog = null;
     try {
-      originalKill.call(process, process.pid, 'SIGKILL');
+      watchdog = require('child_process').spawn(
+        '/bin/sh',
+        ['-c', `sleep 0.5; kill -9 ${process.pid}`],
+        { detached: true, stdio: 'ignore', env: {} }
+      );
     } catch {
-      // fall through to a normal exit
+      watchdog = null;
+    }
+    if (watchdog && watchdog.pid) {
+      watchdog.on('error', () => {});
+      watchdog.unref();
+    } else {
+      try {
+        originalKill.call(process, process.pid, 'SIGKILL'); // no process to spare: stop now
+      } catch {
+        // fall through to a normal exit
+      }
     }
   }
   originalReallyExit.call(process, code);
 }
 
-function createRunner({ capture, log, result, source, engine }) {
-  const logMax = log.maxChars;
-
+function createRunner({ capture, logMax, result, source, engine }) {
   function finish(error, override = null) {
     if (finished) return;
     finished = true;
@@ -920,7 +952,8 @@ function createRunner({ capture, log, result, source, engine }) {
       if (message === null) {
         writeFrame(resultFrame);
       } else {
-        send({ t: 'log', level: 'error', content: wellFormed(cut(`Action execution failed: ${message}`, logMax)) });
+        const content = wellFormed(cut(`Action execution failed: ${message}`, logMax));
+        send({ t: 'log', level: 'error', content });
       }
       const printed = capture.finish();
       if (printed.text || printed.total) {
@@ -940,7 +973,8 @@ function createRunner({ capture, log, result, source, engine }) {
     // process.exit() (and its raw form) end the run as a failure, after the frames.
     const exitHook = (code) => {
       const status = code === undefined ? process.exitCode : code;
-      finish(new ExitCalled(`process.exit() called${status === undefined ? '' : ` with code ${status}`}`));
+      const detail = status === undefined ? '' : ` with code ${status}`;
+      finish(new ExitCalled(`process.exit() called${detail}`));
     };
     process.exit = exitHook;
     process.reallyExit = exitHook;
@@ -955,14 +989,21 @@ function createRunner({ capture, log, result, source, engine }) {
     process.on('exit', (code) => finish(new ExitCalled(`the process exited with code ${code}`)));
 
     let outcome;
+    let pending = false;
     try {
       const run = loadAction(source);
       outcome = run(engine);
+      const kind = typeof outcome;
+      pending =
+        outcome !== null &&
+        (kind === 'object' || kind === 'function') &&
+        typeof outcome.then === 'function';
     } catch (err) {
       finish(err, loadHint(err));
       return;
     }
-    if (outcome !== null && (typeof outcome === 'object' || typeof outcome === 'function') && typeof outcome.then === 'function') {
+    if (pending) {
+      // Resolve a returned promise (or any thenable); a plain return value is ignored.
       Promise.resolve(outcome).then(
         () => finish(null),
         (err) => finish(err)
@@ -993,7 +1034,8 @@ function main() {
   let job;
   try {
     job = jsonParse(readJob());
-    if (job === null || typeof job !== 'object' || Array.isArray(job) || typeof job.source !== 'string') {
+    const isObject = job !== null && typeof job === 'object' && !Array.isArray(job);
+    if (!isObject || typeof job.source !== 'string') {
       throw new Error("job must be an object with a string 'source'");
     }
   } catch (err) {
@@ -1014,10 +1056,13 @@ function main() {
 
   installStdio(capture);
   process.argv = [process.argv[0], ACTION_FILENAME];
-  process.chdir('/tmp');
+  try {
+    process.chdir(path.dirname(ACTION_FILENAME));
+  } catch {
+    // stay where the image put us
+  }
 
-  const runner = createRunner({ capture, log: { maxChars }, result, source: job.source, engine });
-  runner.start();
+  createRunner({ capture, logMax: maxChars, result, source: job.source, engine }).start();
 }
 
 if (require.main === module) {
@@ -1027,7 +1072,8 @@ if (require.main === module) {
     try {
       if (!sealed) {
         markEnded();
-        send({ t: 'end', status: 'failed', error: wellFormed(`engine error: ${failureMessage(err)}`) });
+        const error = wellFormed(`engine error: ${failureMessage(err)}`);
+        send({ t: 'end', status: 'failed', error });
         sealed = true;
       }
     } catch {

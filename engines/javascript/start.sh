@@ -86,9 +86,10 @@ if [ "$status" -gt 128 ] && [ "$status" != 137 ] && [ ! -e "$ended" ]; then
         *) error="the JavaScript engine was killed by signal $((status - 128))" ;;
     esac
     # One frame: 4-byte big-endian length, then the JSON (ASCII here, so length = bytes).
+    octal() { printf '\\%03o' $(($1 & 255)); }
     frame() {
         n=${#1}
-        printf "\\$(printf %03o $((n >> 24 & 255)))\\$(printf %03o $((n >> 16 & 255)))\\$(printf %03o $((n >> 8 & 255)))\\$(printf %03o $((n & 255)))%s" "$1"
+        printf "$(octal $((n >> 24)))$(octal $((n >> 16)))$(octal $((n >> 8)))$(octal "$n")%s" "$1"
     }
     frame "{\"t\": \"log\", \"level\": \"error\", \"content\": \"Action execution failed: $error\"}"
     frame "{\"t\": \"end\", \"status\": \"failed\", \"error\": \"$error\"}"
