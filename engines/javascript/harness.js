@@ -40,6 +40,7 @@ const ACTION_FILENAME = '/tmp/action.js';
 const HARNESS_FILENAME = __filename;
 const FRAME_FD = 3; // from start.sh: the container's stdout
 const FIFO_HOLD_FD = 4; // from start.sh: the FIFO opened read-write
+const DRAINER_BOOT_WAIT_MS = 10000; // far more than it takes even on a loaded machine
 
 // What the frame path uses, taken before user code can replace it.
 const jsonStringify = JSON.stringify;
@@ -146,6 +147,9 @@ function formatValue(value) {
 /**
  * dup2('/dev/null', fd) without dup2: close it and let open() take the lowest free number.
  * (libuv aborts if it ever has to close a descriptor <= 2 it opened, so none is left free.)
+ * Not atomic: a descriptor another thread opens in between takes the number instead, and if
+ * that is one of libuv's own (see DRAINER_SOURCE) node aborts when it closes it. So this only
+ * runs while no thread of ours can be opening descriptors (see Capture.waitForDrainer).
  */
 function pointAtDevNull(fd) {
   try {
@@ -222,6 +226,7 @@ const H_DONE = 1;
 const H_SIZE = 2;
 const H_TRUNCATED = 3;
 const H_TOTAL = 4; // bytes printed in all, kept or not (saturates at 2^31 - 1)
+const H_READY = 5; // 1 once the drainer thread opens no more descriptors (see below)
 const HEADER_BYTES = 32;
 const TOTAL_MAX = 2 ** 31 - 1;
 const OWNER_DRAINER = 1;
@@ -231,21 +236,30 @@ const OWNER_MAIN = 2;
 // keeps the first `cap` bytes in the shared buffer and discards the rest. A worker thread
 // keeps draining while the main thread is blocked (a big synchronous write to fd 1, spawnSync
 // with inherited stdout), so no write can deadlock on a full pipe. It boots while the main
-// thread waits for the job; if the run is over before it is up, the main thread claims the
-// FIFO and drains it itself.
+// thread waits for the job. Should it never come up, the main thread claims the FIFO and
+// drains it itself.
+//
+// Not a descriptor <= 2 may be free while the drainer thread sets itself up: what libuv opens
+// for its loop (epoll fd, eventfd, signal pipe, cgroup files read to size the heap and, on the
+// first net.Socket, the spare /dev/null it keeps against EMFILE) it later closes with
+// uv__close(), which asserts fd > 2 and aborts the whole process ("uv__close: Assertion
+// `fd > STDERR_FILENO' failed", at exit or at once). So the drainer says when it has opened
+// everything it ever will (H_READY, once its Socket exists), and the main thread waits for
+// that before user code runs (which may close fds 0-2) and before it re-points fd 1 at
+// /dev/null in Capture.finish (a close, then an open: not atomic).
 const DRAINER_SOURCE = `
 'use strict';
 (() => {
 const { workerData } = require('worker_threads');
 const header = new Int32Array(workerData.sab, 0, ${HEADER_BYTES / 4});
-if (Atomics.compareExchange(header, ${H_OWNER}, 0, ${OWNER_DRAINER}) !== 0) return;
-const cap = workerData.cap;
-const data = new Uint8Array(workerData.sab, ${HEADER_BYTES}, cap);
-let size = 0;
 const done = () => {
   if (Atomics.exchange(header, ${H_DONE}, 1) === 0) Atomics.notify(header, ${H_DONE});
 };
 try {
+  if (Atomics.compareExchange(header, ${H_OWNER}, 0, ${OWNER_DRAINER}) !== 0) return;
+  const cap = workerData.cap;
+  const data = new Uint8Array(workerData.sab, ${HEADER_BYTES}, cap);
+  let size = 0;
   const { Socket } = require('net');
   const input = new Socket({ fd: workerData.fd, readable: true, writable: false });
   input.on('data', (chunk) => {
@@ -265,6 +279,9 @@ try {
   input.on('error', done);
 } catch (err) {
   done();
+} finally {
+  Atomics.store(header, ${H_READY}, 1);
+  Atomics.notify(header, ${H_READY});
 }
 })();
 `;
@@ -317,6 +334,27 @@ class Capture {
     this.worker.on('error', () => {});
     this.worker.unref();
     this.mode = 'fifo';
+    return true;
+  }
+
+  /** Whether the drainer thread is set up: it opens no more descriptors from then on. */
+  drainerReady() {
+    return Atomics.load(this.header, H_READY) === 1;
+  }
+
+  /**
+   * Block (at most `waitMs`) until the drainer thread is set up, so that no descriptor it
+   * opens can take the number of a std descriptor that user code closes or that finish()
+   * re-points. Returns whether it is.
+   */
+  waitForDrainer(waitMs) {
+    if (this.mode !== 'fifo') return true;
+    const deadline = Date.now() + waitMs;
+    while (!this.drainerReady()) {
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      atomicsWait(this.header, H_READY, 0, Math.min(left, 100));
+    }
     return true;
   }
 
@@ -379,8 +417,11 @@ class Capture {
     let truncated;
     if (this.mode === 'fifo') {
       // Our write end goes; children of the user code may still hold theirs: wait for EOF
-      // only briefly, as the Python harness does.
-      pointAtDevNull(1);
+      // only briefly, as the Python harness does. Only once the drainer thread is set up (it
+      // always is, unless it failed to come up in time): a descriptor it opens could take
+      // number 1 between the close and the open. Otherwise fd 1 stays ours and the wait
+      // runs out.
+      if (this.drainerReady()) pointAtDevNull(1);
       if (Atomics.compareExchange(this.header, H_OWNER, 0, OWNER_MAIN) === 0) {
         this.drainHere(500);
         data = Buffer.concat(this.chunks);
@@ -1045,6 +1086,10 @@ function main() {
     originalReallyExit.call(process, 2);
     return;
   }
+
+  // The drainer thread boots while we read the job; it must be set up before user code runs,
+  // which may close fds 0-2 (see DRAINER_SOURCE). It usually is, or is a few ms away.
+  capture.waitForDrainer(DRAINER_BOOT_WAIT_MS);
 
   const maxChars = limit(job.limits, 'log_content_max', LOG_CONTENT_MAX);
   const log = new Log(maxChars);

@@ -38,6 +38,8 @@ ATTACKS: dict[str, tuple[int, tuple]] = {
     'close_std_streams': (10, ('completed', 'still here')),
     'binary_output': (10, ('completed', 'bin')),
     'orphan_child': (10, ('completed', 'parent done')),
+    # Completes; what it returns is checked for platform secrets like every result.
+    'read_environment': (10, ('completed', None)),
 }
 
 
@@ -79,6 +81,10 @@ def test_attack_is_contained(platform, attack: str, language: str):
     if reason:
         reasons = reason if isinstance(reason, tuple) else (reason,)
         assert any(r in run["result"] for r in reasons), run["result"]
+    # Whatever the code saw or said, no platform setting or secret is in it.
+    for secret in ("FLOWS_CODE_ACTIONS", "postgresql", "amqp://", "redis://",
+                   platform.urls["s3"]):
+        assert secret not in run["result"], secret
     # Nothing of the run is left on the Docker engine.
     leftovers = docker.from_env().containers.list(
         all=True, filters={"label": f"codeactions.run_id={run_id}"})
