@@ -29,7 +29,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
-        MAX_CONTENT_LENGTH=settings.request_body_max_bytes + settings.source_max_bytes,
+        # A hard guard only; each route checks its own limit and names it (a JSON-escaped
+        # source may be up to twice its size).
+        MAX_CONTENT_LENGTH=max(2 * settings.source_max_bytes, settings.request_body_max_bytes)
+        + 64 * 1024,
         JSON_SORT_KEYS=False,
     )
     app.extensions["codeactions"] = ApiContext(

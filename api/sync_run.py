@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from api.context import ApiContext
 from api.request_input import first_query_values, header_lists, raw_body
 from shared.completion import CompletionWaiter
+from shared.errors import PayloadTooLarge
 from shared.models import Code, CodeRun
 from shared.models.coderun import FINISHED
 from shared.services import run_submission
@@ -19,8 +20,12 @@ class SyncOutcome:
 
 
 def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
+    body = raw_body()
+    limit = c.settings.request_body_max_bytes
+    if len(body.encode()) > limit:
+        raise PayloadTooLarge(f"request body is too large (at most {limit} bytes)", "body")
     run = run_submission.create_run(
-        c.db, code, params=first_query_values(), body=raw_body().strip(), headers=header_lists()
+        c.db, code, params=first_query_values(), body=body.strip(), headers=header_lists()
     )
     # Subscribe before enqueueing: the signal cannot fire before we listen.
     with CompletionWaiter(c.redis, str(run.id)) as waiter:

@@ -24,5 +24,9 @@ class Conflict(ServiceError):
     status = 409
 
 
+class PayloadTooLarge(ServiceError):
+    status = 413
+
+
 class Unavailable(ServiceError):
     status = 503

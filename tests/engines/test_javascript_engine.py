@@ -853,6 +853,27 @@ def test_closed_std_streams_do_not_break_the_run(run: Runner) -> None:
     assert out.result["value"] == "still here"
 
 
+def test_std_descriptors_closed_at_load_do_not_abort_node(run: Runner) -> None:
+    # The harness's drainer thread must have opened every descriptor it ever will before user
+    # code runs: libuv closes its own descriptors with uv__close(), which aborts node
+    # ("Assertion `fd > STDERR_FILENO' failed", exit 134) when one took the number of a
+    # closed std descriptor. The same race made the harness's own close-then-reopen of fd 1
+    # at the end of a run abort now and then on a loaded machine.
+    out = run(
+        src(
+            """
+            const fs = require("fs");
+            for (const fd of [0, 1, 2]) fs.closeSync(fd);
+            const until = Date.now() + 300;
+            while (Date.now() < until) {}  // time for any thread still starting up
+            exports.Run = (engine) => engine.result.set("ok");
+            """
+        )
+    )
+    _completed(out)
+    assert out.result["value"] == "ok"
+
+
 def test_no_descriptor_leaks_and_stdin_at_eof(run: Runner) -> None:
     out = run(
         src(

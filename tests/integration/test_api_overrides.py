@@ -55,3 +55,22 @@ def test_run_route_token(platform, make_client):
                        headers={"Authorization": "Token wrong"}).status_code == 401
     ok = client.post(f"/run/{code['id']}", headers={"Authorization": "Token s3cret"})
     assert ok.status_code == 200 and ok.get_json()["result"]["result"] == "ran"
+
+
+def test_request_body_limit_at_and_past(platform, make_client, db):
+    from sqlalchemy import func, select
+
+    from shared.models import CodeRun
+
+    client = make_client(request_body_max_bytes=1000)
+    code = create_code(platform, "def Run(engine):\n    engine.result.set(str(len(engine.body)))\n")
+    at_limit = client.post(f"/action/endpoint/{code['id']}", data="x" * 1000)
+    assert at_limit.status_code == 200 and at_limit.get_data(as_text=True) == "1000"
+    past = client.post(f"/action/endpoint/{code['id']}", data="x" * 1001)
+    assert past.status_code == 413
+    assert past.get_json() == {"message": "request body is too large (at most 1000 bytes)",
+                               "field": "body"}
+    with db.session() as session:  # the refused call left no run behind
+        count = session.scalar(select(func.count()).select_from(CodeRun).where(
+            CodeRun.code_id == code["id"]))
+    assert count == 1
