@@ -11,12 +11,13 @@ from shared.settings import Settings, load_settings
 def create_app(settings: Settings | None = None) -> Flask:
     import redis
 
-    from api import codelibs, codelogs, coderuns, codes, endpoints, health
+    from api import codelibs, codelogs, coderuns, codes, endpoints, health, run_submissions
     from api.context import ApiContext
     from api.errors import register_error_handlers
     from shared.celery_app import make_celery
     from shared.db import Database
     from shared.log_archive import LogArchive
+    from shared.queue_depth import QueueDepth
     from shared.rate_limit import CodeRateLimiter
 
     settings = settings or load_settings()
@@ -35,18 +36,20 @@ def create_app(settings: Settings | None = None) -> Flask:
         + 64 * 1024,
         JSON_SORT_KEYS=False,
     )
+    celery = make_celery(settings)
     app.extensions["codeactions"] = ApiContext(
         settings=settings,
         db=Database(settings),
         redis=redis.Redis.from_url(settings.redis, socket_timeout=5, health_check_interval=30),
-        celery=make_celery(settings),
+        celery=celery,
         limiter=CodeRateLimiter(
             settings.redis, settings.code_limiter_max_requests, settings.code_limiter_window
         ),
         archive=LogArchive(settings),
+        queue_depth=QueueDepth(celery),
     )
     api = Api(app)
-    for module in (health, codes, coderuns, codelogs, codelibs, endpoints):
+    for module in (health, codes, coderuns, run_submissions, codelogs, codelibs, endpoints):
         api.register_blueprint(module.blp)
     register_error_handlers(app)
     return app

@@ -7,22 +7,37 @@ from datetime import UTC
 from flask_smorest import Blueprint
 
 from api.context import ctx
-from api.schemas import CodeRunListQuerySchema, CodeRunSchema
+from api.schemas import CodeRunListQuerySchema, CodeRunSchema, RunWaitQuerySchema
+from shared.completion import CompletionWaiter
 from shared.errors import NotFound
 from shared.ids import parse_id
+from shared.models import CodeRun
+from shared.models.coderun import FINISHED
 from shared.stores import code_store, run_store
 
 blp = Blueprint("coderuns", __name__, description="Runs of code actions")
 
 
 @blp.route("/coderun/<run_id>", methods=["GET"])
+@blp.arguments(RunWaitQuerySchema, location="query")
 @blp.response(200, CodeRunSchema)
-def get_run(run_id: str):
-    with ctx().db.session() as session:
+@blp.doc(summary="One run; with wait=N (≤ 60 s) answer as soon as it ends, or after N s")
+def get_run(query: dict, run_id: str):
+    c = ctx()
+    with c.db.session() as session:
         run = run_store.get(session, parse_id(run_id, "run id"))
-        if run is None:
-            raise NotFound("run not found")
-        return run
+    if run is None:
+        raise NotFound("run not found")
+    if query["wait"] > 0 and run.status not in FINISHED:
+        # Subscribe, then re-read: a run that ended in between is not missed.
+        with CompletionWaiter(c.redis, str(run.id)) as waiter:
+            with c.db.session() as session:
+                run = session.get(CodeRun, run.id)
+            if run.status not in FINISHED:
+                waiter.wait(timeout=query["wait"])
+                with c.db.session() as session:
+                    run = session.get(CodeRun, run.id)
+    return run
 
 
 @blp.route("/coderun", methods=["GET"])

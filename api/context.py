@@ -10,6 +10,7 @@ from flask import current_app
 
 from shared.db import Database
 from shared.log_archive import LogArchive
+from shared.queue_depth import QueueDepth
 from shared.rate_limit import CodeRateLimiter
 from shared.settings import Settings
 
@@ -22,6 +23,7 @@ class ApiContext:
     celery: Celery
     limiter: CodeRateLimiter
     archive: LogArchive
+    queue_depth: QueueDepth
 
 
 def ctx() -> ApiContext:

@@ -32,7 +32,11 @@ def _validation_message(err: HTTPException) -> tuple[str, str | None]:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def _service_error(err: ServiceError):  # noqa: ANN202
-        return error_response(err.status, err.message, field=err.field)
+        response, status = error_response(err.status, err.message, field=err.field)
+        retry_after = getattr(err, "retry_after", None)
+        if retry_after:
+            response.headers["Retry-After"] = str(retry_after)
+        return response, status
 
     @app.errorhandler(InvalidId)
     def _invalid_id(err: InvalidId):  # noqa: ANN202

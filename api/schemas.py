@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from shared.models.code import CODE_TYPES, TIMEOUT_MAX, TIMEOUT_MIN
 from shared.models.codelog import LOG_TYPES
@@ -117,3 +117,33 @@ class CodeLibSchema(Schema):
 
 class CodeLibQuerySchema(Schema):
     language = fields.String(validate=validate.OneOf(LANGUAGES))
+
+
+def _string_or_strings(value: object) -> None:
+    if isinstance(value, str):
+        return
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return
+    raise ValidationError("must be a string or a list of strings")
+
+
+class RunSubmitSchema(Schema):
+    """One run to queue: what the sync call would have taken from the HTTP request."""
+
+    code_id = fields.String(required=True)
+    params = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    body = fields.String(load_default="")
+    headers = fields.Dict(
+        keys=fields.String(), values=fields.Raw(validate=_string_or_strings), load_default=dict
+    )
+    callback_url = fields.String(load_default=None, allow_none=True)
+
+
+class RunBatchSchema(Schema):
+    runs = fields.List(
+        fields.Nested(RunSubmitSchema), required=True, validate=validate.Length(min=1, max=20)
+    )
+
+
+class RunWaitQuerySchema(Schema):
+    wait = fields.Float(load_default=0, validate=validate.Range(min=0, max=60))

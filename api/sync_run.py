@@ -24,6 +24,9 @@ def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
     limit = c.settings.request_body_max_bytes
     if len(body.encode()) > limit:
         raise PayloadTooLarge(f"request body is too large (at most {limit} bytes)", "body")
+    run_submission.ensure_capacity(
+        c.queue_depth, code.language, c.settings.worker_pool_queue_size
+    )
     run = run_submission.create_run(
         c.db, code, params=first_query_values(), body=body.strip(), headers=header_lists()
     )

@@ -30,3 +30,11 @@ class PayloadTooLarge(ServiceError):
 
 class Unavailable(ServiceError):
     status = 503
+
+
+class Saturated(Unavailable):
+    """The platform is busy: the caller should retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

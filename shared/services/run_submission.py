@@ -9,13 +9,29 @@ from typing import Any
 from celery import Celery
 
 from shared.db import Database
-from shared.errors import Unavailable
+from shared.errors import Saturated, Unavailable
 from shared.models import Code, CodeRun
 from shared.models.coderun import FAILED, QUEUED
+from shared.queue_depth import QueueDepth
 from shared.stores import run_store
 from shared.tasks import RUN_CODE, run_queue
 
 log = logging.getLogger(__name__)
+
+
+def ensure_capacity(depth: QueueDepth, language: str, limit: int) -> None:
+    """Refuse new runs while the language's queue holds more than `limit` (SPEC: 503 rather
+    than queueing without bound). An unknown depth (broker down) lets the enqueue decide."""
+    try:
+        waiting = depth.ready_messages(language)
+    except Exception as exc:  # the queue may not exist yet, or the broker blinked
+        log.warning("queue depth of %s unknown: %s", language, exc)
+        return
+    if waiting > limit:
+        raise Saturated(
+            f"too many {language} runs are waiting ({waiting}); try again shortly",
+            retry_after=max(1, min(30, waiting // max(1, limit or 1))),
+        )
 
 
 def create_run(
@@ -25,21 +41,43 @@ def create_run(
     body: str,
     headers: dict[str, list[str]],
 ) -> CodeRun:
-    run = CodeRun(
-        id=uuid.uuid4(),
-        code_id=code.id,
-        code_mongo_id=code.mongo_object_id,
-        status=QUEUED,
-        params=params,
-        body=body,
-        headers=headers,
-        extra={},
-        result="",
-    )
+    return create_runs(db, [(code, params, body, headers)])[0]
+
+
+def create_runs(
+    db: Database, requests: list[tuple[Code, dict[str, Any], str, dict[str, list[str]]]]
+) -> list[CodeRun]:
+    """All the runs in one transaction: a batch is created whole or not at all."""
+    runs = [
+        CodeRun(
+            id=uuid.uuid4(),
+            code_id=code.id,
+            code_mongo_id=code.mongo_object_id,
+            status=QUEUED,
+            params=params,
+            body=body,
+            headers=headers,
+            extra={},
+            result="",
+        )
+        for code, params, body, headers in requests
+    ]
     with db.session() as session:
-        run_store.add(session, run)
+        for run in runs:
+            run_store.add(session, run)
         session.commit()
-    return run
+    return runs
+
+
+def enqueue_all(db: Database, celery: Celery, runs: list[tuple[CodeRun, str]]) -> None:
+    """Enqueue in order; if the broker fails midway, the rest end failed too, none stuck."""
+    for index, (run, language) in enumerate(runs):
+        try:
+            enqueue(db, celery, run, language)
+        except Unavailable:
+            for rest, _ in runs[index + 1 :]:
+                _mark_not_enqueued(db, rest.id)
+            raise
 
 
 def enqueue(db: Database, celery: Celery, run: CodeRun, language: str) -> None:
@@ -50,11 +88,15 @@ def enqueue(db: Database, celery: Celery, run: CodeRun, language: str) -> None:
         )
     except Exception as exc:  # kombu raises many types; all mean "not enqueued"
         log.error("enqueue failed for run %s: %s", run.id, exc)
-        with db.session() as session:
-            stored = session.get(CodeRun, run.id)
-            if stored is not None and stored.status == QUEUED:
-                stored.status = FAILED
-                stored.result = "could not enqueue the run: broker unavailable"
-                stored.extra = {"exit_reason": "enqueue_failed"}
-                session.commit()
+        _mark_not_enqueued(db, run.id)
         raise Unavailable("the run queue is unavailable, try again later") from exc
+
+
+def _mark_not_enqueued(db: Database, run_id: uuid.UUID) -> None:
+    with db.session() as session:
+        stored = session.get(CodeRun, run_id)
+        if stored is not None and stored.status == QUEUED:
+            stored.status = FAILED
+            stored.result = "could not enqueue the run: broker unavailable"
+            stored.exit_reason = "enqueue_failed"
+            session.commit()

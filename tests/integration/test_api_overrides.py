@@ -74,3 +74,34 @@ def test_request_body_limit_at_and_past(platform, make_client, db):
         count = session.scalar(select(func.count()).select_from(CodeRun).where(
             CodeRun.code_id == code["id"]))
     assert count == 1
+
+
+def test_back_pressure_refuses_new_runs_when_the_queue_is_full(platform, make_client, db):
+    import time
+
+    import requests
+    from sqlalchemy import func, select
+
+    from shared.models import CodeRun
+
+    sleepy = create_code(platform, "import time\ndef Run(engine):\n    time.sleep(4)\n",
+                         type="endpoint", timeout=20)
+    # The python worker runs 4 at a time: 8 submissions leave 4 waiting in runs.python.
+    submitted = [
+        requests.post(platform.url("/coderun"), json={"code_id": sleepy["id"]}).json()
+        for _ in range(8)
+    ]
+    time.sleep(1.5)
+    client = make_client(worker_pool_queue_size=1)
+    with db.session() as session:
+        before = session.scalar(select(func.count()).select_from(CodeRun))
+    refused = client.post("/coderun", json={"code_id": sleepy["id"]})
+    assert refused.status_code == 503, refused.get_data(as_text=True)
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "waiting" in refused.get_json()["message"]
+    assert client.post(f"/action/endpoint/{sleepy['id']}").status_code == 503
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(CodeRun)) == before
+    for run in submitted:  # drain, so later tests find an idle worker
+        requests.get(platform.url(f"/coderun/{run['id']}"), params={"wait": 30})
+    assert client.post("/coderun", json={"code_id": sleepy["id"]}).status_code == 202

@@ -1,0 +1,76 @@
+"""Async runs: `POST /coderun` and `POST /coderun/batch` queue runs and answer 202 at once;
+`GET /coderun/<id>?wait=N` long-polls on the same completion signal as the sync path."""
+
+from __future__ import annotations
+
+from flask import url_for
+from flask_smorest import Blueprint
+
+from api.context import ApiContext, ctx
+from api.schemas import CodeRunSchema, RunBatchSchema, RunSubmitSchema
+from shared.errors import InvalidInput, NotFound
+from shared.ids import InvalidId, parse_id
+from shared.models import CodeRun
+from shared.services import run_submission
+from shared.stores import code_store
+
+blp = Blueprint("run_submissions", __name__, description="Queue runs without waiting")
+
+
+def _prepared(c: ApiContext, items: list[dict], prefix: str = "") -> list[tuple]:
+    """Validate every item (codes exist, limits hold) before anything is created."""
+    prepared = []
+    with c.db.session() as session:
+        for index, item in enumerate(items):
+            field = f"{prefix}{index}.code_id" if prefix else "code_id"
+            if item.get("callback_url"):
+                raise InvalidInput("callbacks are not available yet", field="callback_url")
+            try:
+                code = code_store.get(session, parse_id(item["code_id"], field))
+            except InvalidId as exc:
+                raise InvalidInput(str(exc), field=field) from None
+            if code is None:
+                raise NotFound(f"code {item['code_id']} not found", field=field)
+            body = item["body"]
+            limit = c.settings.request_body_max_bytes
+            if len(body.encode()) > limit:
+                raise InvalidInput(f"body is too large (at most {limit} bytes)", field="body")
+            headers = {
+                name: value if isinstance(value, list) else [value]
+                for name, value in item["headers"].items()
+            }
+            prepared.append((code, item["params"], body.strip(), headers))
+    for language in {code.language for code, *_ in prepared}:
+        run_submission.ensure_capacity(
+            c.queue_depth, language, c.settings.worker_pool_queue_size
+        )
+    return prepared
+
+
+def _submit(c: ApiContext, prepared: list[tuple]) -> list[CodeRun]:
+    runs = run_submission.create_runs(c.db, prepared)
+    languages = [code.language for code, *_ in prepared]
+    run_submission.enqueue_all(c.db, c.celery, list(zip(runs, languages, strict=True)))
+    return runs
+
+
+@blp.route("/coderun", methods=["POST"])
+@blp.arguments(RunSubmitSchema)
+@blp.response(202, CodeRunSchema)
+@blp.doc(summary="Queue a run of any code; poll GET /coderun/<id>?wait=N for the result")
+def submit_run(item: dict):
+    c = ctx()
+    (run,) = _submit(c, _prepared(c, [item]))
+    return run, 202, {"Location": url_for("coderuns.get_run", run_id=str(run.id))}
+
+
+@blp.route("/coderun/batch", methods=["POST"])
+@blp.arguments(RunBatchSchema)
+@blp.response(202, CodeRunSchema(many=True))
+@blp.doc(summary="Queue up to 20 independent runs at once (all or none are created)")
+def submit_batch(batch: dict):
+    c = ctx()
+    return _submit(c, _prepared(c, batch["runs"], prefix="runs."))
+
+
+
