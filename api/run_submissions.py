@@ -1,5 +1,6 @@
 """Async runs: `POST /coderun` and `POST /coderun/batch` queue runs and answer 202 at once;
-`GET /coderun/<id>?wait=N` long-polls on the same completion signal as the sync path."""
+`GET /coderun/<id>?wait=N` long-polls on the same completion signal as the sync path;
+`POST /coderun/<id>/cancel` stops a run."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ from flask import url_for
 from flask_smorest import Blueprint
 
 from api.context import ApiContext, ctx
-from api.schemas import CodeRunSchema, RunBatchSchema, RunSubmitSchema
+from api.schemas import CodeRunSchema, ErrorSchema, RunBatchSchema, RunSubmitSchema
+from shared.completion import CompletionWaiter
 from shared.errors import InvalidInput, NotFound
 from shared.ids import InvalidId, parse_id
 from shared.models import CodeRun
-from shared.services import run_submission
+from shared.models.coderun import FINISHED
+from shared.services import run_cancellation, run_submission
 from shared.stores import code_store
 
 blp = Blueprint("run_submissions", __name__, description="Queue runs without waiting")
+
+CANCEL_WAIT_SECONDS = 3.0
 
 
 def _prepared(c: ApiContext, items: list[dict], prefix: str = "") -> list[tuple]:
@@ -74,3 +79,24 @@ def submit_batch(batch: dict):
 
 
 
+
+
+@blp.route("/coderun/<run_id>/cancel", methods=["POST"])
+@blp.response(200, CodeRunSchema)
+@blp.alt_response(202, schema=CodeRunSchema, description="still stopping")
+@blp.alt_response(409, schema=ErrorSchema, description="the run had already ended")
+@blp.doc(summary="Cancel a run: a queued run never starts, a started one is killed")
+def cancel_run(run_id: str):
+    c = ctx()
+    run = run_cancellation.cancel(c.db, c.redis, parse_id(run_id, "run id"))
+    if run.status in FINISHED:
+        return run
+    # The worker polls the flag a few times a second: wait briefly for the kill to land.
+    with CompletionWaiter(c.redis, str(run.id)) as waiter:
+        with c.db.session() as session:
+            run = session.get(CodeRun, run.id)
+        if run.status not in FINISHED:
+            waiter.wait(timeout=CANCEL_WAIT_SECONDS)
+            with c.db.session() as session:
+                run = session.get(CodeRun, run.id)
+    return run, 200 if run.status in FINISHED else 202

@@ -9,7 +9,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 STDOUT, STDERR = 1, 2
@@ -22,6 +22,10 @@ class StreamTimeout(Exception):
 
 class StreamTooLarge(Exception):
     """The container wrote more than the caller allows."""
+
+
+class StreamStopped(Exception):
+    """The caller's `check` asked to stop (e.g. the run was cancelled)."""
 
 
 class AttachedContainer:
@@ -38,15 +42,29 @@ class AttachedContainer:
         self.sock.sendall(payload)
         self.sock.shutdown(socket.SHUT_WR)
 
-    def output(self, deadline: float, max_bytes: int) -> Iterator[tuple[int, bytes]]:
-        """(stream id, bytes) pieces until EOF; StreamTimeout / StreamTooLarge otherwise."""
+    def output(
+        self,
+        deadline: float,
+        max_bytes: int,
+        should_stop: Callable[[], bool] | None = None,
+        check_every: float = 0.25,
+    ) -> Iterator[tuple[int, bytes]]:
+        """(stream id, bytes) pieces until EOF; StreamTimeout / StreamTooLarge otherwise.
+        `should_stop` is asked every `check_every` seconds; True raises StreamStopped."""
         buffer = bytearray()
         received = 0
+        next_check = time.monotonic() + check_every
         while True:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 raise StreamTimeout
-            readable, _, _ = select.select([self.sock], [], [], left)
+            if should_stop is not None and now >= next_check:
+                next_check = now + check_every
+                if should_stop():
+                    raise StreamStopped
+            wait = min(left, check_every) if should_stop is not None else left
+            readable, _, _ = select.select([self.sock], [], [], wait)
             if not readable:
                 continue
             chunk = self.sock.recv(1024 * 1024)

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from shared import completion
+from shared import cancellation, completion
 from shared.db import Database
 from shared.log_archive import LogArchive
 from shared.models import Code, CodeRun
@@ -83,7 +83,9 @@ class RunExecutor:
             preparer = self.preparers.get(language)
             if preparer is not None:
                 job.update(preparer.job_fields(source))
-            outcome = self.sandbox.run(image, job, limits, labels)
+            outcome = self.sandbox.run(
+                image, job, limits, labels, should_stop=lambda: self._cancelled(run_id)
+            )
         except PreparationError as exc:
             outcome = _failure("error", f"Action execution failed: {exc}")
             outcome.logs.append({"type": "error", "content": outcome.error, "at": time.time()})
@@ -97,6 +99,12 @@ class RunExecutor:
             log.exception("storing the outcome of run %s failed", run_id)
             failure = _failure("store_error", "the run's output could not be stored")
             return self._store(rid, None, failure)
+
+    def _cancelled(self, run_id: str) -> bool:
+        try:
+            return cancellation.is_cancelled(self.redis, run_id)
+        except redis.RedisError:  # cannot tell: keep running (the timeout still holds)
+            return False
 
     def _job(self, code: Code, run: CodeRun) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from shared.settings import Settings
 from worker.attach_stream import (
     STDERR,
     AttachedContainer,
+    StreamStopped,
     StreamTimeout,
     StreamTooLarge,
 )
@@ -193,11 +195,17 @@ class Sandbox:
         return container["Id"]
 
     def run(
-        self, image: str, job: dict[str, Any], limits: SandboxLimits, labels: dict[str, str]
+        self,
+        image: str,
+        job: dict[str, Any],
+        limits: SandboxLimits,
+        labels: dict[str, str],
+        should_stop: Callable[[], bool] | None = None,
     ) -> SandboxOutcome:
+        """`should_stop` is polled a few times a second; True kills the run (`cancelled`)."""
         container_id = self.create(image, limits, labels)
         try:
-            outcome = self._execute(container_id, job, limits)
+            outcome = self._execute(container_id, job, limits, should_stop)
         finally:
             self.remove(container_id)
         outcome.container_id = container_id[:12]
@@ -211,7 +219,11 @@ class Sandbox:
                 log.warning("could not remove container %s: %s", container_id[:12], exc)
 
     def _execute(
-        self, container_id: str, job: dict[str, Any], limits: SandboxLimits
+        self,
+        container_id: str,
+        job: dict[str, Any],
+        limits: SandboxLimits,
+        should_stop: Callable[[], bool] | None = None,
     ) -> SandboxOutcome:
         attached = AttachedContainer(self.client.api, container_id)
         collector = _Collector(limits)
@@ -221,7 +233,9 @@ class Sandbox:
         try:
             self.client.api.start(container_id)
             attached.send_job(json.dumps(job).encode())
-            kill_reason = self._pump(attached, collector, limits, deadline, stderr_tail)
+            kill_reason = self._pump(
+                attached, collector, limits, deadline, stderr_tail, should_stop
+            )
         finally:
             attached.hang_up()  # before kill: see AttachedContainer.hang_up
             if kill_reason is not None:
@@ -235,12 +249,14 @@ class Sandbox:
         limits: SandboxLimits,
         deadline: float,
         stderr_tail: bytearray,
+        should_stop: Callable[[], bool] | None = None,
     ) -> tuple[str, str] | None:
         """Read the container's output until EOF; return why to kill it, if we must."""
         decoder = FrameDecoder(max_frame_bytes=limits.output_bytes)
         too_much = ("output_limit", f"output limit exceeded ({_human(limits.output_bytes)})")
         try:
-            for stream, payload in attached.output(deadline, limits.output_bytes + 64 * 1024):
+            output = attached.output(deadline, limits.output_bytes + 64 * 1024, should_stop)
+            for stream, payload in output:
                 if stream == STDERR:
                     stderr_tail += payload[: max(0, STDERR_KEEP - len(stderr_tail))]
                     continue
@@ -257,6 +273,8 @@ class Sandbox:
             return "timeout", f"timed out after {limits.timeout:g} s"
         except StreamTooLarge:
             return too_much
+        except StreamStopped:
+            return "cancelled", "cancelled"
         return None
 
     def _kill(self, container_id: str) -> None:

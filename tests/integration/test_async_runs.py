@@ -84,3 +84,59 @@ def test_bad_submissions(platform):
         assert field in response.json()["message"] or response.json().get("field") == field
     missing = requests.post(platform.url("/coderun"), json={"code_id": str(uuid.uuid4())})
     assert missing.status_code == 404
+
+
+def _wait_status(platform, run_id: str, wanted: str, seconds: float = 30) -> dict:  # noqa: ANN001
+    deadline = time.monotonic() + seconds
+    while True:
+        run = requests.get(platform.url(f"/coderun/{run_id}")).json()
+        if run["status"] == wanted or time.monotonic() > deadline:
+            return run
+        time.sleep(0.1)
+
+
+def test_cancel_a_started_run_kills_its_container(platform):
+    import docker
+
+    code = create_code(platform, SLEEPY, type="flow", timeout=60)
+    run = requests.post(platform.url("/coderun"), json={
+        "code_id": code["id"], "params": {"s": "50"}}).json()
+    assert _wait_status(platform, run["id"], "started")["status"] == "started"
+    time.sleep(0.5)  # let the container start
+    cancelled = requests.post(platform.url(f"/coderun/{run['id']}/cancel"))
+    assert cancelled.status_code == 200, cancelled.text
+    body = cancelled.json()
+    assert body["status"] == "failed" and body["result"] == "cancelled"
+    assert body["exit_reason"] == "cancelled"
+    leftovers = docker.from_env().containers.list(
+        all=True, filters={"label": f"codeactions.run_id={run['id']}"})
+    assert leftovers == []
+    again = requests.post(platform.url(f"/coderun/{run['id']}/cancel"))
+    assert again.status_code == 200 and again.json()["result"] == "cancelled"
+
+
+def test_cancel_a_queued_run_means_it_never_starts(platform):
+    code = create_code(platform, SLEEPY, type="flow", timeout=20)
+    # Four runs keep the python worker's four slots busy; the fifth waits in the queue.
+    busy = [requests.post(platform.url("/coderun"), json={
+        "code_id": code["id"], "params": {"s": "3"}}).json() for _ in range(4)]
+    waiting = requests.post(platform.url("/coderun"), json={
+        "code_id": code["id"], "params": {"s": "3"}}).json()
+    cancelled = requests.post(platform.url(f"/coderun/{waiting['id']}/cancel"))
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "failed" and cancelled.json()["result"] == "cancelled"
+    for run in busy:
+        requests.get(platform.url(f"/coderun/{run['id']}"), params={"wait": 30})
+    time.sleep(1)
+    final = requests.get(platform.url(f"/coderun/{waiting['id']}")).json()
+    assert final["status"] == "failed" and final["started_at"] is None
+
+
+def test_cancel_after_completion_and_unknown(platform):
+    code = create_code(platform, ECHO, type="flow")
+    run = requests.post(platform.url("/coderun"), json={
+        "code_id": code["id"], "params": {"n": "1"}}).json()
+    requests.get(platform.url(f"/coderun/{run['id']}"), params={"wait": 30})
+    late = requests.post(platform.url(f"/coderun/{run['id']}/cancel"))
+    assert late.status_code == 409 and "completed" in late.json()["message"]
+    assert requests.post(platform.url(f"/coderun/{uuid.uuid4()}/cancel")).status_code == 404
