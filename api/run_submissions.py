@@ -8,7 +8,7 @@ from flask import url_for
 from flask_smorest import Blueprint
 
 from api.context import ApiContext, ctx
-from api.schemas import CodeRunSchema, ErrorSchema, RunBatchSchema, RunSubmitSchema
+from api.schemas import ApiErrorSchema, CodeRunSchema, RunBatchSchema, RunSubmitSchema
 from shared.completion import CompletionWaiter
 from shared.errors import InvalidInput, NotFound
 from shared.ids import InvalidId, parse_id
@@ -84,7 +84,7 @@ def submit_batch(batch: dict):
 @blp.route("/coderun/<run_id>/cancel", methods=["POST"])
 @blp.response(200, CodeRunSchema)
 @blp.alt_response(202, schema=CodeRunSchema, description="still stopping")
-@blp.alt_response(409, schema=ErrorSchema, description="the run had already ended")
+@blp.alt_response(409, schema=ApiErrorSchema, description="the run had already ended")
 @blp.doc(summary="Cancel a run: a queued run never starts, a started one is killed")
 def cancel_run(run_id: str):
     c = ctx()

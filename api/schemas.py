@@ -105,7 +105,7 @@ class CodeLogPageSchema(Schema):
     last_page = fields.Integer()
 
 
-class ErrorSchema(Schema):
+class ApiErrorSchema(Schema):
     message = fields.String()
     field = fields.String()
 

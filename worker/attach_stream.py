@@ -16,6 +16,15 @@ STDOUT, STDERR = 1, 2
 _HEADER = struct.Struct(">BxxxI")  # stream id, 3 padding bytes, payload length
 
 
+def final_state(api: Any, container_id: str, wait_seconds: float = 5) -> dict[str, Any]:
+    """The container's State once it has exited (OOMKilled, ExitCode); {} if unknown."""
+    try:
+        api.wait(container_id, timeout=wait_seconds)
+        return api.inspect_container(container_id).get("State", {})
+    except Exception:  # gone, or the engine is slow: the caller reports what it knows
+        return {}
+
+
 class StreamTimeout(Exception):
     """The deadline passed before the container closed its output."""
 

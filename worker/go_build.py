@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
-from worker.attach_stream import STDERR, AttachedContainer, StreamTimeout, StreamTooLarge
+from worker.attach_stream import (
+    STDERR,
+    AttachedContainer,
+    StreamTimeout,
+    StreamTooLarge,
+    final_state,
+)
 from worker.frames import FrameDecoder, FrameError
 from worker.preparers import PreparationError
 from worker.sandbox import parse_size
@@ -345,7 +351,7 @@ class GoBuilder:
         end = next((f for f in frames if f.get("t") == "end"), None)
         artifact = next((f for f in frames if f.get("t") == "artifact"), None)
         if end is None or (end.get("status") == "completed" and artifact is None):
-            state = self._state(container_id)
+            state = final_state(self.client.api, container_id)
             if state.get("OOMKilled"):
                 raise _CompileFailure(
                     f"compilation ran out of memory ({self.limits.memory})", cacheable=False
@@ -355,7 +361,8 @@ class GoBuilder:
             raise _CompileFailure(message + (f": {detail}" if detail else ""), cacheable=False)
         if end.get("status") != "completed":
             message = str(end.get("error") or "compilation failed")
-            if end.get("reason") != "compile" and self._state(container_id).get("OOMKilled"):
+            crashed = end.get("reason") != "compile"
+            if crashed and final_state(self.client.api, container_id).get("OOMKilled"):
                 message = f"compilation ran out of memory ({self.limits.memory})"
             raise _CompileFailure(message, cacheable=end.get("reason") == "compile")
         try:
@@ -371,14 +378,6 @@ class GoBuilder:
                 cacheable=True,
             )
         return binary
-
-    def _state(self, container_id: str) -> dict[str, Any]:
-        try:
-            self.client.api.wait(container_id, timeout=5)
-            return self.client.api.inspect_container(container_id).get("State", {})
-        except Exception as exc:
-            log.debug("inspect %s: %s", container_id[:12], exc)
-            return {}
 
 
 def _mib(size: int) -> str:

@@ -23,6 +23,7 @@ from worker.attach_stream import (
     StreamStopped,
     StreamTimeout,
     StreamTooLarge,
+    final_state,
 )
 from worker.frames import FrameDecoder, FrameError
 
@@ -295,7 +296,7 @@ class Sandbox:
         if kill_reason is not None:
             outcome.status, outcome.exit_reason, outcome.error = "failed", *kill_reason
             return outcome
-        state = self._wait_state(container_id)
+        state = final_state(self.client.api, container_id)
         if state.get("OOMKilled"):
             outcome.status, outcome.exit_reason = "failed", "memory_limit"
             outcome.error = f"memory limit exceeded ({_human(limits.memory_bytes)})"
@@ -310,14 +311,6 @@ class Sandbox:
             if detail:
                 outcome.error += f": {detail}"
         return outcome
-
-    def _wait_state(self, container_id: str) -> dict[str, Any]:
-        try:
-            self.client.api.wait(container_id, timeout=5)
-            return self.client.api.inspect_container(container_id).get("State", {})
-        except Exception as exc:
-            log.debug("inspect %s: %s", container_id[:12], exc)
-            return {}
 
 
 def _human(size: int) -> str:
