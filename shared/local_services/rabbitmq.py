@@ -26,8 +26,8 @@ RABBITMQ_ACCOUNT = "rabbitmq"
 DEBIAN_WRAPPER = Path("/usr/sbin/rabbitmq-server")
 # The real start script; Debian's wrapper above would `su` and send output to /var/log.
 SERVER_SCRIPT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
-DIST_PORT_OFFSET = 20000
-EPMD_PORT_OFFSET = 20001
+DIST_PORT_OFFSET = 100  # below 32768: outside the ephemeral port range
+EPMD_PORT_OFFSET = 101
 
 
 def ensure_rabbitmq_installed() -> Path:

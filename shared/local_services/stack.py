@@ -63,7 +63,8 @@ class LocalStack:
     """Starts (or reuses) every service not given in `overrides`; stops what it started.
 
     Ports: `base_port` + 0 postgres, +1 redis, +2 rabbitmq (AMQP), +3 s3. RabbitMQ also
-    uses AMQP port + 20000 (distribution) and + 20001 (its private epmd).
+    uses AMQP port + 100 (distribution) and + 101 (its private epmd): below the kernel's
+    ephemeral range (32768+) for the bases we use, so no outgoing connection can hold them.
     Keys of `overrides`: "postgres", "redis", "rabbitmq", "s3" (a URL) and "docker" (any
     value: do not check or start a Docker engine). dockerd, if started here, is left running
     by `stop()` unless `stop_docker` is true.

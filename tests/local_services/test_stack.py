@@ -23,9 +23,9 @@ from shared.local_services.processes import is_alive
 from shared.local_services.readiness import port_accepts_connections
 
 # Port bases no other stack uses (make run: 15430, make test: 25430).
-FULL_STACK_BASE = 36430
-LOCK_TEST_BASE = 36440
-CRASH_TEST_BASE = 36450
+FULL_STACK_BASE = 27430
+LOCK_TEST_BASE = 27440
+CRASH_TEST_BASE = 27450
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 WITHOUT_RABBITMQ_AND_DOCKER = {"rabbitmq": "amqp://not-started//", "docker": "not checked"}
@@ -45,7 +45,7 @@ def state_dir() -> Iterator[Path]:
 
 def stack_ports(base: int) -> list[int]:
     """Every port a stack on `base` listens on, RabbitMQ's distribution and epmd included."""
-    return [base, base + 1, base + 2, base + 3, base + 2 + 20000, base + 2 + 20001]
+    return [base, base + 1, base + 2, base + 3, base + 2 + 100, base + 2 + 101]
 
 
 def select_one(postgres_url: str) -> int:
