@@ -8,11 +8,9 @@ from flask_smorest import Blueprint
 
 from api.context import ctx
 from api.schemas import CodeRunListQuerySchema, CodeRunSchema, RunWaitQuerySchema
-from shared.completion import CompletionWaiter
+from api.sync_run import wait_for_end
 from shared.errors import NotFound
 from shared.ids import parse_id
-from shared.models import CodeRun
-from shared.models.coderun import FINISHED
 from shared.stores import code_store, run_store
 
 blp = Blueprint("coderuns", __name__, description="Runs of code actions")
@@ -28,16 +26,7 @@ def get_run(query: dict, run_id: str):
         run = run_store.get(session, parse_id(run_id, "run id"))
     if run is None:
         raise NotFound("run not found")
-    if query["wait"] > 0 and run.status not in FINISHED:
-        # Subscribe, then re-read: a run that ended in between is not missed.
-        with CompletionWaiter(c.redis, str(run.id)) as waiter:
-            with c.db.session() as session:
-                run = session.get(CodeRun, run.id)
-            if run.status not in FINISHED:
-                waiter.wait(timeout=query["wait"])
-                with c.db.session() as session:
-                    run = session.get(CodeRun, run.id)
-    return run
+    return wait_for_end(c, run, query["wait"])
 
 
 @blp.route("/coderun", methods=["GET"])

@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 
 from api.context import ApiContext, ctx
 from api.schemas import ApiErrorSchema, CodeRunSchema, RunBatchSchema, RunSubmitSchema
-from shared.completion import CompletionWaiter
+from api.sync_run import wait_for_end
 from shared.errors import InvalidInput, NotFound
 from shared.ids import InvalidId, parse_id
 from shared.models import CodeRun
@@ -37,9 +37,7 @@ def _prepared(c: ApiContext, items: list[dict], prefix: str = "") -> list[tuple]
             if code is None:
                 raise NotFound(f"code {item['code_id']} not found", field=field)
             body = item["body"]
-            limit = c.settings.request_body_max_bytes
-            if len(body.encode()) > limit:
-                raise InvalidInput(f"body is too large (at most {limit} bytes)", field="body")
+            run_submission.check_body(body, c.settings.request_body_max_bytes)
             headers = {
                 name: value if isinstance(value, list) else [value]
                 for name, value in item["headers"].items()
@@ -78,9 +76,6 @@ def submit_batch(batch: dict):
     return _submit(c, _prepared(c, batch["runs"], prefix="runs."))
 
 
-
-
-
 @blp.route("/coderun/<run_id>/cancel", methods=["POST"])
 @blp.response(200, CodeRunSchema)
 @blp.alt_response(202, schema=CodeRunSchema, description="still stopping")
@@ -89,14 +84,6 @@ def submit_batch(batch: dict):
 def cancel_run(run_id: str):
     c = ctx()
     run = run_cancellation.cancel(c.db, c.redis, parse_id(run_id, "run id"))
-    if run.status in FINISHED:
-        return run
     # The worker polls the flag a few times a second: wait briefly for the kill to land.
-    with CompletionWaiter(c.redis, str(run.id)) as waiter:
-        with c.db.session() as session:
-            run = session.get(CodeRun, run.id)
-        if run.status not in FINISHED:
-            waiter.wait(timeout=CANCEL_WAIT_SECONDS)
-            with c.db.session() as session:
-                run = session.get(CodeRun, run.id)
+    run = wait_for_end(c, run, CANCEL_WAIT_SECONDS)
     return run, 200 if run.status in FINISHED else 202

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from api.context import ApiContext
 from api.request_input import first_query_values, header_lists, raw_body
 from shared.completion import CompletionWaiter
-from shared.errors import PayloadTooLarge
 from shared.models import Code, CodeRun
 from shared.models.coderun import FINISHED
 from shared.services import run_submission
@@ -21,9 +21,7 @@ class SyncOutcome:
 
 def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
     body = raw_body()
-    limit = c.settings.request_body_max_bytes
-    if len(body.encode()) > limit:
-        raise PayloadTooLarge(f"request body is too large (at most {limit} bytes)", "body")
+    run_submission.check_body(body, c.settings.request_body_max_bytes)
     run_submission.ensure_capacity(
         c.queue_depth, code.language, c.settings.worker_pool_queue_size
     )
@@ -34,7 +32,24 @@ def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
     with CompletionWaiter(c.redis, str(run.id)) as waiter:
         run_submission.enqueue(c.db, c.celery, run, code.language)
         waiter.wait(timeout=float(code.timeout))
-    with c.db.session() as session:
-        stored = session.get(CodeRun, run.id)
     # The signal only wakes us; the row is the truth (and covers a lost signal).
+    stored = _read(c, run.id)
     return SyncOutcome(run=stored, timed_out=stored.status not in FINISHED)
+
+
+def wait_for_end(c: ApiContext, run: CodeRun, timeout: float) -> CodeRun:
+    """The run as soon as it ends, or as it is after `timeout` seconds."""
+    if timeout <= 0 or run.status in FINISHED:
+        return run
+    # Subscribe, then re-read: a run that ended in between is not missed.
+    with CompletionWaiter(c.redis, str(run.id)) as waiter:
+        run = _read(c, run.id)
+        if run.status not in FINISHED:
+            waiter.wait(timeout=timeout)
+            run = _read(c, run.id)
+    return run
+
+
+def _read(c: ApiContext, run_id: uuid.UUID) -> CodeRun:
+    with c.db.session() as session:
+        return session.get(CodeRun, run_id)

@@ -14,8 +14,13 @@ class FrameError(ValueError):
     pass
 
 
+class FrameTooLarge(FrameError):
+    """A frame announced more bytes than the reader accepts."""
+
+
 class FrameDecoder:
-    """Feed bytes as they arrive; iterate complete frames. Oversized or garbled → FrameError."""
+    """Feed bytes as they arrive; iterate complete frames. Oversized → FrameTooLarge, garbled
+    → FrameError."""
 
     def __init__(self, max_frame_bytes: int) -> None:
         self._buffer = bytearray()
@@ -26,7 +31,7 @@ class FrameDecoder:
         while len(self._buffer) >= _HEADER.size:
             (size,) = _HEADER.unpack_from(self._buffer)
             if size > self._max:
-                raise FrameError(f"frame of {size} bytes exceeds {self._max}")
+                raise FrameTooLarge(f"frame of {size} bytes exceeds {self._max}")
             if len(self._buffer) < _HEADER.size + size:
                 return
             payload = bytes(self._buffer[_HEADER.size : _HEADER.size + size])

@@ -44,6 +44,7 @@ from worker.attach_stream import (
     final_state,
 )
 from worker.frames import FrameDecoder, FrameError
+from worker.hardening import create_hardened, hardened_host_config, remove_quietly
 from worker.preparers import PreparationError
 from worker.sandbox import parse_size
 
@@ -251,54 +252,33 @@ class GoBuilder:
 
     def _host_config(self) -> Any:
         limits = self.limits
-        memory = parse_size(limits.memory)
-        tmpfs_bytes = parse_size(limits.tmpfs_size)
-        options: dict[str, Any] = dict(
-            read_only=True,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_size},mode=1777"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            pids_limit=limits.pids,
-            mem_limit=memory,
-            memswap_limit=memory,
-            ulimits=[
-                {"Name": "fsize", "Soft": tmpfs_bytes, "Hard": tmpfs_bytes},
-                {"Name": "nofile", "Soft": 1024, "Hard": 1024},
-                {"Name": "core", "Soft": 0, "Hard": 0},
-            ],
+        extra = {"nano_cpus": limits.nano_cpus} if limits.nano_cpus else {}
+        return hardened_host_config(
+            self.client.api,
+            memory_bytes=parse_size(limits.memory),
+            pids=limits.pids,
+            tmpfs_options=f"rw,nosuid,nodev,noexec,size={limits.tmpfs_size},mode=1777",
+            fsize_bytes=parse_size(limits.tmpfs_size),
+            nofile=1024,
             network_mode="none",
-            ipc_mode="private",
-            init=True,
-            log_config={"type": "none", "config": {}},
+            **extra,
         )
-        if limits.nano_cpus:
-            options["nano_cpus"] = limits.nano_cpus
-        return self.client.api.create_host_config(**options)
 
     def _compile(self, source: str) -> bytes:
-        api = self.client.api
-        container = api.create_container(
+        container_id = create_hardened(
+            self.client.api,
             self.image,
             command=COMPILE_COMMAND,
-            stdin_open=True,
-            tty=False,
-            user="65534:65534",
-            environment={},
             hostname="build",
-            labels={"codeactions.sandbox": "1", "codeactions.compile": LANGUAGE, **self.labels},
+            labels={"codeactions.compile": LANGUAGE, **self.labels},
             host_config=self._host_config(),
             network_disabled=True,
         )
-        container_id = container["Id"]
         self.compiles += 1
         try:
             return self._exchange(container_id, source)
         finally:
-            try:
-                api.remove_container(container_id, force=True, v=True)
-            except Exception as exc:
-                if "No such container" not in str(exc):
-                    log.warning("could not remove compile container %s: %s", container_id[:12], exc)
+            remove_quietly(self.client.api, container_id)
 
     def _exchange(self, container_id: str, source: str) -> bytes:
         attached = AttachedContainer(self.client.api, container_id)

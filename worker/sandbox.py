@@ -25,7 +25,8 @@ from worker.attach_stream import (
     StreamTooLarge,
     final_state,
 )
-from worker.frames import FrameDecoder, FrameError
+from worker.frames import FrameDecoder, FrameError, FrameTooLarge
+from worker.hardening import create_hardened, hardened_host_config, remove_quietly
 
 log = logging.getLogger(__name__)
 
@@ -153,47 +154,33 @@ class Sandbox:
         self.settings = settings
 
     def host_config(self, limits: SandboxLimits) -> dict[str, Any]:
-        api = self.client.api
-        options: dict[str, Any] = dict(
-            read_only=True,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_size},mode=1777"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            pids_limit=limits.pids,
-            mem_limit=limits.memory_bytes,
-            memswap_limit=limits.memory_bytes,  # no swap: the limit is the limit
-            ulimits=[
-                {"Name": "fsize", "Soft": 16 * 1024 * 1024, "Hard": 16 * 1024 * 1024},
-                {"Name": "nofile", "Soft": 256, "Hard": 256},
-                {"Name": "core", "Soft": 0, "Hard": 0},
-            ],
-            network_mode=self.settings.sandbox_network if limits.network else "none",
-            ipc_mode="private",
-            init=True,
-            # Output is read over attach; nothing of it is kept on the host's disk.
-            log_config={"type": "none", "config": {}},
-        )
+        extra: dict[str, Any] = {}
         if limits.cpu_quota:
-            options.update(cpu_period=100_000, cpu_quota=limits.cpu_quota)
+            extra.update(cpu_period=100_000, cpu_quota=limits.cpu_quota)
         if limits.cpu_shares:
-            options["cpu_shares"] = limits.cpu_shares
+            extra["cpu_shares"] = limits.cpu_shares
         if limits.memory_reservation:
-            options["mem_reservation"] = min(limits.memory_reservation, limits.memory_bytes)
-        return api.create_host_config(**options)
+            extra["mem_reservation"] = min(limits.memory_reservation, limits.memory_bytes)
+        return hardened_host_config(
+            self.client.api,
+            memory_bytes=limits.memory_bytes,
+            pids=limits.pids,
+            tmpfs_options=f"rw,nosuid,nodev,size={limits.tmpfs_size},mode=1777",
+            fsize_bytes=16 * 1024 * 1024,
+            nofile=256,
+            network_mode=self.settings.sandbox_network if limits.network else "none",
+            **extra,
+        )
 
     def create(self, image: str, limits: SandboxLimits, labels: dict[str, str]) -> str:
-        container = self.client.api.create_container(
+        return create_hardened(
+            self.client.api,
             image,
-            stdin_open=True,
-            tty=False,
-            user="65534:65534",
-            environment={},
             hostname="sandbox",
-            labels={"codeactions.sandbox": "1", **labels},
+            labels=labels,
             host_config=self.host_config(limits),
             network_disabled=not limits.network,
         )
-        return container["Id"]
 
     def run(
         self,
@@ -213,11 +200,7 @@ class Sandbox:
         return outcome
 
     def remove(self, container_id: str) -> None:
-        try:
-            self.client.api.remove_container(container_id, force=True, v=True)
-        except Exception as exc:  # already gone is fine; anything else is only logged
-            if "No such container" not in str(exc):
-                log.warning("could not remove container %s: %s", container_id[:12], exc)
+        remove_quietly(self.client.api, container_id)
 
     def _execute(
         self,
@@ -266,9 +249,9 @@ class Sandbox:
                         collector.take(frame)
                         if collector.violation:
                             return collector.violation
+                except FrameTooLarge:
+                    return too_much
                 except FrameError as exc:
-                    if "exceeds" in str(exc):
-                        return too_much
                     return "protocol", f"engine output was malformed: {exc}"
         except StreamTimeout:
             return "timeout", f"timed out after {limits.timeout:g} s"

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-
 import redis
-from sqlalchemy import func, update
 
 from shared import cancellation, completion
 from shared.db import Database
@@ -24,25 +21,17 @@ def cancel(db: Database, redis_client: redis.Redis, run_id: EntityId) -> CodeRun
         run = run_store.get(session, run_id)
         if run is None:
             raise NotFound("run not found")
-        rid: uuid.UUID = run.id
         # Only a still-queued run can be ended here; the worker's claim then finds it taken.
-        ended_here = session.execute(
-            update(CodeRun)
-            .where(CodeRun.id == rid, CodeRun.status == QUEUED)
-            .values(status=FAILED, result=CANCELLED, exit_reason=CANCELLED,
-                    finished_at=func.now(), updated_at=func.now())
-            .returning(CodeRun.id)
-        ).first()
+        ended_here = run_store.finish(
+            session, run.id, FAILED, from_status=QUEUED, result=CANCELLED, exit_reason=CANCELLED
+        )
         session.commit()
+        session.refresh(run)
     if ended_here:
-        completion.publish_done(redis_client, str(rid), FAILED)
-    else:
-        with db.session() as session:
-            run = session.get(CodeRun, rid)
-        if run.status in FINISHED:
-            if run.exit_reason == CANCELLED:
-                return run  # a second cancel changes nothing
+        completion.publish_done(redis_client, str(run.id), FAILED)
+    elif run.status in FINISHED:
+        if run.exit_reason != CANCELLED:  # a second cancel changes nothing
             raise Conflict(f"run already {run.status}", field="status")
-        cancellation.request_cancel(redis_client, str(rid))
-    with db.session() as session:
-        return session.get(CodeRun, rid)
+    else:
+        cancellation.request_cancel(redis_client, str(run.id))
+    return run

@@ -9,7 +9,7 @@ from typing import Any
 from celery import Celery
 
 from shared.db import Database
-from shared.errors import Saturated, Unavailable
+from shared.errors import PayloadTooLarge, Saturated, Unavailable
 from shared.models import Code, CodeRun
 from shared.models.coderun import FAILED, QUEUED
 from shared.queue_depth import QueueDepth
@@ -17,6 +17,12 @@ from shared.stores import run_store
 from shared.tasks import RUN_CODE, run_queue
 
 log = logging.getLogger(__name__)
+
+
+def check_body(body: str, limit: int) -> None:
+    """A run's request body over the limit is refused before anything is stored."""
+    if len(body.encode()) > limit:
+        raise PayloadTooLarge(f"request body is too large (at most {limit} bytes)", "body")
 
 
 def ensure_capacity(depth: QueueDepth, language: str, limit: int) -> None:
@@ -94,9 +100,8 @@ def enqueue(db: Database, celery: Celery, run: CodeRun, language: str) -> None:
 
 def _mark_not_enqueued(db: Database, run_id: uuid.UUID) -> None:
     with db.session() as session:
-        stored = session.get(CodeRun, run_id)
-        if stored is not None and stored.status == QUEUED:
-            stored.status = FAILED
-            stored.result = "could not enqueue the run: broker unavailable"
-            stored.exit_reason = "enqueue_failed"
-            session.commit()
+        run_store.finish(
+            session, run_id, FAILED, from_status=QUEUED,
+            result="could not enqueue the run: broker unavailable", exit_reason="enqueue_failed",
+        )
+        session.commit()

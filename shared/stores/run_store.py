@@ -53,11 +53,13 @@ def claim(session: Session, run_id: uuid.UUID, worker: str) -> bool:
     return claimed is not None
 
 
-def finish(session: Session, run_id: uuid.UUID, status: str, **values: Any) -> bool:
-    """Move a started run to its final status; False if it was no longer `started`."""
+def finish(
+    session: Session, run_id: uuid.UUID, status: str, from_status: str = STARTED, **values: Any
+) -> bool:
+    """Move a run from `from_status` to its final status; False if it was no longer there."""
     finished = session.execute(
         update(CodeRun)
-        .where(CodeRun.id == run_id, CodeRun.status == STARTED)
+        .where(CodeRun.id == run_id, CodeRun.status == from_status)
         .values(status=status, finished_at=func.now(), updated_at=func.now(), **values)
         .returning(CodeRun.id)
     ).first()

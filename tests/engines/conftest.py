@@ -94,24 +94,36 @@ Runner = Callable[..., RunOutput]
 
 
 @pytest.fixture(scope="session")
-def engine_images() -> dict[str, str]:
+def docker_client():  # noqa: ANN201
     docker = pytest.importorskip("docker")
-    from worker.images import ensure_images
-
     try:
         client = docker.from_env()
         client.ping()
     except Exception as exc:  # pragma: no cover - depends on the machine
         pytest.skip(f"Docker is not reachable: {exc}")
-    try:
-        return ensure_images(client, ["python"])
-    finally:
-        client.close()
+    yield client
+    client.close()
+
+
+def _engine_image(client, language: str) -> str:  # noqa: ANN001
+    from worker.images import ensure_images
+
+    return ensure_images(client, [language])[language]
 
 
 @pytest.fixture(scope="session")
-def python_image(engine_images: dict[str, str]) -> str:
-    return engine_images["python"]
+def python_image(docker_client) -> str:  # noqa: ANN001
+    return _engine_image(docker_client, "python")
+
+
+@pytest.fixture(scope="session")
+def javascript_image(docker_client) -> str:  # noqa: ANN001
+    return _engine_image(docker_client, "javascript")
+
+
+@pytest.fixture(scope="session")
+def go_image(docker_client) -> str:  # noqa: ANN001
+    return _engine_image(docker_client, "go")
 
 
 def run_engine(

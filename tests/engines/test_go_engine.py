@@ -24,25 +24,6 @@ GO_TIMEOUT = 20
 
 
 @pytest.fixture(scope="session")
-def docker_client():  # noqa: ANN201
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"Docker is not reachable: {exc}")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def go_image(docker_client) -> str:  # noqa: ANN001
-    from worker.images import ensure_images
-
-    return ensure_images(docker_client, ["go"])["go"]
-
-
-@pytest.fixture(scope="session")
 def settings():  # noqa: ANN201
     from shared.settings import Settings
 

@@ -37,22 +37,6 @@ def _failed(out: RunOutput, message: str) -> None:
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def javascript_image() -> str:
-    docker = pytest.importorskip("docker")
-    from worker.images import ensure_images
-
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"Docker is not reachable: {exc}")
-    try:
-        return ensure_images(client, ["javascript"])["javascript"]
-    finally:
-        client.close()
-
-
 @pytest.fixture()
 def run(javascript_image: str) -> Runner:
     def _run(source: str | None = None, **kwargs: Any) -> RunOutput:

@@ -1,0 +1,80 @@
+"""The one container policy for user code, shared by runs and Go compiles: nobody, no
+capabilities, no new privileges, read-only root, no swap, no core dumps, private IPC, an init,
+and no output kept on the host. Callers choose only the sizes and the network."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SANDBOX_USER = "65534:65534"
+
+
+def hardened_host_config(
+    api: Any,
+    *,
+    memory_bytes: int,
+    pids: int,
+    tmpfs_options: str,
+    fsize_bytes: int,
+    nofile: int,
+    network_mode: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    return api.create_host_config(
+        read_only=True,
+        tmpfs={"/tmp": tmpfs_options},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=pids,
+        mem_limit=memory_bytes,
+        memswap_limit=memory_bytes,  # no swap: the limit is the limit
+        ulimits=[
+            {"Name": "fsize", "Soft": fsize_bytes, "Hard": fsize_bytes},
+            {"Name": "nofile", "Soft": nofile, "Hard": nofile},
+            {"Name": "core", "Soft": 0, "Hard": 0},
+        ],
+        network_mode=network_mode,
+        ipc_mode="private",
+        init=True,
+        # Output is read over attach; nothing of it is kept on the host's disk.
+        log_config={"type": "none", "config": {}},
+        **extra,
+    )
+
+
+def create_hardened(
+    api: Any,
+    image: str,
+    *,
+    hostname: str,
+    labels: dict[str, str],
+    host_config: dict[str, Any],
+    network_disabled: bool,
+    command: list[str] | None = None,
+) -> str:
+    """A container waiting for one job on stdin; labelled so leftovers can be found."""
+    container = api.create_container(
+        image,
+        command=command,
+        stdin_open=True,
+        tty=False,
+        user=SANDBOX_USER,
+        environment={},
+        hostname=hostname,
+        labels={"codeactions.sandbox": "1", **labels},
+        host_config=host_config,
+        network_disabled=network_disabled,
+    )
+    return container["Id"]
+
+
+def remove_quietly(api: Any, container_id: str) -> None:
+    """Force-remove; already gone is fine, anything else is only logged."""
+    try:
+        api.remove_container(container_id, force=True, v=True)
+    except Exception as exc:
+        if "No such container" not in str(exc):
+            log.warning("could not remove container %s: %s", container_id[:12], exc)
