@@ -76,7 +76,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging(settings.log_level)
     tags = prepare_worker_host(settings, languages)
     log.info("engine images ready: %s", tags)
-    name = worker_name(languages)
+    name = worker_name(languages, settings)
     app = create_worker_app(settings, name)
     app.worker_main(
         [

@@ -7,9 +7,11 @@ Debian, moto as the S3 server, the local Docker engine.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,9 +30,15 @@ EXTERNAL = {
 }
 
 
-def local_environment(urls: dict[str, str], base: dict[str, str]) -> dict[str, str]:
+def local_environment(
+    urls: dict[str, str], base: dict[str, str], state_dir: Path
+) -> dict[str, str]:
     """Environment for the platform's processes: what the operator set wins."""
     env = dict(base)
+    # `make run` and `make test` (or two checkouts) share one Docker engine: each platform's
+    # workers label their sandboxes with their own id, so none removes another's.
+    stack = hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:8]
+    env.setdefault(PREFIX + "WORKER_ID", f"{socket.gethostname()}-{stack}")
     for service, var in EXTERNAL.items():
         if not env.get(var) and urls.get(service):
             env[var] = urls[service]
@@ -95,7 +103,7 @@ def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) ->
     stack = start_services(state_dir.absolute(), base_port, dict(os.environ), stop_docker=True)
     children: list[subprocess.Popen] = []
     try:
-        env = local_environment(stack_urls(stack), dict(os.environ))
+        env = local_environment(stack_urls(stack), dict(os.environ), state_dir)
         env.setdefault(PREFIX + "STATE_DIR", str(state_dir.absolute()))
         _run_step(["migrate"], env)
         _run_step(["images", "--prune", *sum((["--language", lang] for lang in languages), [])],

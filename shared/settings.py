@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     sandbox_bridge: str = Field("ca-sandbox0", validation_alias=_env("SANDBOX_BRIDGE"))
     docker_host: str = Field("", validation_alias=_env("DOCKER_HOST"))
     worker_languages: str = Field("python", validation_alias=_env("WORKER_LANGUAGES"))
+    # Names this worker's sandboxes; platforms sharing one Docker engine need distinct ids
+    # so one never removes the other's containers. Empty means the host name.
+    worker_id: str = Field("", validation_alias=_env("WORKER_ID"))
     # Compiled Go actions, by source hash; empty means `<state_dir>/go-build-cache`.
     go_build_cache: str = Field("", validation_alias=_env("GO_BUILD_CACHE"))
 

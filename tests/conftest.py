@@ -68,7 +68,7 @@ def _wait_worker(
     from worker.preparation import worker_name
 
     app = make_celery(platform.settings())
-    destination = [f"{worker_name([language])}@{socket.gethostname()}"]
+    destination = [f"{worker_name([language], platform.settings())}@{socket.gethostname()}"]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if child.poll() is not None:
@@ -86,7 +86,7 @@ def platform() -> Iterator[Platform]:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWS_CODE_ACTIONS_")}
     stack = start_services(TEST_STATE, TEST_BASE_PORT, {})
     urls = stack_urls(stack)
-    env = local_environment(urls, base_env)
+    env = local_environment(urls, base_env, TEST_STATE)
     env.update(
         {
             "FLOWS_CODE_ACTIONS_PORT": str(TEST_API_PORT),
@@ -101,7 +101,9 @@ def platform() -> Iterator[Platform]:
     try:
         subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env=env, cwd=REPO_ROOT,
                        check=True)
-        subprocess.run([sys.executable, "-m", "shared.cli", "images", "--prune"], env=env,
+        # CODEACTIONS_TEST_PRUNE=0 keeps other checkouts' engine images (parallel work).
+        prune = ["--prune"] if os.environ.get("CODEACTIONS_TEST_PRUNE", "1") != "0" else []
+        subprocess.run([sys.executable, "-m", "shared.cli", "images", *prune], env=env,
                        cwd=REPO_ROOT, check=True)
         languages = built_languages()
         workers = [

@@ -13,9 +13,11 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def worker_name(languages: list[str]) -> str:
-    """Stable across restarts of the same worker, distinct between workers of one host."""
-    return f"{socket.gethostname()}-{'-'.join(sorted(languages))}"
+def worker_name(languages: list[str], settings: Settings | None = None) -> str:
+    """Stable across restarts of the same worker, distinct between workers of one host
+    (and between platforms sharing one Docker engine, by `FLOWS_CODE_ACTIONS_WORKER_ID`)."""
+    host = (settings.worker_id if settings else "") or socket.gethostname()
+    return f"{host}-{'-'.join(sorted(languages))}"
 
 
 def prepare_worker_host(settings: Settings, languages: list[str]) -> dict[str, str]:
@@ -30,7 +32,7 @@ def prepare_worker_host(settings: Settings, languages: list[str]) -> dict[str, s
     )
     tags = ensure_images(client, languages)
     ensure_network(client, settings)
-    remove_leftovers(client, worker_name(languages))
+    remove_leftovers(client, worker_name(languages, settings))
     LogArchive(settings).ensure_bucket()
     return tags
 
