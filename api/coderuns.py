@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC
 
 from flask_smorest import Blueprint
+from flask_smorest.pagination import PaginationParameters
 
 from api.context import ctx
 from api.schemas import CodeRunListQuerySchema, CodeRunSchema, RunWaitQuerySchema
@@ -14,6 +15,9 @@ from shared.ids import parse_id
 from shared.stores import code_store, run_store
 
 blp = Blueprint("coderuns", __name__, description="Runs of code actions")
+
+# The seed answered one unpaginated array; a page this size keeps such clients whole.
+RUNS_PAGE_SIZE = 1000
 
 
 @blp.route("/coderun/<run_id>", methods=["GET"])
@@ -32,7 +36,9 @@ def get_run(query: dict, run_id: str):
 @blp.route("/coderun", methods=["GET"])
 @blp.arguments(CodeRunListQuerySchema, location="query")
 @blp.response(200, CodeRunSchema(many=True))
-def list_runs(query: dict):
+@blp.paginate(page_size=RUNS_PAGE_SIZE, max_page_size=RUNS_PAGE_SIZE)
+@blp.doc(summary="A code's runs, newest first; `page`/`page_size`, totals in X-Pagination")
+def list_runs(query: dict, pagination_parameters: PaginationParameters):
     with ctx().db.session() as session:
         code = code_store.get(session, parse_id(query["code_id"], "code_id"))
         if code is None:
@@ -42,4 +48,9 @@ def list_runs(query: dict):
             value.replace(tzinfo=UTC) if value else None
             for value in (query.get("after"), query.get("before"))
         )
-        return run_store.list_for_code(session, code.id, after, before)
+        filters = {"after": after, "before": before, "status": query.get("status")}
+        pagination_parameters.item_count = run_store.count_for_code(session, code.id, **filters)
+        return run_store.list_for_code(
+            session, code.id, **filters,
+            offset=pagination_parameters.first_item, limit=pagination_parameters.page_size,
+        )

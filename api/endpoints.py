@@ -53,6 +53,8 @@ def _run_endpoint(code_id: str, as_text: bool):  # noqa: ANN202
         return limited
     outcome = run_and_wait(c, code)
     run = outcome.run
+    if outcome.abandoned:  # nobody reads this answer; nginx's "client closed request"
+        return error_response(499, "client closed the request; the run was cancelled")
     if outcome.timed_out:
         return error_response(408, TIMEOUT_MESSAGE, run_id=str(run.id))
     if run.status == FAILED:
@@ -97,6 +99,8 @@ def run_now(code_id: str):
     if code is None:
         raise NotFound("code not found")
     outcome = run_and_wait(c, code)
+    if outcome.abandoned:
+        return error_response(499, "client closed the request; the run was cancelled")
     if outcome.timed_out:
         return error_response(408, TIMEOUT_MESSAGE, run_id=str(outcome.run.id))
     return {"code_id": str(code.id), "result": outcome.run}

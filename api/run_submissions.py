@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from api.context import ApiContext, ctx
 from api.schemas import ApiErrorSchema, CodeRunSchema, RunBatchSchema, RunSubmitSchema
 from api.sync_run import wait_for_end
+from shared.callback_target import check_submitted_url
 from shared.errors import InvalidInput, NotFound
 from shared.ids import InvalidId, parse_id
 from shared.models import CodeRun
@@ -22,14 +23,21 @@ blp = Blueprint("run_submissions", __name__, description="Queue runs without wai
 CANCEL_WAIT_SECONDS = 3.0
 
 
-def _prepared(c: ApiContext, items: list[dict], prefix: str = "") -> list[tuple]:
+def _prepared(
+    c: ApiContext, items: list[dict], prefix: str = ""
+) -> list[run_submission.RunRequest]:
     """Validate every item (codes exist, limits hold) before anything is created."""
     prepared = []
     with c.db.session() as session:
         for index, item in enumerate(items):
             field = f"{prefix}{index}.code_id" if prefix else "code_id"
-            if item.get("callback_url"):
-                raise InvalidInput("callbacks are not available yet", field="callback_url")
+            callback_url = item.get("callback_url")
+            if callback_url is not None:
+                try:
+                    callback_url = check_submitted_url(callback_url, c.settings.callback_networks)
+                except InvalidInput as exc:
+                    raise InvalidInput(exc.message, field=f"{prefix}{index}.{exc.field}"
+                                       if prefix else exc.field) from None
             try:
                 code = code_store.get(session, parse_id(item["code_id"], field))
             except InvalidId as exc:
@@ -42,17 +50,19 @@ def _prepared(c: ApiContext, items: list[dict], prefix: str = "") -> list[tuple]
                 name: value if isinstance(value, list) else [value]
                 for name, value in item["headers"].items()
             }
-            prepared.append((code, item["params"], body.strip(), headers))
-    for language in {code.language for code, *_ in prepared}:
+            prepared.append(run_submission.RunRequest(
+                code, item["params"], body.strip(), headers, callback_url
+            ))
+    for language in {item.code.language for item in prepared}:
         run_submission.ensure_capacity(
             c.queue_depth, language, c.settings.worker_pool_queue_size
         )
     return prepared
 
 
-def _submit(c: ApiContext, prepared: list[tuple]) -> list[CodeRun]:
+def _submit(c: ApiContext, prepared: list[run_submission.RunRequest]) -> list[CodeRun]:
     runs = run_submission.create_runs(c.db, prepared)
-    languages = [code.language for code, *_ in prepared]
+    languages = [item.code.language for item in prepared]
     run_submission.enqueue_all(c.db, c.celery, list(zip(runs, languages, strict=True)))
     return runs
 
@@ -83,7 +93,7 @@ def submit_batch(batch: dict):
 @blp.doc(summary="Cancel a run: a queued run never starts, a started one is killed")
 def cancel_run(run_id: str):
     c = ctx()
-    run = run_cancellation.cancel(c.db, c.redis, parse_id(run_id, "run id"))
+    run = run_cancellation.cancel(c.db, c.redis, c.celery, parse_id(run_id, "run id"))
     # The worker polls the flag a few times a second: wait briefly for the kill to land.
     run = wait_for_end(c, run, CANCEL_WAIT_SECONDS)
     return run, 200 if run.status in FINISHED else 202

@@ -7,6 +7,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from shared.models.code import CODE_TYPES, TIMEOUT_MAX, TIMEOUT_MIN
 from shared.models.codelog import LOG_TYPES
 from shared.models.coderun import RUN_STATUSES
+from shared.run_document import RunDocumentSchema
 from shared.settings import LANGUAGES
 
 
@@ -50,30 +51,29 @@ class CodeListQuerySchema(Schema):
     code_type = fields.String(validate=validate.OneOf(CODE_TYPES))
 
 
-class CodeRunSchema(Schema):
-    id = fields.UUID()
-    mongo_object_id = fields.String(allow_none=True)
-    code_id = fields.UUID()
-    code_mongo_id = fields.String(allow_none=True)
-    status = fields.String(validate=validate.OneOf(RUN_STATUSES))
-    result = fields.String()
-    extra = fields.Dict()
-    params = fields.Dict()
-    body = fields.String()
-    headers = fields.Dict()
-    created_at = fields.DateTime()
-    updated_at = fields.DateTime()
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
-    worker = fields.String(allow_none=True)
-    container_id = fields.String(allow_none=True)
-    exit_reason = fields.String(allow_none=True)
+class CallbackAttemptSchema(Schema):
+    attempt = fields.Integer()
+    at = fields.String(metadata={"description": "ISO 8601 time of the attempt"})
+    status_code = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+    duration_ms = fields.Integer()
+
+
+class RunCallbackSchema(Schema):
+    url = fields.String()
+    status = fields.String(validate=validate.OneOf(("pending", "delivered", "failed")))
+    attempts = fields.List(fields.Nested(CallbackAttemptSchema))
+
+
+class CodeRunSchema(RunDocumentSchema):
+    callback = fields.Nested(RunCallbackSchema, allow_none=True)
 
 
 class CodeRunListQuerySchema(Schema):
     code_id = fields.String(required=True)
     after = fields.NaiveDateTime(format="%Y-%m-%dT%H:%M:%S")
     before = fields.NaiveDateTime(format="%Y-%m-%dT%H:%M:%S")
+    status = fields.String(validate=validate.OneOf(RUN_STATUSES))
 
 
 class RunNowSchema(Schema):

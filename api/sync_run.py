@@ -5,18 +5,22 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from api.client_connection import ClientConnection
 from api.context import ApiContext
 from api.request_input import first_query_values, header_lists, raw_body
 from shared.completion import CompletionWaiter
+from shared.errors import Conflict
+from shared.ids import EntityId
 from shared.models import Code, CodeRun
 from shared.models.coderun import FINISHED
-from shared.services import run_submission
+from shared.services import run_cancellation, run_submission
 
 
 @dataclass
 class SyncOutcome:
     run: CodeRun
     timed_out: bool
+    abandoned: bool = False  # the caller went away; the run was cancelled
 
 
 def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
@@ -25,16 +29,27 @@ def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
     run_submission.ensure_capacity(
         c.queue_depth, code.language, c.settings.worker_pool_queue_size
     )
-    run = run_submission.create_run(
-        c.db, code, params=first_query_values(), body=body.strip(), headers=header_lists()
-    )
+    run = run_submission.create_run(c.db, run_submission.RunRequest(
+        code, params=first_query_values(), body=body.strip(), headers=header_lists()
+    ))
+    client = ClientConnection.of_request()
     # Subscribe before enqueueing: the signal cannot fire before we listen.
     with CompletionWaiter(c.redis, str(run.id)) as waiter:
         run_submission.enqueue(c.db, c.celery, run, code.language)
-        waiter.wait(timeout=float(code.timeout))
+        waiter.wait(timeout=float(code.timeout), should_stop=client.gone)
+    if client.closed:
+        return SyncOutcome(run=_abandon(c, run), timed_out=False, abandoned=True)
     # The signal only wakes us; the row is the truth (and covers a lost signal).
     stored = _read(c, run.id)
     return SyncOutcome(run=stored, timed_out=stored.status not in FINISHED)
+
+
+def _abandon(c: ApiContext, run: CodeRun) -> CodeRun:
+    """Nobody waits for this run any more: stop it (unless it has just ended)."""
+    try:
+        return run_cancellation.cancel(c.db, c.redis, c.celery, EntityId(uuid=run.id))
+    except Conflict:
+        return _read(c, run.id)
 
 
 def wait_for_end(c: ApiContext, run: CodeRun, timeout: float) -> CodeRun:

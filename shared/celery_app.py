@@ -9,7 +9,7 @@ from celery import Celery
 from kombu import Queue
 
 from shared.settings import LANGUAGES, Settings
-from shared.tasks import run_queue
+from shared.tasks import CALLBACK_QUEUE, run_queue
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -23,7 +23,10 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
-        task_queues=[Queue(run_queue(lang), routing_key=run_queue(lang)) for lang in LANGUAGES],
+        task_queues=[
+            *(Queue(run_queue(lang), routing_key=run_queue(lang)) for lang in LANGUAGES),
+            Queue(CALLBACK_QUEUE, routing_key=CALLBACK_QUEUE),
+        ],
         task_default_queue=run_queue("python"),
         task_create_missing_queues=False,
         broker_connection_retry_on_startup=True,

@@ -61,7 +61,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from shared.tasks import run_queue
+    from shared.tasks import CALLBACK_QUEUE, run_queue
     from worker.app import create_worker_app
     from worker.preparation import prepare_worker_host, worker_name
 
@@ -81,7 +81,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     app.worker_main(
         [
             "worker",
-            "--queues", ",".join(run_queue(lang) for lang in languages),
+            "--queues", ",".join([*(run_queue(lang) for lang in languages), CALLBACK_QUEUE]),
             "--pool", "threads",
             "--concurrency", str(args.concurrency or settings.worker_pool_size),
             "--hostname", f"{name}@%h",

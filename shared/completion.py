@@ -8,6 +8,7 @@ latency, never a wrong answer.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -29,10 +30,16 @@ class CompletionWaiter:
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(channel(run_id))
 
-    def wait(self, timeout: float) -> str | None:
+    def wait(
+        self, timeout: float, should_stop: Callable[[], bool] | None = None
+    ) -> str | None:
+        """`should_stop` is polled a few times a second; True ends the wait (None)."""
         deadline = time.monotonic() + timeout
+        step = 0.25 if should_stop else 1.0
         while (left := deadline - time.monotonic()) > 0:
-            message = self._pubsub.get_message(timeout=min(left, 1.0))
+            if should_stop is not None and should_stop():
+                return None
+            message = self._pubsub.get_message(timeout=min(left, step))
             if message and message.get("type") == "message":
                 data = message["data"]
                 return data.decode() if isinstance(data, bytes) else str(data)

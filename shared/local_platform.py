@@ -39,6 +39,8 @@ def local_environment(
     # workers label their sandboxes with their own id, so none removes another's.
     stack = hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:8]
     env.setdefault(PREFIX + "WORKER_ID", f"{socket.gethostname()}-{stack}")
+    # A local platform calls back local receivers; production allows public addresses only.
+    env.setdefault(PREFIX + "CALLBACK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
     for service, var in EXTERNAL.items():
         if not env.get(var) and urls.get(service):
             env[var] = urls[service]

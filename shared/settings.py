@@ -113,6 +113,21 @@ class Settings(BaseSettings):
     # Compiled Go actions, by source hash; empty means `<state_dir>/go-build-cache`.
     go_build_cache: str = Field("", validation_alias=_env("GO_BUILD_CACHE"))
 
+    # --- run callbacks (POST the finished run to the caller's URL) -------------------
+    # Networks a callback may reach although they are not public (CIDRs, comma-separated);
+    # empty in production: private, loopback and link-local addresses are refused.
+    callback_allowed_networks: str = Field("", validation_alias=_env("CALLBACK_ALLOWED_NETWORKS"))
+    # HMAC-SHA256 key for the `X-CodeActions-Signature` header; empty sends no signature.
+    callback_signing_secret: str = Field("", validation_alias=_env("CALLBACK_SIGNING_SECRET"))
+    callback_max_attempts: int = Field(
+        5, ge=1, le=20, validation_alias=_env("CALLBACK_MAX_ATTEMPTS")
+    )
+    # Seconds before the 2nd attempt; each later wait doubles (capped at 10 minutes).
+    callback_retry_delay: float = Field(
+        2.0, gt=0, validation_alias=_env("CALLBACK_RETRY_DELAY")
+    )
+    callback_timeout: float = Field(10.0, gt=0, validation_alias=_env("CALLBACK_TIMEOUT"))
+
     # --- local platform (make run / make test) ---------------------------------------
     state_dir: str = Field(".state/dev", validation_alias=_env("STATE_DIR"))
 
@@ -124,6 +139,10 @@ class Settings(BaseSettings):
     @property
     def blacklist_terms(self) -> list[str]:
         return [t.strip() for t in self.blacklist.split(",") if t.strip()]
+
+    @property
+    def callback_networks(self) -> list[str]:
+        return [n.strip() for n in self.callback_allowed_networks.split(",") if n.strip()]
 
     @property
     def celery_broker_url(self) -> str:

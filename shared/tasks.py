@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 RUN_CODE = "codeactions.run_code"
+DELIVER_CALLBACK = "codeactions.deliver_callback"
+
+# Callback deliveries wait on other people's servers: their own queue, so a slow receiver
+# never holds a language's run slots. Every worker consumes it.
+CALLBACK_QUEUE = "callbacks"
 
 
 def run_queue(language: str) -> str:

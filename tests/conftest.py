@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_STATE = REPO_ROOT / ".state" / "test"
 TEST_BASE_PORT = int(os.environ.get("CODEACTIONS_TEST_BASE_PORT", "25430"))
 TEST_API_PORT = TEST_BASE_PORT + 10
+CALLBACK_SECRET = "test-callback-signing-secret"
 
 
 class Platform:
@@ -94,6 +95,11 @@ def platform() -> Iterator[Platform]:
             "FLOWS_CODE_ACTIONS_BLACKLIST": "forbidden_term_xyz",
             "FLOWS_CODE_ACTIONS_LOG_LEVEL": "info",
             "FLOWS_CODE_ACTIONS_STATE_DIR": str(TEST_STATE),
+            # Callback receivers in tests listen on loopback; retries come quickly.
+            "FLOWS_CODE_ACTIONS_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "FLOWS_CODE_ACTIONS_CALLBACK_SIGNING_SECRET": CALLBACK_SECRET,
+            "FLOWS_CODE_ACTIONS_CALLBACK_RETRY_DELAY": "0.5",
+            "FLOWS_CODE_ACTIONS_CALLBACK_MAX_ATTEMPTS": "4",
         }
     )
     platform = Platform(env, urls)

@@ -18,12 +18,14 @@ log = logging.getLogger(__name__)
 class WorkerContext:
     """What a worker process holds: connections are made lazily, once per process."""
 
-    def __init__(self, settings: Settings, worker_name: str) -> None:
+    def __init__(self, settings: Settings, worker_name: str, celery: Celery) -> None:
         self.settings = settings
         self.worker_name = worker_name
+        self.celery = celery
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._executor = None
+        self._callback_sender = None
 
     def executor(self):  # noqa: ANN201 - RunExecutor, imported lazily
         with self._lock:
@@ -32,12 +34,22 @@ class WorkerContext:
                 self._pid = os.getpid()
             return self._executor
 
+    def callback_sender(self):  # noqa: ANN201 - CallbackSender, imported lazily
+        from worker.callback_sender import CallbackSender
+
+        db = self.executor().db  # one connection pool per process, shared with runs
+        with self._lock:
+            if self._callback_sender is None or self._callback_sender.db is not db:
+                self._callback_sender = CallbackSender(self.settings, db)
+            return self._callback_sender
+
     def _build(self):  # noqa: ANN202
         import docker
         import redis
 
         from shared.db import Database
         from shared.log_archive import LogArchive
+        from shared.services import callback_delivery
         from worker.go_build import GoBuilder
         from worker.run_executor import RunExecutor
         from worker.sandbox import Sandbox
@@ -62,6 +74,7 @@ class WorkerContext:
             sandbox=Sandbox(client, settings),
             worker_name=self.worker_name,
             preparers={"go": go_builder},
+            on_callback=lambda run_id: callback_delivery.schedule(self.celery, run_id),
         )
 
 
@@ -69,6 +82,6 @@ def create_worker_app(settings: Settings, worker_name: str) -> Celery:
     from worker import tasks
 
     app = make_celery(settings)
-    app.conf.codeactions_context = WorkerContext(settings, worker_name)
+    app.conf.codeactions_context = WorkerContext(settings, worker_name, app)
     tasks.register(app)
     return app

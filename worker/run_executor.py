@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +41,7 @@ class RunExecutor:
         sandbox: Sandbox,
         worker_name: str | None = None,
         preparers: dict[str, CodePreparer] | None = None,
+        on_callback: Callable[[uuid.UUID], None] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -48,6 +50,8 @@ class RunExecutor:
         self.sandbox = sandbox
         self.worker_name = worker_name or socket.gethostname()
         self.preparers = preparers or {}
+        # Called after a run that asked for a callback is stored (schedules the delivery).
+        self.on_callback = on_callback
         self._image_tags: dict[str, str] = {}
 
     def image_for(self, language: str) -> str:
@@ -58,17 +62,25 @@ class RunExecutor:
 
     def execute(self, run_id: str) -> str | None:
         """Returns the final status, or None when the run was not ours to execute."""
+        status, wants_callback = self._execute(run_id)
+        if wants_callback and self.on_callback is not None:
+            self.on_callback(uuid.UUID(run_id))
+        return status
+
+    def _execute(self, run_id: str) -> tuple[str | None, bool]:
         rid = uuid.UUID(run_id)
         with self.db.session() as session:
             if not run_store.claim(session, rid, self.worker_name):
                 session.rollback()
                 log.info("run %s already claimed or finished; skipping", run_id)
-                return None
+                return None, False
             session.commit()
             run = session.get(CodeRun, rid)
             code = session.get(Code, run.code_id) if run else None
+            wants_callback = bool(run is not None and run.callback)
             if run is None or code is None:
-                return self._store(rid, None, _failure("code_missing", "the code was deleted"))
+                failure = _failure("code_missing", "the code was deleted")
+                return self._store(rid, None, failure), wants_callback
             job = self._job(code, run)
             language, source = code.language, code.source
             image = self.image_for(code.language)
@@ -93,12 +105,12 @@ class RunExecutor:
             log.exception("sandbox failure for run %s", run_id)
             outcome = _failure("sandbox_error", f"the sandbox could not run the code: {exc}")
         try:
-            return self._store(rid, code_id, outcome)
+            return self._store(rid, code_id, outcome), wants_callback
         except Exception:
             # Never leave a claimed run `started`: record the failure without the output.
             log.exception("storing the outcome of run %s failed", run_id)
             failure = _failure("store_error", "the run's output could not be stored")
-            return self._store(rid, None, failure)
+            return self._store(rid, None, failure), wants_callback
 
     def _cancelled(self, run_id: str) -> bool:
         try:

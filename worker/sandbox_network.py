@@ -9,10 +9,13 @@ host's own resolvers stays open so actions can still resolve public names.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import logging
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from shared.settings import Settings
@@ -34,24 +37,47 @@ BLOCKED_RANGES = (
 )
 
 
+@contextlib.contextmanager
+def _host_lock() -> Iterator[None]:
+    """Workers of one host start together: one at a time checks and installs (no race to
+    create the bridge, no duplicated firewall rules)."""
+    directory = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
+    with open(directory / "codeactions-sandbox-network.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_network(client, settings: Settings) -> str:  # noqa: ANN001 - docker client
     """Create the sandbox bridge if missing and make sure the firewall rules are in place."""
+    with _host_lock():
+        return _ensure_network(client, settings)
+
+
+def _ensure_network(client, settings: Settings) -> str:  # noqa: ANN001 - docker client
     import docker.errors
 
     name = settings.sandbox_network
     try:
         client.networks.get(name)
     except docker.errors.NotFound:
-        client.networks.create(
-            name,
-            driver="bridge",
-            labels={"codeactions.network": "sandbox"},
-            options={
-                "com.docker.network.bridge.name": settings.sandbox_bridge,
-                "com.docker.network.bridge.enable_icc": "false",
-                "com.docker.network.bridge.enable_ip_masquerade": "true",
-            },
-        )
+        try:
+            client.networks.create(
+                name,
+                driver="bridge",
+                labels={"codeactions.network": "sandbox"},
+                options={
+                    "com.docker.network.bridge.name": settings.sandbox_bridge,
+                    "com.docker.network.bridge.enable_icc": "false",
+                    "com.docker.network.bridge.enable_ip_masquerade": "true",
+                },
+            )
+        except docker.errors.APIError:
+            # Workers starting together on a fresh engine race to create it: the loser
+            # finds the winner's network (and fails loudly if there still is none).
+            client.networks.get(name)
     ensure_firewall(settings.sandbox_bridge)
     return name
 
@@ -90,11 +116,13 @@ def ensure_firewall(bridge: str) -> None:
     iptables = shutil.which("iptables")
     if iptables is None:
         raise RuntimeError("iptables is required to isolate the sandbox network")
-    subprocess.run([iptables, "-N", "DOCKER-USER"], capture_output=True)  # exists: fine
+    # -w: wait for the xtables lock; several workers of one host start at the same time.
+    subprocess.run([iptables, "-w", "-N", "DOCKER-USER"], capture_output=True)  # exists: fine
     rules = firewall_rules(bridge)
     # Insert in reverse so the final order in each chain matches `firewall_rules`.
     for chain, rule in reversed(rules):
-        present = subprocess.run([iptables, "-C", chain, *rule], capture_output=True)
+        present = subprocess.run([iptables, "-w", "-C", chain, *rule], capture_output=True)
         if present.returncode != 0:
-            subprocess.run([iptables, "-I", chain, "1", *rule], check=True, capture_output=True)
+            subprocess.run([iptables, "-w", "-I", chain, "1", *rule], check=True,
+                           capture_output=True)
     log.info("sandbox firewall in place on %s (%d rules)", bridge, len(rules))

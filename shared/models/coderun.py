@@ -44,3 +44,6 @@ class CodeRun(UuidPk, Timestamps, Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     container_id: Mapped[str | None] = mapped_column(String(80))
     exit_reason: Mapped[str | None] = mapped_column(String(64))
+    # Where the finished run is POSTed, and how each delivery attempt went:
+    # {"url": …, "status": pending|delivered|failed, "attempts": [{…}, …]}; None: no callback.
+    callback: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis
+from celery import Celery
 
 from shared import cancellation, completion
 from shared.db import Database
@@ -10,12 +11,15 @@ from shared.errors import Conflict, NotFound
 from shared.ids import EntityId
 from shared.models import CodeRun
 from shared.models.coderun import FAILED, FINISHED, QUEUED
+from shared.services import callback_delivery
 from shared.stores import run_store
 
 CANCELLED = "cancelled"
 
 
-def cancel(db: Database, redis_client: redis.Redis, run_id: EntityId) -> CodeRun:
+def cancel(
+    db: Database, redis_client: redis.Redis, celery: Celery, run_id: EntityId
+) -> CodeRun:
     """Returns the run as it stands; `Conflict` if it had already ended otherwise."""
     with db.session() as session:
         run = run_store.get(session, run_id)
@@ -29,6 +33,8 @@ def cancel(db: Database, redis_client: redis.Redis, run_id: EntityId) -> CodeRun
         session.refresh(run)
     if ended_here:
         completion.publish_done(redis_client, str(run.id), FAILED)
+        if run.callback:  # no worker will touch this run: schedule its callback here
+            callback_delivery.schedule(celery, run.id)
     elif run.status in FINISHED:
         if run.exit_reason != CANCELLED:  # a second cancel changes nothing
             raise Conflict(f"run already {run.status}", field="status")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
@@ -13,6 +14,7 @@ from shared.errors import PayloadTooLarge, Saturated, Unavailable
 from shared.models import Code, CodeRun
 from shared.models.coderun import FAILED, QUEUED
 from shared.queue_depth import QueueDepth
+from shared.services import callback_delivery
 from shared.stores import run_store
 from shared.tasks import RUN_CODE, run_queue
 
@@ -40,33 +42,38 @@ def ensure_capacity(depth: QueueDepth, language: str, limit: int) -> None:
         )
 
 
-def create_run(
-    db: Database,
-    code: Code,
-    params: dict[str, Any],
-    body: str,
-    headers: dict[str, list[str]],
-) -> CodeRun:
-    return create_runs(db, [(code, params, body, headers)])[0]
+@dataclass
+class RunRequest:
+    """Everything a new run is made of (what a sync call takes from its HTTP request)."""
+
+    code: Code
+    params: dict[str, Any] = field(default_factory=dict)
+    body: str = ""
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    callback_url: str | None = None
 
 
-def create_runs(
-    db: Database, requests: list[tuple[Code, dict[str, Any], str, dict[str, list[str]]]]
-) -> list[CodeRun]:
+def create_run(db: Database, request: RunRequest) -> CodeRun:
+    return create_runs(db, [request])[0]
+
+
+def create_runs(db: Database, requests: list[RunRequest]) -> list[CodeRun]:
     """All the runs in one transaction: a batch is created whole or not at all."""
     runs = [
         CodeRun(
             id=uuid.uuid4(),
-            code_id=code.id,
-            code_mongo_id=code.mongo_object_id,
+            code_id=item.code.id,
+            code_mongo_id=item.code.mongo_object_id,
             status=QUEUED,
-            params=params,
-            body=body,
-            headers=headers,
+            params=item.params,
+            body=item.body,
+            headers=item.headers,
             extra={},
             result="",
+            callback=callback_delivery.new_callback(item.callback_url)
+            if item.callback_url else None,
         )
-        for code, params, body, headers in requests
+        for item in requests
     ]
     with db.session() as session:
         for run in runs:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.orm import Session
 
 from shared.ids import EntityId
@@ -20,20 +21,46 @@ def get(session: Session, run_id: EntityId) -> CodeRun | None:
     return session.scalar(select(CodeRun).where(CodeRun.mongo_object_id == run_id.mongo_object_id))
 
 
+def _for_code(
+    query: Select,
+    code_id: uuid.UUID,
+    after: datetime | None,
+    before: datetime | None,
+    status: str | None,
+) -> Select:
+    query = query.where(CodeRun.code_id == code_id)
+    if after is not None:
+        query = query.where(CodeRun.created_at >= after)
+    if before is not None:
+        query = query.where(CodeRun.created_at <= before)
+    if status is not None:
+        query = query.where(CodeRun.status == status)
+    return query
+
+
 def list_for_code(
     session: Session,
     code_id: uuid.UUID,
     after: datetime | None = None,
     before: datetime | None = None,
+    status: str | None = None,
+    offset: int = 0,
     limit: int = 1000,
 ) -> list[CodeRun]:
-    query = select(CodeRun).where(CodeRun.code_id == code_id)
-    if after is not None:
-        query = query.where(CodeRun.created_at >= after)
-    if before is not None:
-        query = query.where(CodeRun.created_at <= before)
-    query = query.order_by(CodeRun.created_at.desc(), CodeRun.id.desc()).limit(limit)
-    return list(session.scalars(query))
+    query = _for_code(select(CodeRun), code_id, after, before, status)
+    query = query.order_by(CodeRun.created_at.desc(), CodeRun.id.desc())
+    return list(session.scalars(query.offset(offset).limit(limit)))
+
+
+def count_for_code(
+    session: Session,
+    code_id: uuid.UUID,
+    after: datetime | None = None,
+    before: datetime | None = None,
+    status: str | None = None,
+) -> int:
+    query = _for_code(select(func.count()).select_from(CodeRun), code_id, after, before, status)
+    return session.scalar(query) or 0
 
 
 def add(session: Session, run: CodeRun) -> CodeRun:
@@ -64,3 +91,29 @@ def finish(
         .returning(CodeRun.id)
     ).first()
     return finished is not None
+
+
+_APPEND_CALLBACK_ATTEMPT = text(
+    """
+    UPDATE coderuns
+    SET callback = jsonb_set(
+            jsonb_set(callback, '{attempts}',
+                      COALESCE(callback -> 'attempts', '[]'::jsonb)
+                      || jsonb_build_array(CAST(:attempt AS jsonb))),
+            '{status}', to_jsonb(CAST(:status AS text)))
+    WHERE id = :run_id AND callback ->> 'status' = 'pending'
+    RETURNING id
+    """
+)
+
+
+def record_callback_attempt(
+    session: Session, run_id: uuid.UUID, attempt: dict[str, Any], status: str
+) -> bool:
+    """Append one delivery attempt and set the callback's status, in one statement; False
+    when the callback is no longer pending (delivered or given up by an earlier attempt)."""
+    row = session.execute(
+        _APPEND_CALLBACK_ATTEMPT,
+        {"run_id": run_id, "attempt": json.dumps(attempt), "status": status},
+    ).first()
+    return row is not None

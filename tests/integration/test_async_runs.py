@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
+import pytest
 import requests
 from sqlalchemy import func, select
 
@@ -76,7 +78,7 @@ def test_bad_submissions(platform):
         ({"code_id": "nope"}, "code_id"),
         ({"code_id": code["id"], "params": {"a": 1}}, "params"),
         ({"code_id": code["id"], "headers": {"a": 1}}, "headers"),
-        ({"code_id": code["id"], "callback_url": "http://127.0.0.1:9/cb"}, "callback_url"),
+        ({"code_id": code["id"], "callback_url": "http://10.0.0.1:9/cb"}, "callback_url"),
     ]
     for payload, field in cases:
         response = requests.post(platform.url("/coderun"), json=payload)
@@ -140,3 +142,64 @@ def test_cancel_after_completion_and_unknown(platform):
     late = requests.post(platform.url(f"/coderun/{run['id']}/cancel"))
     assert late.status_code == 409 and "completed" in late.json()["message"]
     assert requests.post(platform.url(f"/coderun/{uuid.uuid4()}/cancel")).status_code == 404
+
+
+def test_run_list_pages_and_status_filter(platform):
+    code = create_code(platform, "def Run(engine):\n    assert engine.params.get('ok')\n",
+                       type="flow")
+    submitted = [requests.post(platform.url("/coderun"), json={
+        "code_id": code["id"], "params": {"ok": "1"} if i % 2 else {}}).json()
+        for i in range(5)]
+    for run in submitted:
+        requests.get(platform.url(f"/coderun/{run['id']}"), params={"wait": 30})
+    everything = requests.get(platform.url("/coderun"), params={"code_id": code["id"]})
+    assert everything.status_code == 200
+    assert [r["id"] for r in everything.json()] == [r["id"] for r in reversed(submitted)]
+    assert json.loads(everything.headers["X-Pagination"])["total"] == 5
+    first = requests.get(platform.url("/coderun"), params={
+        "code_id": code["id"], "page": 1, "page_size": 2})
+    third = requests.get(platform.url("/coderun"), params={
+        "code_id": code["id"], "page": 3, "page_size": 2})
+    assert [r["id"] for r in first.json()] == [everything.json()[0]["id"],
+                                                everything.json()[1]["id"]]
+    assert [r["id"] for r in third.json()] == [everything.json()[4]["id"]]
+    paging = json.loads(first.headers["X-Pagination"])
+    assert paging["total_pages"] == 3 and paging["next_page"] == 2
+    failed = requests.get(platform.url("/coderun"), params={
+        "code_id": code["id"], "status": "failed"}).json()
+    completed = requests.get(platform.url("/coderun"), params={
+        "code_id": code["id"], "status": "completed"}).json()
+    assert len(failed) == 3 and {r["status"] for r in failed} == {"failed"}
+    assert len(completed) == 2 and {r["status"] for r in completed} == {"completed"}
+    for bad, field in [({"status": "done"}, "status"), ({"page": 0}, "page"),
+                       ({"page_size": 1001}, "page_size")]:
+        response = requests.get(platform.url("/coderun"), params={"code_id": code["id"], **bad})
+        assert response.status_code == 400, (bad, response.text)
+        assert field in response.json()["message"]
+
+
+def test_run_records_its_timeline_worker_and_container(platform):
+    code = create_code(platform, ECHO, type="flow")
+    run = requests.post(platform.url("/coderun"), json={"code_id": code["id"],
+                                                        "params": {"n": "1"}}).json()
+    done = requests.get(platform.url(f"/coderun/{run['id']}"), params={"wait": 30}).json()
+    assert done["queued_at"] == done["created_at"]
+    assert done["queued_at"] <= done["started_at"] <= done["finished_at"]
+    assert done["worker"] and done["container_id"] and done["exit_reason"] == "completed"
+
+
+def test_a_sync_caller_that_disconnects_cancels_its_run(platform):
+    import docker
+
+    code = create_code(platform, SLEEPY, type="endpoint", timeout=60)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(platform.url(f"/action/endpoint/{code['id']}"), params={"s": "40"},
+                      timeout=3)
+    (run,) = requests.get(platform.url("/coderun"), params={"code_id": code["id"]}).json()
+    ended = _wait_status(platform, run["id"], "failed", seconds=10)
+    assert ended["status"] == "failed" and ended["exit_reason"] == "cancelled"
+    deadline = time.monotonic() + 10
+    while docker.from_env().containers.list(
+            all=True, filters={"label": f"codeactions.run_id={run['id']}"}):
+        assert time.monotonic() < deadline, "the cancelled run's container is still there"
+        time.sleep(0.2)

@@ -22,7 +22,7 @@ SOURCE = "def Run(engine):\n    engine.log.info('executed')\n"
 def _new_run(db, code_id: str) -> CodeRun:  # noqa: ANN001
     with db.session() as session:
         code = session.get(Code, uuid.UUID(code_id))
-    return run_submission.create_run(db, code, params={}, body="", headers={})
+    return run_submission.create_run(db, run_submission.RunRequest(code))
 
 
 def _log_count(db, run_id: uuid.UUID) -> int:  # noqa: ANN001

@@ -21,11 +21,13 @@ from shared.local_services import LocalStack, StateDirBusyError
 from shared.local_services.docker_engine import docker_engine_answers
 from shared.local_services.processes import is_alive
 from shared.local_services.readiness import port_accepts_connections
+from tests.conftest import TEST_BASE_PORT
 
-# Port bases no other stack uses (make run: 15430, make test: 25430).
-FULL_STACK_BASE = 27430
-LOCK_TEST_BASE = 27440
-CRASH_TEST_BASE = 27450
+# Port bases no other stack uses: past the session stack's ports (base .. base+110), so
+# checkouts testing side by side with distinct CODEACTIONS_TEST_BASE_PORTs never collide.
+FULL_STACK_BASE = TEST_BASE_PORT + 500
+LOCK_TEST_BASE = TEST_BASE_PORT + 510
+CRASH_TEST_BASE = TEST_BASE_PORT + 520
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 WITHOUT_RABBITMQ_AND_DOCKER = {"rabbitmq": "amqp://not-started//", "docker": "not checked"}
