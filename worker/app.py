@@ -24,6 +24,7 @@ class WorkerContext:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._executor = None
+        self._gate = None
 
     def executor(self):  # noqa: ANN201 - RunExecutor, imported lazily
         with self._lock:
@@ -31,6 +32,16 @@ class WorkerContext:
                 self._executor = self._build()
                 self._pid = os.getpid()
             return self._executor
+
+    def project_gate(self):  # noqa: ANN201 - ProjectGate, imported lazily
+        """The per-project cap, sharing the executor's connections (so, one per process)."""
+        from worker.project_concurrency import ProjectGate
+
+        executor = self.executor()
+        with self._lock:
+            if self._gate is None or self._gate.db is not executor.db:
+                self._gate = ProjectGate(self.settings, executor.db, executor.redis)
+            return self._gate
 
     def _build(self):  # noqa: ANN202
         import docker

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared.ids import EntityId
-from shared.models import CodeRun
+from shared.models import Code, CodeRun
 from shared.models.coderun import QUEUED, STARTED
 
 
@@ -64,3 +64,12 @@ def finish(
         .returning(CodeRun.id)
     ).first()
     return finished is not None
+
+
+def project_of_queued(session: Session, run_id: uuid.UUID) -> uuid.UUID | None:
+    """The project of a run still waiting to start; None if it started, ended or is gone."""
+    return session.scalar(
+        select(Code.project_uuid)
+        .join(CodeRun, CodeRun.code_id == Code.id)
+        .where(CodeRun.id == run_id, CodeRun.status == QUEUED)
+    )
