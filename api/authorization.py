@@ -61,15 +61,18 @@ def _token(header: str) -> str:
 
 
 def _authenticate() -> None:
-    if not is_management_path(request.path):
-        return
+    if is_management_path(request.path):
+        g.codeactions_user = _user_from_token()
+
+
+def _user_from_token() -> UserInfo:
     token = _token(request.headers.get("Authorization", ""))
     if not token:
         raise Unauthorized("an Authorization: Bearer <token> header is required",
                            field="Authorization")
     client: UserInfoClient = current_app.extensions[EXTENSION]
     try:
-        g.codeactions_user = client.lookup(token)
+        return client.lookup(token)
     except TokenRejected:
         raise Unauthorized("the token was rejected by the identity provider",
                            field="Authorization") from None
@@ -80,7 +83,11 @@ def _authenticate() -> None:
 
 def current_user() -> UserInfo | None:
     """The caller, or None when authorization is off (everyone may do everything)."""
-    return g.get("codeactions_user")
+    if EXTENSION not in current_app.extensions:
+        return None
+    if "codeactions_user" not in g:  # a route outside the prefixes that still checks roles
+        g.codeactions_user = _user_from_token()
+    return g.codeactions_user
 
 
 def _checked_user() -> UserInfo | None:
