@@ -12,6 +12,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     import redis
 
     from api import codelibs, codelogs, coderuns, codes, endpoints, health, run_submissions
+    from api.authorization import install as install_authorization
     from api.context import ApiContext
     from api.errors import register_error_handlers
     from shared.celery_app import make_celery
@@ -52,4 +53,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     for module in (health, codes, coderuns, run_submissions, codelogs, codelibs, endpoints):
         api.register_blueprint(module.blp)
     register_error_handlers(app)
+    install_authorization(app)
     return app

@@ -6,6 +6,7 @@ import math
 
 from flask_smorest import Blueprint
 
+from api.authorization import READ, authorize_code, authorize_run
 from api.context import ctx
 from api.schemas import CodeLogListQuerySchema, CodeLogPageSchema, CodeLogSchema
 from shared.errors import InvalidInput, NotFound
@@ -22,7 +23,8 @@ def get_log(log_id: str):
         entry = log_store.get(session, parse_id(log_id, "log id"))
         if entry is None:
             raise NotFound("log not found")
-        return entry
+    authorize_code(str(entry.code_id), READ)
+    return entry
 
 
 @blp.route("/codelog", methods=["GET"])
@@ -35,8 +37,10 @@ def list_logs(query: dict):
             run = run_store.get(session, parse_id(query["run_id"], "run_id"))
             if run is None:
                 raise NotFound("run not found")
+            authorize_run(run, READ)
             rows, total = log_store.page(session, run_id=run.id, page=page)
         elif query.get("code_id"):
+            authorize_code(query["code_id"], READ)
             code_id = parse_id(query["code_id"], "code_id")
             if code_id.uuid is None:  # legacy ids are resolved once, then the index is used
                 code = code_store.get(session, code_id)

@@ -7,6 +7,7 @@ from datetime import UTC
 from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
+from api.authorization import READ, authorize_code, authorize_run
 from api.context import ctx
 from api.schemas import CodeRunListQuerySchema, CodeRunSchema, RunWaitQuerySchema
 from api.sync_run import wait_for_end
@@ -30,6 +31,7 @@ def get_run(query: dict, run_id: str):
         run = run_store.get(session, parse_id(run_id, "run id"))
     if run is None:
         raise NotFound("run not found")
+    authorize_run(run, READ)
     return wait_for_end(c, run, query["wait"])
 
 
@@ -43,6 +45,7 @@ def list_runs(query: dict, pagination_parameters: PaginationParameters):
         code = code_store.get(session, parse_id(query["code_id"], "code_id"))
         if code is None:
             raise NotFound("code not found")
+        authorize_code(code, READ)
         # The seed's datetimes carry no zone: they are UTC.
         after, before = (
             value.replace(tzinfo=UTC) if value else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import request
 from flask_smorest import Blueprint
 
+from api.authorization import READ, WRITE, authorize, authorize_code
 from api.context import ctx
 from api.request_input import json_object_body, raw_body
 from api.schemas import CodeCreateJsonSchema, CodeCreateQuerySchema, CodeListQuerySchema, CodeSchema
@@ -50,13 +51,16 @@ def _input_from_request(for_update: bool) -> CodeInput:
 @blp.response(201, CodeSchema)
 def create(**_query: object):
     c = ctx()
-    return code_service.create(c.db, c.settings, _input_from_request(for_update=False))
+    data = _input_from_request(for_update=False)
+    authorize(data.project_uuid, WRITE)
+    return code_service.create(c.db, c.settings, data)
 
 
 @blp.route("/code", methods=["GET"])
 @blp.arguments(CodeListQuerySchema, location="query")
 @blp.response(200, CodeSchema(many=True))
 def list_codes(query: dict):
+    authorize(query["project_uuid"], READ)
     with ctx().db.session() as session:
         return code_store.list_for_project(session, query["project_uuid"], query.get("code_type"))
 
@@ -69,7 +73,8 @@ def get_code(code_id: str):
         code = code_store.get(session, parse_id(code_id, "code id"))
         if code is None:
             raise NotFound("code not found")
-        return code
+    authorize_code(code, READ)
+    return code
 
 
 @blp.route("/code/<code_id>", methods=["PATCH"])
@@ -78,6 +83,7 @@ def get_code(code_id: str):
 @blp.arguments(CodeCreateQuerySchema, location="query", as_kwargs=True, unknown="include")
 @blp.response(200, CodeSchema)
 def update_code(code_id: str, **_query: object):
+    authorize_code(code_id, WRITE)
     c = ctx()
     data = _input_from_request(for_update=True)
     data.language = None  # the language of stored code never changes
@@ -89,5 +95,6 @@ def update_code(code_id: str, **_query: object):
 @blp.route("/admin/code/<code_id>", methods=["DELETE"], endpoint="admin_delete")
 @blp.response(204)
 def delete_code(code_id: str):
+    authorize_code(code_id, WRITE)
     code_service.delete(ctx().db, parse_id(code_id, "code id"))
     return ""

@@ -36,6 +36,7 @@ def register_error_handlers(app: Flask) -> None:
         retry_after = getattr(err, "retry_after", None)
         if retry_after:
             response.headers["Retry-After"] = str(retry_after)
+        response.headers.update(getattr(err, "headers", {}))
         return response, status
 
     @app.errorhandler(InvalidId)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask import url_for
 from flask_smorest import Blueprint
 
+from api.authorization import WRITE, authorize_code, authorize_run
 from api.context import ApiContext, ctx
 from api.schemas import ApiErrorSchema, CodeRunSchema, RunBatchSchema, RunSubmitSchema
 from api.sync_run import wait_for_end
@@ -44,6 +45,7 @@ def _prepared(
                 raise InvalidInput(str(exc), field=field) from None
             if code is None:
                 raise NotFound(f"code {item['code_id']} not found", field=field)
+            authorize_code(code, WRITE)  # running a code may have effects: moderators only
             body = item["body"]
             run_submission.check_body(body, c.settings.request_body_max_bytes)
             headers = {
@@ -92,6 +94,7 @@ def submit_batch(batch: dict):
 @blp.alt_response(409, schema=ApiErrorSchema, description="the run had already ended")
 @blp.doc(summary="Cancel a run: a queued run never starts, a started one is killed")
 def cancel_run(run_id: str):
+    authorize_run(run_id, WRITE)
     c = ctx()
     run = run_cancellation.cancel(c.db, c.redis, c.celery, parse_id(run_id, "run id"))
     # The worker polls the flag a few times a second: wait briefly for the kill to land.

@@ -93,6 +93,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    """Apply the platform's project and permission events until stopped (SIGTERM/Ctrl-C)."""
+    from shared.db import Database
+    from worker.events_consumer import EventsConsumer
+
+    settings = load_settings()
+    _setup_logging(settings.log_level)
+    # pika logs our existence probes' 404s and every lost connection with a traceback; the
+    # consumer logs what matters itself.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    if not settings.rabbitmq_url:
+        log.warning("FLOWS_CODE_ACTIONS_RABBITMQ_URL is empty: event consumers are disabled")
+        return 0
+    consumer = EventsConsumer(settings, Database(settings))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: consumer.stop())
+    consumer.run_forever()
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from alembic import command
     from alembic.config import Config
@@ -143,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--language", action="append", choices=LANGUAGES)
     worker.add_argument("--concurrency", type=int, default=0)
     worker.set_defaults(func=cmd_worker)
+
+    events = sub.add_parser("events", help="apply project and permission events (RabbitMQ)")
+    events.set_defaults(func=cmd_events)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("revision", nargs="?", default="head")

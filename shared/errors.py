@@ -16,6 +16,15 @@ class InvalidInput(ServiceError):
     status = 400
 
 
+class Unauthorized(ServiceError):
+    status = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="codeactions"'}
+
+
+class Forbidden(ServiceError):
+    status = 403
+
+
 class NotFound(ServiceError):
     status = 404
 

@@ -113,6 +113,7 @@ def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) ->
         children.append(spawn_child(["api"], env))
         for language in languages:
             children.append(spawn_child(["worker", "--language", language], env))
+        children.append(spawn_child(["events"], env))  # project and permission events
         say(
             f"\ncodeactions: API on http://{settings.host}:{settings.port}  "
             f"(docs: /docs, OpenAPI: /openapi.json)\n"

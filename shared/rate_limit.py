@@ -1,18 +1,32 @@
 """Per-code rate limit on the public endpoints, shared by every API process through Redis.
 
 A moving window from the `limits` library (atomic Lua in Redis). If Redis is unreachable the
-limiter fails open: availability of customers' endpoints beats strict counting, and the
-failure is logged.
+limiter fails open: availability of customers' endpoints beats strict counting. Each request
+let through unchecked counts in `ca_rate_limit_fail_open_total`, and the log says so once per
+pause. After a failure the limiter leaves Redis alone for `PAUSE_AFTER_FAILURE` seconds, so
+an unreachable Redis costs requests no connect timeout each.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 log = logging.getLogger(__name__)
+
+PAUSE_AFTER_FAILURE = 5.0
+
+# Registered on prometheus_client's default registry, which `/metrics` serves.
+FAIL_OPEN = Counter(
+    "ca_rate_limit_fail_open",
+    "Requests to public endpoints let through without a rate-limit check because Redis "
+    "was unreachable",
+)
 
 
 @dataclass
@@ -31,9 +45,14 @@ class CodeRateLimiter:
         self.enabled = max_requests > 0
         storage = storage_from_string(redis_url, socket_timeout=1, socket_connect_timeout=1)
         self.limiter = MovingWindowRateLimiter(storage)
+        self._paused_until = 0.0
+        self._lock = threading.Lock()
 
     def hit(self, code_id: str) -> LimitDecision:
         if not self.enabled:
+            return LimitDecision(True)
+        if time.monotonic() < self._paused_until:
+            FAIL_OPEN.inc()
             return LimitDecision(True)
         try:
             if self.limiter.hit(self.item, "code", code_id):
@@ -41,5 +60,10 @@ class CodeRateLimiter:
             reset_at, _ = self.limiter.get_window_stats(self.item, "code", code_id)
             return LimitDecision(False, max(1, math.ceil(reset_at - time.time())))
         except Exception as exc:  # fail open, loudly
-            log.error("rate limiter unavailable, allowing request: %s", exc)
+            FAIL_OPEN.inc()
+            with self._lock:
+                if time.monotonic() >= self._paused_until:
+                    log.error("rate limiter unavailable, letting requests through unchecked "
+                              "for %.0f s: %s", PAUSE_AFTER_FAILURE, exc)
+                    self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
             return LimitDecision(True)

@@ -56,12 +56,18 @@ class Settings(BaseSettings):
             "FLOW_CODE_ACTIONS_PERMISSION_QUEUE", PREFIX + "PERMISSION_QUEUE"
         ),
     )
+    # Attempts before an event that fails to apply goes to `<queue>.dead-letter`.
+    events_max_attempts: int = Field(5, ge=1, validation_alias=_env("EVENTS_MAX_ATTEMPTS"))
 
     # --- auth ------------------------------------------------------------------------
     oidc_auth_enabled: bool = Field(False, validation_alias=_env("OIDC_AUTH_ENABLED"))
     oidc_host: str = Field("", validation_alias=_env("OIDC_HOST"))
     oidc_realm: str = Field("", validation_alias=_env("OIDC_REALM"))
     auth_token: str = Field("", validation_alias=_env("AUTH_TOKEN"))
+    # Seconds a user-info answer (or a rejection) is kept per token in Redis, and how long
+    # one call to the identity provider may take.
+    oidc_cache_seconds: int = Field(30, validation_alias=_env("OIDC_CACHE_SECONDS"))
+    oidc_timeout: float = Field(5, validation_alias=_env("OIDC_TIMEOUT"))
 
     # --- limits ----------------------------------------------------------------------
     code_limiter_max_requests: int = Field(600, validation_alias=_env("CODE_LIMITER_MAX_REQUESTS"))
@@ -88,6 +94,10 @@ class Settings(BaseSettings):
     # --- execution -------------------------------------------------------------------
     worker_pool_size: int = Field(4, validation_alias=_env("WORKER_POOL_SIZE"))
     worker_pool_queue_size: int = Field(100, validation_alias=_env("WORKER_POOL_QUEUE_SIZE"))
+    # At most this many runs of one project execute at once, fleet-wide; 0 means no cap.
+    project_max_concurrent_runs: int = Field(
+        0, ge=0, validation_alias=_env("PROJECT_MAX_CONCURRENT_RUNS")
+    )
     health_check_cache_time: float = Field(3, validation_alias=_env("HEALTH_CHECK_CACHE_TIME"))
     resource_enabled: bool = Field(False, validation_alias=_env("RESOURCE_ENABLED"))
     # Docker CPU shares / CFS quota (µs per 100 ms period) and memory in bytes or "128m".

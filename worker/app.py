@@ -26,6 +26,7 @@ class WorkerContext:
         self._pid: int | None = None
         self._executor = None
         self._callback_sender = None
+        self._gate = None
 
     def executor(self):  # noqa: ANN201 - RunExecutor, imported lazily
         with self._lock:
@@ -42,6 +43,16 @@ class WorkerContext:
             if self._callback_sender is None or self._callback_sender.db is not db:
                 self._callback_sender = CallbackSender(self.settings, db)
             return self._callback_sender
+
+    def project_gate(self):  # noqa: ANN201 - ProjectGate, imported lazily
+        """The per-project cap, sharing the executor's connections (so, one per process)."""
+        from worker.project_concurrency import ProjectGate
+
+        executor = self.executor()
+        with self._lock:
+            if self._gate is None or self._gate.db is not executor.db:
+                self._gate = ProjectGate(self.settings, executor.db, executor.redis)
+            return self._gate
 
     def _build(self):  # noqa: ANN202
         import docker

@@ -5,12 +5,19 @@ from __future__ import annotations
 from celery import Celery
 
 from shared.tasks import DELIVER_CALLBACK, RUN_CODE
+from worker.project_concurrency import retry_delay
 
 
 def register(app: Celery) -> None:
-    @app.task(name=RUN_CODE, bind=True, acks_late=True, reject_on_worker_lost=True)
+    # max_retries=None: a run waiting for its project's slot is retried until it gets one.
+    @app.task(name=RUN_CODE, bind=True, acks_late=True, reject_on_worker_lost=True,
+              max_retries=None)
     def run_code(self, run_id: str) -> str | None:  # noqa: ANN001
-        return app.conf.codeactions_context.executor().execute(run_id)
+        context = app.conf.codeactions_context
+        with context.project_gate().admit(run_id) as admitted:
+            if not admitted:  # its project is at its cap: stay queued, try again shortly
+                raise self.retry(countdown=retry_delay(self.request.retries))
+            return context.executor().execute(run_id)
 
     @app.task(name=DELIVER_CALLBACK, bind=True, acks_late=True, reject_on_worker_lost=True,
               max_retries=None)

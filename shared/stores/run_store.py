@@ -11,7 +11,7 @@ from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.orm import Session
 
 from shared.ids import EntityId
-from shared.models import CodeRun
+from shared.models import Code, CodeRun
 from shared.models.coderun import QUEUED, STARTED
 
 
@@ -117,3 +117,12 @@ def record_callback_attempt(
         {"run_id": run_id, "attempt": json.dumps(attempt), "status": status},
     ).first()
     return row is not None
+
+
+def project_of_queued(session: Session, run_id: uuid.UUID) -> uuid.UUID | None:
+    """The project of a run still waiting to start; None if it started, ended or is gone."""
+    return session.scalar(
+        select(Code.project_uuid)
+        .join(CodeRun, CodeRun.code_id == Code.id)
+        .where(CodeRun.id == run_id, CodeRun.status == QUEUED)
+    )
