@@ -52,4 +52,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     for module in (health, codes, coderuns, run_submissions, codelogs, codelibs, endpoints):
         api.register_blueprint(module.blp)
     register_error_handlers(app)
+    # Operations: /metrics, and no run id left over from the thread's previous request.
+    from api.metrics import init_metrics
+    from shared import log_context
+
+    init_metrics(app, app.extensions["codeactions"])
+    app.before_request(log_context.clear)
     return app

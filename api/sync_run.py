@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 
 from api.context import ApiContext
 from api.request_input import first_query_values, header_lists, raw_body
+from shared import log_context, metrics
 from shared.completion import CompletionWaiter
 from shared.models import Code, CodeRun
 from shared.models.coderun import FINISHED
@@ -25,15 +27,18 @@ def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
     run_submission.ensure_capacity(
         c.queue_depth, code.language, c.settings.worker_pool_queue_size
     )
+    begun = time.monotonic()
     run = run_submission.create_run(
         c.db, code, params=first_query_values(), body=body.strip(), headers=header_lists()
     )
+    log_context.bind(run_id=run.id, code_id=code.id)
     # Subscribe before enqueueing: the signal cannot fire before we listen.
     with CompletionWaiter(c.redis, str(run.id)) as waiter:
         run_submission.enqueue(c.db, c.celery, run, code.language)
         waiter.wait(timeout=float(code.timeout))
     # The signal only wakes us; the row is the truth (and covers a lost signal).
     stored = _read(c, run.id)
+    metrics.record_run_elapsed(code.project_uuid, code.id, time.monotonic() - begun)
     return SyncOutcome(run=stored, timed_out=stored.status not in FINISHED)
 
 

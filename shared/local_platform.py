@@ -109,12 +109,23 @@ def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) ->
         _run_step(["images", "--prune", *sum((["--language", lang] for lang in languages), [])],
                   env)
         children.append(spawn_child(["api"], env))
+        metrics_ports = {lang: settings.worker_metrics_port + i for i, lang in enumerate(languages)}
         for language in languages:
-            children.append(spawn_child(["worker", "--language", language], env))
+            children.append(spawn_child(
+                ["worker", "--language", language, "--metrics-port", str(metrics_ports[language])],
+                env,
+            ))
+        # Operations: periodic jobs (retention, stuck runs) and the Celery dashboard.
+        children.append(spawn_child(["beat"], env))
+        children.append(spawn_child(["flower"], env))
         say(
             f"\ncodeactions: API on http://{settings.host}:{settings.port}  "
-            f"(docs: /docs, OpenAPI: /openapi.json)\n"
-            f"codeactions: workers for {', '.join(languages)}; Ctrl-C stops everything\n"
+            f"(docs: /docs, OpenAPI: /openapi.json, metrics: /metrics, health: /health)\n"
+            f"codeactions: workers for {', '.join(languages)}; their metrics on "
+            + ", ".join(f"{lang} :{port}" for lang, port in metrics_ports.items())
+            + f"\ncodeactions: Flower on http://{settings.flower_address}:{settings.flower_port}"
+            f"; beat runs the cleaner daily at {settings.cleaner_schedule_time} UTC"
+            "\ncodeactions: Ctrl-C stops everything\n"
         )
         while not stopping:
             for child in children:

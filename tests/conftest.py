@@ -20,6 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_STATE = REPO_ROOT / ".state" / "test"
 TEST_BASE_PORT = int(os.environ.get("CODEACTIONS_TEST_BASE_PORT", "25430"))
 TEST_API_PORT = TEST_BASE_PORT + 10
+TEST_WORKER_METRICS_PORT = TEST_BASE_PORT + 20  # + the language's index
+TEST_API_METRICS_DIR = TEST_STATE / "api-metrics"
 
 
 class Platform:
@@ -30,6 +32,7 @@ class Platform:
         self.urls = urls
         self.base_url = f"http://127.0.0.1:{TEST_API_PORT}"
         self.children: list[subprocess.Popen] = []
+        self.worker_metrics_ports: dict[str, int] = {}
 
     def settings(self, **overrides: object):  # noqa: ANN201
         from shared.settings import Settings
@@ -94,6 +97,7 @@ def platform() -> Iterator[Platform]:
             "FLOWS_CODE_ACTIONS_BLACKLIST": "forbidden_term_xyz",
             "FLOWS_CODE_ACTIONS_LOG_LEVEL": "info",
             "FLOWS_CODE_ACTIONS_STATE_DIR": str(TEST_STATE),
+            "FLOWS_CODE_ACTIONS_API_METRICS_DIR": str(TEST_API_METRICS_DIR),
         }
     )
     platform = Platform(env, urls)
@@ -106,8 +110,12 @@ def platform() -> Iterator[Platform]:
         subprocess.run([sys.executable, "-m", "shared.cli", "images", *prune], env=env,
                        cwd=REPO_ROOT, check=True)
         languages = built_languages()
+        platform.worker_metrics_ports = {
+            language: TEST_WORKER_METRICS_PORT + index for index, language in enumerate(languages)
+        }
         workers = [
-            spawn_child(["worker", "--language", language, "--concurrency", "4"], env)
+            spawn_child(["worker", "--language", language, "--concurrency", "4",
+                         "--metrics-port", str(platform.worker_metrics_ports[language])], env)
             for language in languages
         ]
         platform.children.extend(workers)
