@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 from shared.settings import LANGUAGES, load_settings
 
@@ -248,12 +249,16 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def spawn_child(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+def spawn_child(
+    argv: list[str], env: dict[str, str], output: IO[bytes] | None = None
+) -> subprocess.Popen:
     """A child of the local platform, in its own process group so Ctrl-C is ours to relay,
-    and tied to our life so a crashed supervisor leaves no API or worker behind."""
+    and tied to our life so a crashed supervisor leaves no API or worker behind. `output`
+    (a file) takes its stdout and stderr instead of ours."""
     return subprocess.Popen(
         [sys.executable, "-m", "shared.cli", *argv], env=env, cwd=REPO_ROOT,
         start_new_session=True, preexec_fn=_die_with_parent,
+        stdout=output, stderr=subprocess.STDOUT if output else None,
     )
 
 
