@@ -152,10 +152,19 @@ def cmd_beat(args: argparse.Namespace) -> int:
 
 def cmd_flower(args: argparse.Namespace) -> int:
     """Flower, Celery's dashboard, on the same broker: every worker and its queues."""
+    import ipaddress
+
     from shared.celery_app import make_celery
 
     settings = load_settings()
     _setup_logging(settings.log_level, "flower")
+    if settings.flower_basic_auth:
+        # Through the environment, not argv: the process list would show it.
+        os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
+    elif not ipaddress.ip_address(settings.flower_address).is_loopback:
+        print("Flower can stop workers: set FLOWS_CODE_ACTIONS_FLOWER_BASIC_AUTH before "
+              f"listening on {settings.flower_address}", file=sys.stderr)
+        return 2
     app = make_celery(settings)
     return app.start(
         ["flower", f"--address={settings.flower_address}", f"--port={settings.flower_port}"]

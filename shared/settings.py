@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     )
     flower_address: str = Field("127.0.0.1", validation_alias=_env("FLOWER_ADDRESS"))
     flower_port: int = Field(5555, validation_alias=_env("FLOWER_PORT"))
+    # `user:password[,user2:password2]`; required unless Flower listens on loopback only.
+    flower_basic_auth: str = Field("", validation_alias=_env("FLOWER_BASIC_AUTH"))
 
     # --- S3 log archive --------------------------------------------------------------
     s3_enabled: bool = Field(True, validation_alias=_env("S3_ENABLED"))
