@@ -15,7 +15,8 @@ from shared.settings import Settings
 
 TEXT_ENVIRONMENTS = {"local", "dev", "development", "test"}
 # Client libraries' wire chatter drowns what matters even at debug level.
-NOISY = ("amqp", "kombu", "botocore", "boto3", "urllib3", "docker", "redis", "tornado.access")
+NOISY = ("amqp", "kombu", "botocore", "boto3", "urllib3", "docker", "redis", "tornado.access",
+         "celery.utils.functional")
 
 
 def uses_json(settings: Settings) -> bool:

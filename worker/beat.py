@@ -14,7 +14,7 @@ from pathlib import Path
 
 from celery import Celery
 from celery.schedules import crontab
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from shared.celery_app import make_celery
 from shared.settings import Settings
@@ -56,7 +56,12 @@ def create_beat_app(settings: Settings) -> Celery:
     hour, minute = settings.cleaner_schedule_time.split(":")
     interval = settings.stuck_run_check_interval
     app.conf.update(
-        task_queues=[*app.conf.task_queues, Queue(HOUSEKEEPING_QUEUE)],
+        # Its own exchange: a queue without one would be bound to the default (runs.python)
+        # exchange and receive copies of python runs.
+        task_queues=[
+            *app.conf.task_queues,
+            Queue(HOUSEKEEPING_QUEUE, Exchange(HOUSEKEEPING_QUEUE), routing_key=HOUSEKEEPING_QUEUE),
+        ],
         timezone="UTC",
         beat_schedule={
             "retention-cleaner": {
