@@ -138,6 +138,15 @@ def test_two_beats_run_the_cleaner_once(platform, db, s3, tmp_path):
     assert done["result"]["runs"] >= 1 and done["result"]["slot"].endswith(fire)
     assert skipped["claimed_by"] == done["result"]["by"]
     assert runs_present(db, [old_run]) == set() and not object_exists(s3, old_key)
+    # Beat's queue has its own exchange: a python run leaves no copy there for beat.
+    from shared.celery_app import make_celery
+
+    run = requests.post(platform.url("/coderun"), json={"code_id": code["id"]}).json()
+    done = requests.get(platform.url(f"/coderun/{run['id']}"), params={"wait": 30}).json()
+    assert done["status"] == "completed"
+    with make_celery(platform.settings()).connection_for_write() as conn:
+        _, waiting, _ = conn.default_channel.queue_declare("housekeeping", passive=True)
+    assert waiting == 0
     # Every line the beats wrote is a JSON object (production format).
     for i in range(2):
         records = _events(tmp_path / f"beat-{i}.log")
