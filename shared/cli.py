@@ -118,7 +118,7 @@ def _worker_operations(settings, app, name: str, languages: list[str], concurren
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
     if port:
         try:
-            metrics.serve(settings.host, port)
+            metrics.serve(settings.host, port, languages)
         except OSError as exc:  # runs matter more than their metrics
             log.error("worker metrics not served on port %d: %s", port, exc)
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
+from shared.settings import LANGUAGES
+
 # Seconds; a sync call waits at most the longest code timeout (300 s).
 ELAPSED_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -33,6 +35,14 @@ class RequestMetrics:
 @functools.cache
 def request_metrics() -> RequestMetrics:
     disable_created_metrics()  # `*_created` series double the output and nobody reads them
+    metrics = _define()
+    for language in LANGUAGES:  # series exist at 0 before the first event: rate() works
+        metrics.tasks_submitted.labels(language)
+        metrics.tasks_rejected.labels(language)
+    return metrics
+
+
+def _define() -> RequestMetrics:
     code_labels = ["project_uuid", "code_id"]
     return RequestMetrics(
         # Names keep the seed's spelling (no `_total` suffix in the exposition).

@@ -91,10 +91,13 @@ def record_run(
         log.exception("recording run metrics failed")
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, languages: list[str]) -> None:
     """The worker's /metrics (any path, really) on `host:port`, in a daemon thread."""
     from prometheus_client import start_http_server
 
-    worker_metrics()  # so every family is listed even before the first run
+    m = worker_metrics()
+    for language in languages:  # series exist at 0 before the first run: rate() works
+        for counter in (m.completed, m.failed, m.timed_out):
+            counter.labels(language)
     start_http_server(port, addr=host)
     log.info("worker metrics on http://%s:%d/metrics", host, port)

@@ -118,3 +118,29 @@ def test_workers_export_their_own_run_metrics(platform):
                 status="completed") == 1
     # Each worker reports only its own language.
     assert value(after, "codeactions_runs_total", language="javascript") == 0
+
+
+def test_every_metric_the_dashboard_reads_is_exported(platform):
+    """The provisioned Grafana dashboard queries only names the platform really serves."""
+    import json
+    import re
+
+    from tests.conftest import REPO_ROOT
+
+    call(platform, create_code(platform, HELLO)["id"])  # so every family has samples
+    exported = set()
+    for url in [platform.url("/metrics"), *(f"http://127.0.0.1:{port}/metrics"
+                                            for port in platform.worker_metrics_ports.values())]:
+        exported |= {name for name, _ in scrape(url)}
+    dashboard = json.loads(
+        (REPO_ROOT / "deploy" / "grafana" / "dashboards" / "codeactions.json").read_text())
+    functions = {"sum", "rate", "max", "by", "histogram_quantile", "topk", "le", "language",
+                 "status", "code_id", "reason", "url_rule"}
+    queried = {
+        name
+        for panel in dashboard["panels"] for target in panel["targets"]
+        for name in re.findall(r"[a-z_][a-z0-9_]*", re.sub(r'"[^"]*"|\[[^\]]*\]', "",
+                                                             target["expr"]))
+        if name not in functions
+    }
+    assert queried and queried <= exported, queried - exported
