@@ -56,12 +56,15 @@ class PoolCollector(Collector):
         live = GaugeMetricFamily(
             "codeactions_workers_live", "Live worker processes", labels=["language"]
         )
+        broker_up = True
         for language in LANGUAGES:
             capacity.add_metric([language], settings.worker_pool_queue_size)
             try:
-                size.add_metric([language], self.c.queue_depth.ready_messages(language))
+                if broker_up:
+                    size.add_metric([language], self.c.queue_depth.ready_messages(language))
             except Exception as exc:  # broker down: /health says so; metrics stay up
                 log.debug("queue depth of %s unknown: %s", language, exc)
+                broker_up = False  # don't wait for it once per language
             try:
                 workers = worker_registry.live(
                     self.c.redis, language, settings.worker_heartbeat_ttl

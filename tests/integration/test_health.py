@@ -89,6 +89,12 @@ def test_health_is_503_while_rabbitmq_is_down(health_api, own_services):  # noqa
         assert body["status"] == "unhealthy"
         assert body["broker"]["status"] == "down" and body["broker"]["error"]
         assert body["database"]["status"] == "up"
+        # Metrics stay up without the broker; only the queue depth is missing.
+        started = time.monotonic()
+        metrics = requests.get(health_api.replace("/health", "/metrics"), timeout=60)
+        assert metrics.status_code == 200 and "workerpool_queue_capacity" in metrics.text
+        assert "workerpool_queue_size{" not in metrics.text
+        assert time.monotonic() - started < 15  # generous: it must not hang on the broker
     finally:
         rabbitmq.start()
     assert wait_for_health(health_api, 200)["broker"]["status"] == "up"
