@@ -144,3 +144,29 @@ def test_every_metric_the_dashboard_reads_is_exported(platform):
         if name not in functions
     }
     assert queried and queried <= exported, queried - exported
+
+
+def test_busy_slots_show_a_run_in_progress(platform):
+    """`workerpool_workers_busy` comes from the workers' heartbeats (every few seconds)."""
+    import time
+
+    sleeper = create_code(platform, "import time\ndef Run(engine):\n    time.sleep(12)\n",
+                          type="flow", timeout=30)
+    run = requests.post(platform.url("/coderun"), json={"code_id": sleeper["id"]}).json()
+
+    def busy() -> float:
+        return value(scrape(platform.url("/metrics")), "workerpool_workers_busy",
+                     language="python")
+
+    deadline = time.monotonic() + 11
+    seen = 0.0
+    while time.monotonic() < deadline and not seen:
+        seen = busy()
+        time.sleep(0.5)
+    assert seen >= 1
+    done = requests.get(platform.url(f"/coderun/{run['id']}"), params={"wait": 30}).json()
+    assert done["status"] == "completed"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and busy():
+        time.sleep(0.5)
+    assert busy() == 0
