@@ -54,4 +54,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         api.register_blueprint(module.blp)
     register_error_handlers(app)
     install_authorization(app)
+    # Operations: /metrics, and no run id left over from the thread's previous request.
+    from api.metrics import init_metrics
+    from shared import log_context
+
+    init_metrics(app, app.extensions["codeactions"])
+    app.before_request(log_context.clear)
     return app

@@ -28,18 +28,46 @@ def healthz():
 
 def _timed(check) -> dict[str, Any]:  # noqa: ANN001
     started = time.perf_counter()
+    details: Any = None
     try:
-        check()
+        details = check()
         status, error = "up", None
     except Exception as exc:
         status, error = "down", str(exc)[:300]
+        details = getattr(exc, "details", None)
     result: dict[str, Any] = {
         "status": status,
         "latency_ms": round((time.perf_counter() - started) * 1000, 2),
     }
+    if isinstance(details, dict):
+        result.update(details)
     if error:
         result["error"] = error
     return result
+
+
+class NoLiveWorker(Exception):
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def _workers(c: ApiContext) -> dict[str, Any]:
+    """At least one live worker per language queue (heartbeats in Redis)."""
+    from shared import worker_registry
+    from shared.tasks import run_queue
+
+    languages = [x.strip() for x in c.settings.health_worker_languages.split(",") if x.strip()]
+    live = {
+        run_queue(language): len(
+            worker_registry.live(c.redis, language, c.settings.worker_heartbeat_ttl)
+        )
+        for language in languages
+    }
+    missing = [queue for queue, count in live.items() if count == 0]
+    if missing:
+        raise NoLiveWorker(f"no live worker for {', '.join(missing)}", {"queues": live})
+    return {"queues": live}
 
 
 def _check_all(c: ApiContext) -> dict[str, Any]:
@@ -57,7 +85,8 @@ def _check_all(c: ApiContext) -> dict[str, Any]:
         if c.settings.s3_enabled:
             c.archive.ping()
 
-    checks = {"database": database, "redis": c.redis.ping, "broker": broker, "s3": s3}
+    checks = {"database": database, "redis": c.redis.ping, "broker": broker, "s3": s3,
+              "workers": lambda: _workers(c)}
     return {name: _timed(check) for name, check in checks.items()}
 
 

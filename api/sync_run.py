@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 
 from api.client_connection import ClientConnection
 from api.context import ApiContext
 from api.request_input import first_query_values, header_lists, raw_body
+from shared import log_context, metrics
 from shared.completion import CompletionWaiter
 from shared.errors import Conflict
 from shared.ids import EntityId
@@ -29,9 +31,11 @@ def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
     run_submission.ensure_capacity(
         c.queue_depth, code.language, c.settings.worker_pool_queue_size
     )
+    begun = time.monotonic()
     run = run_submission.create_run(c.db, run_submission.RunRequest(
         code, params=first_query_values(), body=body.strip(), headers=header_lists()
     ))
+    log_context.bind(run_id=run.id, code_id=code.id)
     client = ClientConnection.of_request()
     # Subscribe before enqueueing: the signal cannot fire before we listen.
     with CompletionWaiter(c.redis, str(run.id)) as waiter:
@@ -41,6 +45,7 @@ def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
         return SyncOutcome(run=_abandon(c, run), timed_out=False, abandoned=True)
     # The signal only wakes us; the row is the truth (and covers a lost signal).
     stored = _read(c, run.id)
+    metrics.record_run_elapsed(code.project_uuid, code.id, time.monotonic() - begun)
     return SyncOutcome(run=stored, timed_out=stored.status not in FINISHED)
 
 

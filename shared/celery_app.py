@@ -6,7 +6,7 @@ The API only sends tasks by name; the worker registers them (worker/tasks.py).
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from shared.settings import LANGUAGES, Settings
 from shared.tasks import CALLBACK_QUEUE, run_queue
@@ -25,7 +25,9 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         task_queues=[
             *(Queue(run_queue(lang), routing_key=run_queue(lang)) for lang in LANGUAGES),
-            Queue(CALLBACK_QUEUE, routing_key=CALLBACK_QUEUE),
+            # Its own exchange, like every non-run queue: bound to the default one it
+            # would share the runs' exchange.
+            Queue(CALLBACK_QUEUE, Exchange(CALLBACK_QUEUE), routing_key=CALLBACK_QUEUE),
         ],
         task_default_queue=run_queue("python"),
         task_create_missing_queues=False,

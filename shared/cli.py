@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 from shared.settings import LANGUAGES, load_settings
 
@@ -17,14 +18,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("codeactions")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # Client libraries' wire chatter drowns what matters even at debug level.
-    for noisy in ("amqp", "kombu", "botocore", "boto3", "urllib3", "docker", "redis"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+def _setup_logging(level: str, process: str = "codeactions") -> None:
+    """JSON lines in production, readable text in dev (shared/log_format.py)."""
+    from shared.log_format import configure_logging
+
+    configure_logging(load_settings().model_copy(update={"log_level": level}), process)
 
 
 def built_languages() -> list[str]:
@@ -37,11 +35,16 @@ def built_languages() -> list[str]:
 
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the API with gunicorn (threads: a sync call waits on Redis, not on a CPU)."""
+    settings = load_settings()
+    # Before anything imports prometheus_client: it picks multiprocess mode at import.
+    from shared.api_process import prepare_metrics_dir
+
+    prepare_metrics_dir(settings)
+    _setup_logging(settings.log_level, "api")
     from gunicorn.app.base import BaseApplication
 
     from api.app import create_app
-
-    settings = load_settings()
+    from shared.api_process import GunicornLogger, mark_worker_dead
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
@@ -52,6 +55,10 @@ def cmd_api(args: argparse.Namespace) -> int:
             self.cfg.set("timeout", 330)  # the longest code timeout is 300 s
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", "-" if args.access_log else None)
+            # Path only: a query string may carry what a caller passes to user code.
+            self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
+            self.cfg.set("logger_class", GunicornLogger)
+            self.cfg.set("child_exit", mark_worker_dead)
 
         def load(self):  # noqa: ANN202
             return create_app(settings)
@@ -61,6 +68,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    # A worker is one process: its metrics stay in memory, never in an API's directory.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from shared.tasks import CALLBACK_QUEUE, run_queue
     from worker.app import create_worker_app
     from worker.preparation import prepare_worker_host, worker_name
@@ -73,17 +82,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown language(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, "worker-" + "-".join(languages))
     tags = prepare_worker_host(settings, languages)
     log.info("engine images ready: %s", tags)
     name = worker_name(languages, settings)
     app = create_worker_app(settings, name)
+    concurrency = args.concurrency or settings.worker_pool_size
+    _worker_operations(settings, app, name, languages, concurrency, args.metrics_port)
     app.worker_main(
         [
             "worker",
             "--queues", ",".join([*(run_queue(lang) for lang in languages), CALLBACK_QUEUE]),
             "--pool", "threads",
-            "--concurrency", str(args.concurrency or settings.worker_pool_size),
+            "--concurrency", str(concurrency),
             "--hostname", f"{name}@%h",
             "--loglevel", settings.log_level.upper(),
             "--without-gossip",
@@ -111,6 +122,73 @@ def cmd_events(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: consumer.stop())
     consumer.run_forever()
     return 0
+
+
+def _worker_operations(settings, app, name: str, languages: list[str], concurrency: int,  # noqa: ANN001
+                       metrics_port: int | None) -> None:
+    """Heartbeats for /health, metrics on the worker's own port, our log format kept."""
+    from celery import signals
+
+    from worker import metrics
+    from worker.heartbeat import Heartbeat
+
+    Heartbeat(settings, name, languages, concurrency).connect(app)
+    # A receiver here tells Celery logging is configured already (ours, above).
+    signals.setup_logging.connect(lambda **_: None, weak=False)
+    port = settings.worker_metrics_port if metrics_port is None else metrics_port
+    if port:
+        try:
+            metrics.serve(settings.host, port, languages)
+        except OSError as exc:  # runs matter more than their metrics
+            log.error("worker metrics not served on port %d: %s", port, exc)
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    """Celery beat for the periodic jobs, embedded in the worker that executes them."""
+    from worker.beat import create_beat_app, schedule_file
+
+    settings = load_settings()
+    _setup_logging(settings.log_level, "beat")
+    from celery import signals
+
+    signals.setup_logging.connect(lambda **_: None, weak=False)
+    app = create_beat_app(settings)
+    app.worker_main(
+        [
+            "worker",
+            "--beat",
+            "--schedule", str(schedule_file(settings)),
+            "--queues", "housekeeping",
+            "--pool", "threads",
+            "--concurrency", "2",
+            "--hostname", f"housekeeping-{settings.worker_id or '%h'}-{os.getpid()}@%h",
+            "--loglevel", settings.log_level.upper(),
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+    return 0
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    """Flower, Celery's dashboard, on the same broker: every worker and its queues."""
+    import ipaddress
+
+    from shared.celery_app import make_celery
+
+    settings = load_settings()
+    _setup_logging(settings.log_level, "flower")
+    if settings.flower_basic_auth:
+        # Through the environment, not argv: the process list would show it.
+        os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
+    elif not ipaddress.ip_address(settings.flower_address).is_loopback:
+        print("Flower can stop workers: set FLOWS_CODE_ACTIONS_FLOWER_BASIC_AUTH before "
+              f"listening on {settings.flower_address}", file=sys.stderr)
+        return 2
+    app = make_celery(settings)
+    return app.start(
+        ["flower", f"--address={settings.flower_address}", f"--port={settings.flower_port}"]
+    ) or 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -162,10 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     worker = sub.add_parser("worker", help="run code from the language queues")
     worker.add_argument("--language", action="append", choices=LANGUAGES)
     worker.add_argument("--concurrency", type=int, default=0)
+    worker.add_argument("--metrics-port", type=int, default=None,
+                        help="port of this worker's /metrics (0: none); default from settings")
     worker.set_defaults(func=cmd_worker)
 
     events = sub.add_parser("events", help="apply project and permission events (RabbitMQ)")
     events.set_defaults(func=cmd_events)
+
+    beat = sub.add_parser("beat", help="periodic jobs: retention cleaner, stuck-run reaper")
+    beat.set_defaults(func=cmd_beat)
+
+    flower = sub.add_parser("flower", help="Flower, the Celery dashboard")
+    flower.set_defaults(func=cmd_flower)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("revision", nargs="?", default="head")
@@ -195,12 +281,16 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def spawn_child(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+def spawn_child(
+    argv: list[str], env: dict[str, str], output: IO[bytes] | None = None
+) -> subprocess.Popen:
     """A child of the local platform, in its own process group so Ctrl-C is ours to relay,
-    and tied to our life so a crashed supervisor leaves no API or worker behind."""
+    and tied to our life so a crashed supervisor leaves no API or worker behind. `output`
+    (a file) takes its stdout and stderr instead of ours."""
     return subprocess.Popen(
         [sys.executable, "-m", "shared.cli", *argv], env=env, cwd=REPO_ROOT,
         start_new_session=True, preexec_fn=_die_with_parent,
+        stdout=output, stderr=subprocess.STDOUT if output else None,
     )
 
 

@@ -86,6 +86,21 @@ def _run_step(argv: list[str], env: dict[str, str]) -> None:
                    check=True)
 
 
+def flower_credentials(state_dir: Path, env: dict[str, str]) -> str:
+    """Flower can stop workers, so even on loopback it asks for a password: a random one,
+    kept in the state directory (mode 0600), unless the operator set their own."""
+    import secrets
+
+    if env.get(PREFIX + "FLOWER_BASIC_AUTH"):
+        return "credentials: " + PREFIX + "FLOWER_BASIC_AUTH"
+    path = state_dir / "flower-password"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(18) + "\n")
+    env[PREFIX + "FLOWER_BASIC_AUTH"] = "admin:" + path.read_text().strip()
+    return f"user admin, password in {path}"
+
+
 def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) -> int:
     from shared.cli import spawn_child, stop_children
 
@@ -111,13 +126,26 @@ def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) ->
         _run_step(["images", "--prune", *sum((["--language", lang] for lang in languages), [])],
                   env)
         children.append(spawn_child(["api"], env))
+        metrics_ports = {lang: settings.worker_metrics_port + i for i, lang in enumerate(languages)}
         for language in languages:
-            children.append(spawn_child(["worker", "--language", language], env))
+            children.append(spawn_child(
+                ["worker", "--language", language, "--metrics-port", str(metrics_ports[language])],
+                env,
+            ))
+        # Operations: periodic jobs (retention, stuck runs) and the Celery dashboard.
+        children.append(spawn_child(["beat"], env))
+        flower_login = flower_credentials(state_dir.absolute(), env)
+        children.append(spawn_child(["flower"], env))
         children.append(spawn_child(["events"], env))  # project and permission events
         say(
             f"\ncodeactions: API on http://{settings.host}:{settings.port}  "
-            f"(docs: /docs, OpenAPI: /openapi.json)\n"
-            f"codeactions: workers for {', '.join(languages)}; Ctrl-C stops everything\n"
+            f"(docs: /docs, OpenAPI: /openapi.json, metrics: /metrics, health: /health)\n"
+            f"codeactions: workers for {', '.join(languages)}; their metrics on "
+            + ", ".join(f"{lang} :{port}" for lang, port in metrics_ports.items())
+            + f"\ncodeactions: Flower on http://{settings.flower_address}:{settings.flower_port}"
+            f" ({flower_login})"
+            f"; beat runs the cleaner daily at {settings.cleaner_schedule_time} UTC"
+            "\ncodeactions: Ctrl-C stops everything\n"
         )
         while not stopping:
             for child in children:

@@ -7,7 +7,7 @@ walk `{prefix}/logs/{YYYY}/{MM}/{DD}/{run_id}/{code_id}/` keep working.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from shared.settings import Settings
@@ -65,3 +65,56 @@ class LogArchive:
 
     def ping(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
+
+    # --- retention ----------------------------------------------------------------------
+
+    def delete_keys(self, keys: list[str]) -> int:
+        """Delete these objects (1,000 per request); returns how many S3 confirmed."""
+        if not self.enabled:
+            return 0
+        deleted = 0
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            answer = self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": False},
+            )
+            deleted += len(answer.get("Deleted", []))
+        return deleted
+
+    def delete_days_before(self, day: date) -> int:
+        """Delete every object under `{prefix}/logs/YYYY/MM/DD/` for days before `day`: the
+        old service's one-object-per-log layout, and anything whose index row is gone."""
+        if not self.enabled:
+            return 0
+        deleted = 0
+        for folder in self._day_folders():
+            try:
+                folder_day = date(*(int(part) for part in folder.rstrip("/").split("/")[-3:]))
+            except (TypeError, ValueError):
+                continue  # not a YYYY/MM/DD folder: not ours to judge
+            if folder_day < day:
+                deleted += self.delete_keys(self._keys_under(folder))
+        return deleted
+
+    def _children(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        found: list[str] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            found += [entry["Prefix"] for entry in page.get("CommonPrefixes", [])]
+        return found
+
+    def _day_folders(self) -> list[str]:
+        days: list[str] = []
+        for year in self._children(f"{self.prefix}/logs/"):
+            for month in self._children(year):
+                days += self._children(month)
+        return days
+
+    def _keys_under(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        return [
+            entry["Key"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for entry in page.get("Contents", [])
+        ]

@@ -27,6 +27,8 @@ class QueueDepth:
             if cached and time.monotonic() - cached[0] < self.cache_seconds:
                 return cached[1]
         with self.celery.connection_for_write() as conn:
+            # Fail fast when the broker is down (the default retries for ~20 s).
+            conn.ensure_connection(max_retries=1, timeout=2)
             channel = conn.default_channel
             _, ready, _ = channel.queue_declare(queue=run_queue(language), passive=True)
         with self._lock:

@@ -81,6 +81,29 @@ class Settings(BaseSettings):
     # --- housekeeping ----------------------------------------------------------------
     cleaner_schedule_time: str = Field("01:00", validation_alias=_env("CLEANER_SCHEDULE_TIME"))
     cleaner_retention_period: int = Field(30, validation_alias=_env("CLEANER_RETENTION_PERIOD"))
+    cleaner_batch_size: int = Field(500, validation_alias=_env("CLEANER_BATCH_SIZE"))
+    # A run still `started` this long past its code's timeout lost its worker.
+    stuck_run_margin: int = Field(60, validation_alias=_env("STUCK_RUN_MARGIN"))
+    stuck_run_check_interval: float = Field(60, validation_alias=_env("STUCK_RUN_CHECK_INTERVAL"))
+    # Celery beat's schedule store; empty means `<state_dir>/beat/schedule`.
+    beat_schedule_file: str = Field("", validation_alias=_env("BEAT_SCHEDULE_FILE"))
+
+    # --- operations ------------------------------------------------------------------
+    # `json`, `text`, or `auto` (text when ENVIRONMENT is local/dev/test, else JSON lines).
+    log_format: Literal["auto", "json", "text"] = Field("auto", validation_alias=_env("LOG_FORMAT"))
+    # gunicorn workers share their metrics through this directory (prometheus_client's
+    # multiprocess mode); empty means a fresh temporary directory per API start.
+    api_metrics_dir: str = Field("", validation_alias=_env("API_METRICS_DIR"))
+    worker_metrics_port: int = Field(9640, validation_alias=_env("WORKER_METRICS_PORT"))
+    worker_heartbeat_ttl: float = Field(30, validation_alias=_env("WORKER_HEARTBEAT_TTL"))
+    # Queues /health requires a live worker for; empty skips the check.
+    health_worker_languages: str = Field(
+        ",".join(LANGUAGES), validation_alias=_env("HEALTH_WORKER_LANGUAGES")
+    )
+    flower_address: str = Field("127.0.0.1", validation_alias=_env("FLOWER_ADDRESS"))
+    flower_port: int = Field(5555, validation_alias=_env("FLOWER_PORT"))
+    # `user:password[,user2:password2]`; required unless Flower listens on loopback only.
+    flower_basic_auth: str = Field("", validation_alias=_env("FLOWER_BASIC_AUTH"))
 
     # --- S3 log archive --------------------------------------------------------------
     s3_enabled: bool = Field(True, validation_alias=_env("S3_ENABLED"))
@@ -145,6 +168,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_prefix(cls, value: str) -> str:
         return value.strip("/")
+
+    @field_validator("cleaner_schedule_time")
+    @classmethod
+    def _schedule_time(cls, value: str) -> str:
+        hour, _, minute = value.strip().partition(":")
+        if not (hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60):
+            raise ValueError("CLEANER_SCHEDULE_TIME must be HH:MM (UTC)")
+        return f"{int(hour):02d}:{int(minute):02d}"
 
     @property
     def blacklist_terms(self) -> list[str]:

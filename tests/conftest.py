@@ -21,6 +21,8 @@ TEST_STATE = REPO_ROOT / ".state" / "test"
 TEST_BASE_PORT = int(os.environ.get("CODEACTIONS_TEST_BASE_PORT", "25430"))
 TEST_API_PORT = TEST_BASE_PORT + 10
 CALLBACK_SECRET = "test-callback-signing-secret"
+TEST_WORKER_METRICS_PORT = TEST_BASE_PORT + 20  # + the language's index
+TEST_API_METRICS_DIR = TEST_STATE / "api-metrics"
 
 
 class Platform:
@@ -31,6 +33,7 @@ class Platform:
         self.urls = urls
         self.base_url = f"http://127.0.0.1:{TEST_API_PORT}"
         self.children: list[subprocess.Popen] = []
+        self.worker_metrics_ports: dict[str, int] = {}
 
     def settings(self, **overrides: object):  # noqa: ANN201
         from shared.settings import Settings
@@ -100,6 +103,7 @@ def platform() -> Iterator[Platform]:
             "FLOWS_CODE_ACTIONS_CALLBACK_SIGNING_SECRET": CALLBACK_SECRET,
             "FLOWS_CODE_ACTIONS_CALLBACK_RETRY_DELAY": "0.5",
             "FLOWS_CODE_ACTIONS_CALLBACK_MAX_ATTEMPTS": "4",
+            "FLOWS_CODE_ACTIONS_API_METRICS_DIR": str(TEST_API_METRICS_DIR),
         }
     )
     platform = Platform(env, urls)
@@ -112,8 +116,12 @@ def platform() -> Iterator[Platform]:
         subprocess.run([sys.executable, "-m", "shared.cli", "images", *prune], env=env,
                        cwd=REPO_ROOT, check=True)
         languages = built_languages()
+        platform.worker_metrics_ports = {
+            language: TEST_WORKER_METRICS_PORT + index for index, language in enumerate(languages)
+        }
         workers = [
-            spawn_child(["worker", "--language", language, "--concurrency", "4"], env)
+            spawn_child(["worker", "--language", language, "--concurrency", "4",
+                         "--metrics-port", str(platform.worker_metrics_ports[language])], env)
             for language in languages
         ]
         platform.children.extend(workers)

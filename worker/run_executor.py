@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from shared import cancellation, completion
+from shared import cancellation, completion, log_context
 from shared.db import Database
 from shared.log_archive import LogArchive
 from shared.models import Code, CodeRun
@@ -25,6 +25,7 @@ from shared.models.coderun import COMPLETED, FAILED
 from shared.settings import Settings
 from shared.stores import log_store, run_store
 from worker.images import engine_image_tag
+from worker.metrics import record_run
 from worker.preparers import CodePreparer, PreparationError
 from worker.sandbox import Sandbox, SandboxLimits, SandboxOutcome
 
@@ -83,6 +84,8 @@ class RunExecutor:
                 return self._store(rid, None, failure), wants_callback
             job = self._job(code, run)
             language, source = code.language, code.source
+            log_context.bind(code_id=code.id)
+            queue_wait = _seconds_between(run.created_at, run.started_at)
             image = self.image_for(code.language)
             limits = SandboxLimits.for_code(self.settings, code.timeout, network=code.network)
             labels = {
@@ -91,6 +94,7 @@ class RunExecutor:
                 "codeactions.worker": self.worker_name,
             }
             code_id = code.id
+        begun = time.monotonic()
         try:
             preparer = self.preparers.get(language)
             if preparer is not None:
@@ -104,6 +108,8 @@ class RunExecutor:
         except Exception as exc:  # docker down, image missing: the run fails, the worker lives
             log.exception("sandbox failure for run %s", run_id)
             outcome = _failure("sandbox_error", f"the sandbox could not run the code: {exc}")
+        record_run(language, outcome.status, outcome.exit_reason, queue_wait,
+                   time.monotonic() - begun, outcome.startup_seconds)
         try:
             return self._store(rid, code_id, outcome), wants_callback
         except Exception:
@@ -204,6 +210,10 @@ class RunExecutor:
             )
         except Exception as exc:  # the index in PostgreSQL already holds every log
             log.warning("log archive for run %s failed: %s", run_id, exc)
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if start and end else None
 
 
 def _failure(reason: str, message: str) -> SandboxOutcome:

@@ -86,6 +86,7 @@ class SandboxOutcome:
     exit_reason: str = "completed"
     container_id: str = ""
     stdout: str = ""
+    startup_seconds: float = 0.0  # container create + start + job handed over
 
 
 def clean_text(value: object, limit: int | None = None) -> str:
@@ -191,9 +192,10 @@ class Sandbox:
         should_stop: Callable[[], bool] | None = None,
     ) -> SandboxOutcome:
         """`should_stop` is polled a few times a second; True kills the run (`cancelled`)."""
+        begun = time.monotonic()
         container_id = self.create(image, limits, labels)
         try:
-            outcome = self._execute(container_id, job, limits, should_stop)
+            outcome = self._execute(container_id, job, limits, should_stop, begun)
         finally:
             self.remove(container_id)
         outcome.container_id = container_id[:12]
@@ -208,15 +210,18 @@ class Sandbox:
         job: dict[str, Any],
         limits: SandboxLimits,
         should_stop: Callable[[], bool] | None = None,
+        begun: float | None = None,
     ) -> SandboxOutcome:
         attached = AttachedContainer(self.client.api, container_id)
         collector = _Collector(limits)
         deadline = time.monotonic() + limits.timeout
         kill_reason: tuple[str, str] | None = None
         stderr_tail = bytearray()
+        startup = 0.0
         try:
             self.client.api.start(container_id)
             attached.send_job(json.dumps(job).encode())
+            startup = time.monotonic() - begun if begun is not None else 0.0
             kill_reason = self._pump(
                 attached, collector, limits, deadline, stderr_tail, should_stop
             )
@@ -224,7 +229,9 @@ class Sandbox:
             attached.hang_up()  # before kill: see AttachedContainer.hang_up
             if kill_reason is not None:
                 self._kill(container_id)
-        return self._finish(container_id, collector, kill_reason, limits, bytes(stderr_tail))
+        outcome = self._finish(container_id, collector, kill_reason, limits, bytes(stderr_tail))
+        outcome.startup_seconds = startup
+        return outcome
 
     def _pump(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from shared import metrics
 from shared.db import Database
 from shared.errors import InvalidInput, NotFound
 from shared.ids import EntityId
@@ -108,6 +109,7 @@ def create(db: Database, settings: Settings, data: CodeInput) -> Code:
     with db.session() as session:
         code_store.add(session, code)
         session.commit()
+    metrics.record_code_created(code.project_uuid, code.id)
     return code
 
 
@@ -132,6 +134,7 @@ def update(db: Database, settings: Settings, code_id: EntityId, data: CodeInput)
             code.source = data.source
         session.flush()
         session.commit()
+        metrics.record_code_updated(code.project_uuid, code.id)
         return code
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Celery
 
+from shared import metrics
 from shared.db import Database
 from shared.errors import PayloadTooLarge, Saturated, Unavailable
 from shared.models import Code, CodeRun
@@ -36,6 +37,7 @@ def ensure_capacity(depth: QueueDepth, language: str, limit: int) -> None:
         log.warning("queue depth of %s unknown: %s", language, exc)
         return
     if waiting > limit:
+        metrics.record_rejected(language)
         raise Saturated(
             f"too many {language} runs are waiting ({waiting}); try again shortly",
             retry_after=max(1, min(30, waiting // max(1, limit or 1))),
@@ -79,6 +81,8 @@ def create_runs(db: Database, requests: list[RunRequest]) -> list[CodeRun]:
         for run in runs:
             run_store.add(session, run)
         session.commit()
+    for code, *_ in requests:
+        metrics.record_run_requested(code.project_uuid, code.id)
     return runs
 
 
@@ -103,6 +107,7 @@ def enqueue(db: Database, celery: Celery, run: CodeRun, language: str) -> None:
         log.error("enqueue failed for run %s: %s", run.id, exc)
         _mark_not_enqueued(db, run.id)
         raise Unavailable("the run queue is unavailable, try again later") from exc
+    metrics.record_submitted(language)
 
 
 def _mark_not_enqueued(db: Database, run_id: uuid.UUID) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from shared.ids import EntityId
@@ -49,3 +50,25 @@ def page(
         .limit(PAGE_SIZE)
     )
     return list(rows), total
+
+
+# --- housekeeping -----------------------------------------------------------------------
+
+
+def archive_keys_of(
+    session: Session, run_ids: list[uuid.UUID]
+) -> list[tuple[uuid.UUID, uuid.UUID, datetime]]:
+    """(run id, code id, time of the first log) per run that has logs: what names a run's
+    archive object (`LogArchive.key_for`)."""
+    if not run_ids:
+        return []
+    query = select(CodeLog.run_id, CodeLog.code_id, CodeLog.created_at).where(
+        CodeLog.run_id.in_(run_ids), CodeLog.seq == 0
+    )
+    return [(row.run_id, row.code_id, row.created_at) for row in session.execute(query)]
+
+
+def delete_for_runs(session: Session, run_ids: list[uuid.UUID]) -> int:
+    if not run_ids:
+        return 0
+    return session.execute(delete(CodeLog).where(CodeLog.run_id.in_(run_ids))).rowcount or 0

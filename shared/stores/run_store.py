@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select, text, update
+from sqlalchemy import delete as delete_
 from sqlalchemy.orm import Session
 
 from shared.ids import EntityId
@@ -119,6 +120,14 @@ def record_callback_attempt(
     return row is not None
 
 
+def with_pending_callback(session: Session, run_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Those of `run_ids` whose callback still waits for delivery."""
+    query = select(CodeRun.id).where(
+        CodeRun.id.in_(run_ids), CodeRun.callback["status"].astext == "pending"
+    )
+    return list(session.scalars(query))
+
+
 def project_of_queued(session: Session, run_id: uuid.UUID) -> uuid.UUID | None:
     """The project of a run still waiting to start; None if it started, ended or is gone."""
     return session.scalar(
@@ -126,3 +135,38 @@ def project_of_queued(session: Session, run_id: uuid.UUID) -> uuid.UUID | None:
         .join(CodeRun, CodeRun.code_id == Code.id)
         .where(CodeRun.id == run_id, CodeRun.status == QUEUED)
     )
+# --- housekeeping -----------------------------------------------------------------------
+
+
+def created_before(session: Session, cutoff: datetime, limit: int) -> list[uuid.UUID]:
+    """Ids of up to `limit` runs created before `cutoff`, oldest first (index on created_at)."""
+    query = (
+        select(CodeRun.id).where(CodeRun.created_at < cutoff)
+        .order_by(CodeRun.created_at).limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def delete(session: Session, run_ids: list[uuid.UUID]) -> int:
+    if not run_ids:
+        return 0
+    return session.execute(delete_(CodeRun).where(CodeRun.id.in_(run_ids))).rowcount or 0
+
+
+def stuck_started(
+    session: Session, margin_seconds: int, limit: int
+) -> list[tuple[uuid.UUID, uuid.UUID, str | None]]:
+    """Runs `started` longer than their code's timeout plus `margin_seconds`: whoever
+    claimed them is gone. (run id, code id, worker), oldest first."""
+    from shared.models import Code
+
+    overdue = CodeRun.started_at < func.now() - func.make_interval(
+        0, 0, 0, 0, 0, 0, Code.timeout + margin_seconds
+    )
+    query = (
+        select(CodeRun.id, CodeRun.code_id, CodeRun.worker)
+        .join(Code, Code.id == CodeRun.code_id)
+        .where(CodeRun.status == STARTED, overdue)
+        .order_by(CodeRun.started_at).limit(limit)
+    )
+    return [(row.id, row.code_id, row.worker) for row in session.execute(query)]

@@ -7,10 +7,8 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -19,53 +17,12 @@ from shared.models import Code
 from shared.services import run_submission
 from shared.stores import run_store
 from tests.conftest import CALLBACK_SECRET
+from tests.integration.callback_receiver import Receiver
 from tests.integration.helpers import create_code
 from worker.callback_sender import CallbackSender
 
 ECHO = "def Run(engine):\n    engine.result.set('echo:' + engine.body)\n"
 SLEEPY = "import time\ndef Run(engine):\n    time.sleep(float(engine.params.get('s')))\n"
-
-
-class Receiver:
-    """An HTTP server on loopback that records what it is sent; answers `status`."""
-
-    def __init__(self, port: int = 0, status: int = 200) -> None:
-        self.status = status
-        self.requests: list[dict] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                length = int(self.headers.get("Content-Length", "0"))
-                receiver.requests.append({
-                    "path": self.path, "headers": dict(self.headers),
-                    "body": self.rfile.read(length),
-                })
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture()
-def receiver():  # noqa: ANN201
-    server = Receiver()
-    yield server
-    server.close()
 
 
 def _free_port() -> int:

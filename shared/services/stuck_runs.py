@@ -1,0 +1,60 @@
+"""Runs left `started` by a worker that died end `failed`, with the reason.
+
+A worker SIGKILLed (or its node lost) mid-run never writes the outcome; the broker
+redelivers the task, but the run is already claimed, so nobody would ever finish it.
+Past its code's timeout plus a margin no live worker can still be executing it. The
+state change is the same guarded `started → failed` as the worker's own, so whichever
+writes first wins and a late worker cannot bring the run back.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+
+import redis
+
+from shared import completion
+from shared.db import Database
+from shared.models.coderun import FAILED, STARTED
+from shared.stores import log_store, run_store
+
+log = logging.getLogger(__name__)
+
+EXIT_REASON = "worker_lost"
+
+
+def reason_for(worker: str | None) -> str:
+    who = f"worker {worker}" if worker else "its worker"
+    return f"the run was lost: {who} stopped before finishing it"
+
+
+def reap(
+    db: Database, redis_client: redis.Redis, margin_seconds: int, limit: int = 500
+) -> list[uuid.UUID]:
+    """Fail the stuck runs (up to `limit` per call); returns their ids."""
+    reaped: list[uuid.UUID] = []
+    with db.session() as session:
+        for run_id, code_id, worker in run_store.stuck_started(session, margin_seconds, limit):
+            message = reason_for(worker)
+            finished = run_store.finish(
+                session, run_id, FAILED, from_status=STARTED, result=message,
+                exit_reason=EXIT_REASON,
+                extra={"status_code": 500, "content_type": "json", "error": message},
+            )
+            if finished:
+                now = datetime.now(UTC)
+                log_store.add_batch(session, [{
+                    "id": uuid.uuid4(), "run_id": run_id, "code_id": code_id, "type": "error",
+                    "content": message, "seq": 0, "created_at": now, "updated_at": now,
+                }])
+                reaped.append(run_id)
+        session.commit()
+    for run_id in reaped:
+        log.warning("run ended as lost", extra={"run_id": str(run_id)})
+        try:
+            completion.publish_done(redis_client, str(run_id), FAILED)
+        except redis.RedisError as exc:  # waiters re-read the row at their timeout
+            log.warning("completion signal for run %s not sent: %s", run_id, exc)
+    return reaped
