@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from api.app import create_app
 from shared.services.permission_sync import apply_permission_event
-from tests.integration.identity_provider import REALM, IdentityProvider
+from tests.integration.identity_provider import REALM
 
 SOURCE = "def Run(engine):\n    engine.log.info('hi')\n    engine.result.set('ok')\n"
 ROLES = ("viewer", "contributor", "moderator", "norole", "service")
 READ_STATUSES = {"viewer": 200, "contributor": 200, "moderator": 200, "norole": 403,
                  "service": 200}
-
-
-@pytest.fixture(scope="module")
-def idp() -> Iterator[IdentityProvider]:
-    provider = IdentityProvider().start()
-    yield provider
-    provider.stop()
 
 
 @pytest.fixture(scope="module")

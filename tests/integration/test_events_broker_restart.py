@@ -4,30 +4,17 @@ out of turn. Uses a RabbitMQ node of its own, so the session's stack is never re
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import func, select
 
-from shared.local_services.rabbitmq import RabbitMQServer
 from shared.models import UserPermission
 from tests.integration.event_broker import (
-    PRIVATE_BROKER_PORT,
-    PRIVATE_BROKER_STATE,
     ConsumerProcess,
     Publisher,
     eventually,
 )
 
 USERS = 400
-
-
-@pytest.fixture(scope="module")
-def private_broker() -> Iterator[RabbitMQServer]:
-    server = RabbitMQServer(PRIVATE_BROKER_STATE, PRIVATE_BROKER_PORT)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_a_broker_restart_mid_stream_loses_nothing(platform, db, private_broker, tmp_path):  # noqa: ANN001

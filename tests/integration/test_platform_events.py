@@ -58,13 +58,6 @@ def broker(platform, consumer) -> Iterator[Publisher]:  # noqa: ANN001
 
 
 @pytest.fixture(scope="module")
-def idp() -> Iterator[IdentityProvider]:
-    provider = IdentityProvider().start()
-    yield provider
-    provider.stop()
-
-
-@pytest.fixture(scope="module")
 def api(platform, idp):  # noqa: ANN001, ANN201
     app = create_app(platform.settings(oidc_auth_enabled=True, oidc_host=idp.url,
                                        oidc_realm=REALM))

@@ -8,27 +8,17 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
 
 from api.app import create_app
-from shared.local_services.rabbitmq import RabbitMQServer
 from shared.models import CodeRun
-from tests.integration.event_broker import PRIVATE_BROKER_PORT, PRIVATE_BROKER_STATE, eventually
+from tests.integration.event_broker import eventually
 from tests.integration.helpers import create_code
 
 SLEEPY = "import time\ndef Run(engine):\n    time.sleep(2)\n    engine.result.set('done')\n"
 QUICK = "def Run(engine):\n    engine.result.set('quick')\n"
-
-
-@pytest.fixture(scope="module")
-def private_broker() -> Iterator[RabbitMQServer]:
-    server = RabbitMQServer(PRIVATE_BROKER_STATE, PRIVATE_BROKER_PORT)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
