@@ -77,7 +77,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     tags = prepare_worker_host(settings, languages)
     log.info("engine images ready: %s", tags)
     name = worker_name(languages, settings)
-    app = create_worker_app(settings, name)
+    app = create_worker_app(settings, name, languages)
     app.worker_main(
         [
             "worker",

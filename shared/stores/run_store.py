@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared.ids import EntityId
-from shared.models import CodeRun
+from shared.models import Code, CodeRun
 from shared.models.coderun import QUEUED, STARTED
 
 
@@ -51,6 +51,19 @@ def claim(session: Session, run_id: uuid.UUID, worker: str) -> bool:
         .returning(CodeRun.id)
     ).first()
     return claimed is not None
+
+
+def claim_with_code(
+    session: Session, run_id: uuid.UUID, worker: str
+) -> tuple[CodeRun, Code] | None:
+    """`claim`, returning the run and its code in the same statement (no reads after it)."""
+    row = session.execute(
+        update(CodeRun)
+        .where(CodeRun.id == run_id, CodeRun.status == QUEUED, Code.id == CodeRun.code_id)
+        .values(status=STARTED, started_at=func.now(), worker=worker, updated_at=func.now())
+        .returning(CodeRun, Code)
+    ).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 def finish(
