@@ -355,8 +355,8 @@ class Sandbox:
         if kill_reason is not None:
             outcome.status, outcome.exit_reason, outcome.error = "failed", *kill_reason
             return outcome
-        if collector.ended:
-            return outcome
+        if collector.ended and outcome.status == "completed":
+            return outcome  # a failed end may still be the memory limit: ask Docker
         state = final_state(self.client.api, container_id)
         if state.get("OOMKilled"):
             outcome.status, outcome.exit_reason = "failed", "memory_limit"

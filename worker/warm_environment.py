@@ -41,6 +41,8 @@ MARKER_MAX = 64 * 1024
 _DOCKER_HEADER = 8  # attach stream: stream id, 3 padding bytes, 4-byte length
 START_TIMEOUT = 60.0
 DRAIN_TIMEOUT = 5.0
+#: After a failed end frame, how long to wait for the process's exit (was it out of memory?).
+EXIT_WAIT = 2.0
 
 
 class WarmEnvironmentError(Exception):
@@ -201,17 +203,22 @@ class WarmEnvironment:
                 if is_marker:
                     exited = self._expect(is_marker, message, "exited")
                     break
+                if collector.ended:
+                    continue  # nothing counts after the end frame
                 collector.take(message)
                 if collector.violation:
                     reason = collector.violation
                     break
-                if collector.ended:
+                if collector.ended and collector.outcome.status == "completed":
                     break
+                if collector.ended:  # a failure may be the memory limit: the exit tells
+                    deadline = min(deadline, time.monotonic() + EXIT_WAIT)
                 if self.stream.received > limits.output_bytes + 64 * 1024:
                     reason = too_much
                     break
         except StreamTimeout:
-            reason = ("timeout", f"timed out after {limits.timeout:g} s")
+            if not collector.ended:
+                reason = ("timeout", f"timed out after {limits.timeout:g} s")
         except StreamStopped:
             reason = ("cancelled", "cancelled")
         except FrameTooLarge:
@@ -273,7 +280,8 @@ class WarmEnvironment:
         if reason is not None:
             outcome.status, outcome.exit_reason, outcome.error = "failed", *reason
         elif collector.ended:
-            pass
+            if exited is not None and exited.get("oom"):
+                _describe_exit(outcome, exited, self.limits)
         elif exited is not None:
             _describe_exit(outcome, exited, self.limits)
         else:  # the container itself stopped (the supervisor killed or out of memory)

@@ -51,7 +51,9 @@ WARM_RETIRED = Counter(
     "codeactions_warm_environment_retired_total", "Warm environments retired", ["reason"]
 )
 
-IDLE, BUSY, DRAINING, STARTING = "idle", "busy", "draining", "starting"
+IDLE, BUSY, DRAINING, STARTING, RETIRED = "idle", "busy", "draining", "starting", "retired"
+#: After an environment of a code version failed to start, its runs use the pool this long.
+START_BACKOFF = 60.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class WarmEnvironments:
         self.settings = settings
         self.worker_name = worker_name
         self._slots: dict[tuple[Any, ...], list[_Slot]] = {}
+        self._failed_starts: dict[tuple[Any, ...], float] = {}
         self._cond = threading.Condition()
         self._closed = False
         self._starter = ThreadPoolExecutor(2, thread_name_prefix="warm-env-start")
@@ -168,31 +171,50 @@ class WarmEnvironments:
         limits: SandboxLimits,
         bind: dict[str, Any],
     ) -> _Slot | None:
+        """An idle environment of the key, now BUSY. The code's first one is started and
+        waited for (its cold start, as in Lambda); when all are busy, another starts in the
+        background and this run goes without (None)."""
         deadline = time.monotonic() + DRAIN_WAIT
-        to_retire: list[_Slot] = []
+        first: _Slot | None = None
+        slot: _Slot | None = None
         with self._cond:
             if self._closed:
                 return None
-            to_retire += self._replace_other_versions(spec.code_id, key)
+            to_retire = self._replace_other_versions(spec.code_id, key)
             while True:
                 slots = self._slots.setdefault(key, [])
-                idle = [slot for slot in slots if slot.state == IDLE]
+                idle = [s for s in slots if s.state == IDLE]
                 if idle:
                     slot = max(idle, key=lambda s: s.env.last_used)
                     slot.state = BUSY
                     break
+                failed_at = self._failed_starts.get(key)
+                if failed_at is not None and time.monotonic() - failed_at < START_BACKOFF:
+                    break
                 if len(slots) < self.settings.warm_environments_per_code:
-                    to_retire += self._start(key, spec, image, limits, bind)
-                    slot = None
+                    is_first = not slots
+                    started, evicted = self._start(key, spec, image, limits, bind)
+                    to_retire += evicted
+                    first = started if is_first else None
                     break
                 left = deadline - time.monotonic()
                 if left <= 0 or not any(s.state == DRAINING for s in slots):
-                    slot = None
                     break
                 self._cond.wait(left)
         for old in to_retire:
             self._retire(old, "replaced" if old.env.key[0] == spec.code_id else "evicted")
+        if first is not None:
+            slot = self._await_boot(first)
         return slot
+
+    def _await_boot(self, slot: _Slot) -> _Slot | None:
+        with self._cond:
+            while slot.state == STARTING and not self._closed:
+                self._cond.wait()
+            if slot.state != IDLE:
+                return None  # it did not start: this run goes the one-container way
+            slot.state = BUSY
+            return slot
 
     def _replace_other_versions(self, code_id: str, key: tuple[Any, ...]) -> list[_Slot]:
         """Environments of an older version of the code: idle ones go now, the others once
@@ -215,14 +237,14 @@ class WarmEnvironments:
         image: str,
         limits: SandboxLimits,
         bind: dict[str, Any],
-    ) -> list[_Slot]:
-        """Start an environment in the background (called with the lock held); returns the
-        idle environment evicted to make room, if one had to be."""
+    ) -> tuple[_Slot | None, list[_Slot]]:
+        """Start an environment in the background (called with the lock held): the new slot
+        (None when there is no room) and the idle one evicted to make room, if any."""
         evicted = []
         if self._total() >= self.settings.warm_environments_max:
             victim = self._least_recently_used_idle()
             if victim is None:
-                return []
+                return None, []
             evicted.append(victim)
         labels = {
             "codeactions.worker": self.worker_name,
@@ -234,13 +256,15 @@ class WarmEnvironments:
         self._slots[key].append(slot)
         self._submit(self._starter, self._boot, slot)
         self._update_gauge()
-        return evicted
+        return slot, evicted
 
     def _boot(self, slot: _Slot) -> None:
         try:
             slot.env.start()
         except Exception as exc:  # the code keeps running in the pool meanwhile
             log.warning("warm environment for code %s did not start: %s", slot.env.key[0], exc)
+            with self._cond:
+                self._failed_starts[slot.env.key] = time.monotonic()
             self._retire(slot, "failed_start")
             return
         with self._cond:
@@ -267,6 +291,7 @@ class WarmEnvironments:
 
     def _retire(self, slot: _Slot, reason: str) -> None:
         with self._cond:
+            slot.state = RETIRED
             slots = self._slots.get(slot.env.key)
             if slots is not None and slot in slots:
                 slots.remove(slot)
@@ -291,6 +316,9 @@ class WarmEnvironments:
                 ]
                 for slot in expired:
                     slot.state = BUSY  # nobody leases it while it goes
+                for key, failed_at in list(self._failed_starts.items()):
+                    if now - failed_at > START_BACKOFF:
+                        del self._failed_starts[key]
             for slot in expired:
                 self._retire(slot, "idle")
 

@@ -18,6 +18,8 @@ def create_code(
     project_uuid: str = PROJECT,
     timeout: int | None = None,
     name: str | None = None,
+    warm: bool | None = None,
+    network: bool | None = None,
 ) -> dict:
     params = {
         "name": name or f"test-{uuid.uuid4().hex[:8]}",
@@ -27,6 +29,10 @@ def create_code(
     }
     if timeout is not None:
         params["timeout"] = timeout
+    if warm is not None:
+        params["warm"] = str(warm).lower()
+    if network is not None:
+        params["network"] = str(network).lower()
     response = requests.post(platform.url("/code"), params=params, data=source.encode(),
                              timeout=10)
     assert response.status_code == 201, response.text
