@@ -42,3 +42,58 @@ def create_code(
 def call(platform, code_id: str, method: str = "POST", **kwargs) -> requests.Response:  # noqa: ANN001
     kwargs.setdefault("timeout", 120)
     return requests.request(method, platform.url(f"/action/endpoint/{code_id}"), **kwargs)
+
+
+def run_now(platform, code_id: str, **kwargs) -> dict:  # noqa: ANN001
+    """`POST /run/<id>`: the finished run as JSON (with its `container_id`)."""
+    response = requests.post(platform.url(f"/run/{code_id}"), timeout=120, **kwargs)
+    assert response.status_code == 200, response.text
+    return response.json()["result"]
+
+
+def container_gone(container_id: str, seconds: float = 20) -> bool:
+    """Used containers are removed in the background: wait for it."""
+    import time
+
+    import docker
+    import docker.errors
+
+    client = docker.from_env()
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                client.containers.get(container_id)
+            except docker.errors.NotFound:
+                return True
+            time.sleep(0.2)
+        return False
+    finally:
+        client.close()
+
+
+def no_run_leftovers(container_id: str, seconds: float = 20) -> bool:
+    """Nothing of a run remains: its one-run container is gone, or (a warm environment) only
+    the supervisor and the next run's waiting process are left in it."""
+    import time
+
+    import docker
+    import docker.errors
+
+    client = docker.from_env()
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                container = client.containers.get(container_id)
+                if container.labels.get("codeactions.kind") == "warm":
+                    if len(container.top()["Processes"]) == 2:
+                        return True
+            except docker.errors.NotFound:
+                return True
+            except docker.errors.APIError:  # stopping while we looked
+                pass
+            time.sleep(0.2)
+        return False
+    finally:
+        client.close()
