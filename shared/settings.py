@@ -133,6 +133,8 @@ class Settings(BaseSettings):
         4, ge=1, validation_alias=_env("WARM_ENVIRONMENTS_PER_CODE")
     )
     warm_environments_max: int = Field(16, ge=1, validation_alias=_env("WARM_ENVIRONMENTS_MAX"))
+    # Celery task events from the start (Flower switches the workers' on when it runs).
+    task_events: bool = Field(False, validation_alias=_env("TASK_EVENTS"))
 
     # --- local platform (make run / make test) ---------------------------------------
     state_dir: str = Field(".state/dev", validation_alias=_env("STATE_DIR"))
