@@ -74,7 +74,8 @@ def container_gone(container_id: str, seconds: float = 20) -> bool:
 
 def no_run_leftovers(container_id: str, seconds: float = 20) -> bool:
     """Nothing of a run remains: its one-run container is gone, or (a warm environment) only
-    the supervisor and the next run's waiting process are left in it."""
+    its supervisor is left in it, with (Python) the next run's process waiting for its job:
+    both run the engine's `serve` command."""
     import time
 
     import docker
@@ -87,7 +88,10 @@ def no_run_leftovers(container_id: str, seconds: float = 20) -> bool:
             try:
                 container = client.containers.get(container_id)
                 if container.labels.get("codeactions.kind") == "warm":
-                    if len(container.top()["Processes"]) == 2:
+                    top = container.top()
+                    command = top["Titles"].index("CMD")
+                    processes = [row[command] for row in top["Processes"]]
+                    if len(processes) <= 2 and all(p.endswith(" serve") for p in processes):
                         return True
             except docker.errors.NotFound:
                 return True

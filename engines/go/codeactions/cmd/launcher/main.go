@@ -65,8 +65,6 @@ func main() {
 		os.Exit(runMode())
 	case "serve":
 		os.Exit(serveMode())
-	case "warm-run":
-		os.Exit(warmRunMode())
 	case "compile":
 		os.Exit(compileMode())
 	case "warmup":
@@ -128,6 +126,9 @@ func runPrepared(executable *os.File, childJob []byte) int {
 	}
 	if err := cmd.Start(); err != nil {
 		return fail("could not start the action: " + err.Error())
+	}
+	if childOOMScoreAdj != "" { // a warm environment: the OOM killer takes the run, not us
+		os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", cmd.Process.Pid), []byte(childOOMScoreAdj), 0)
 	}
 	captureW.Close()
 	framesW.Close()

@@ -1,11 +1,12 @@
 // Warm environments (engines/PROTOCOL.md, "Warm environments"): `launcher serve` is PID 1 of
-// a container bound to one compiled action. It keeps the action in a sealed memfd and, for
-// every run, starts a fresh `launcher warm-run` process, before the job exists, that reads its
-// own job from stdin and writes its own frames to stdout, exactly like the one-shot run mode.
-// The supervisor never holds a run's data. Between runs it kills every other process,
-// empties /tmp, /dev/shm, /dev/mqueue and System V IPC, and only then starts the next run's
-// process. It is not dumpable; its own messages (markers) carry the high bit in their length
-// and a nonce the worker sends only after the run's process has taken its job.
+// a container bound to one compiled action. It keeps the action in a sealed memfd and runs it
+// as a fresh process for every run, exactly as the one-shot run mode does (runPrepared): the
+// job on its stdin, its frames forwarded whole, what it prints captured. Every run is a new
+// exec, so nothing of the supervisor's memory (where a run's data passes) ever reaches
+// another run. Between runs it kills every other process, empties /tmp, /dev/shm,
+// /dev/mqueue and System V IPC. It is not dumpable and, as PID 1, gets no signal from the
+// action it did not ask for. Its own messages (markers) carry the high bit in their length
+// and the nonce the worker sends after the job.
 package main
 
 import (
@@ -16,13 +17,15 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"codeactions/internal/wire"
 )
 
 const (
@@ -32,8 +35,6 @@ const (
 	killPatience  = 2 * time.Second
 	prSetDumpable = 4
 	ipcRmid       = 0
-	takenFD       = 3 // warm-run: where it says it took its job
-	artifactFD    = 4 // warm-run: the sealed memfd
 )
 
 var writableDirs = []string{"/tmp", "/dev/shm", "/dev/mqueue"}
@@ -65,11 +66,8 @@ func marker(message map[string]any) {
 
 // ----------------------------------------------------------------------------- serve
 
-type runner struct {
-	cmd    *exec.Cmd
-	taken  *os.File
-	exited chan *os.ProcessState
-}
+// childOOMScoreAdj, when set, is written for each action started (serve mode).
+var childOOMScoreAdj string
 
 func serveMode() int {
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetDumpable, 0, 0); errno != 0 {
@@ -79,6 +77,7 @@ func serveMode() int {
 	// As PID 1 only signals with a handler reach us from inside; the runtime has handlers.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE, syscall.SIGALRM, syscall.SIGABRT)
+	childOOMScoreAdj = "1000"
 	raw, err := readFrame(os.Stdin, controlMax)
 	if err != nil {
 		return 0
@@ -103,73 +102,27 @@ func serveMode() int {
 		return 2
 	}
 	raw, program, bind.Artifact = nil, nil, ""
+	debug.FreeOSMemory()
 	cleanUp()
-	next, err := startRunner(executable)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "serve:", err)
-		return 2
-	}
 	marker(map[string]any{"t": "ready", "nonce": bind.Nonce})
 	for {
-		if !next.waitTaken() {
+		job, err := readFrame(os.Stdin, controlMax)
+		if err != nil {
 			killAll()
-			return 0 // stdin closed (the worker is gone) or the runner failed
+			return 0 // the worker closed stdin
 		}
-		result := supervise(next)
+		result := supervise(executable, job)
 		if result == nil {
 			killAll()
 			return 0
 		}
-		clean := result["clean"] == true && cleanUp()
-		result["clean"] = clean
-		if clean {
-			if next, err = startRunner(executable); err != nil {
-				result["clean"] = false
-			}
-		}
+		result["clean"] = result["clean"] == true && cleanUp()
 		result["t"] = "done"
 		marker(result)
 		if result["clean"] != true {
 			return 6
 		}
 	}
-}
-
-func startRunner(executable *os.File) (*runner, error) {
-	takenR, takenW, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd := &exec.Cmd{
-		Path:        "/proc/self/exe",
-		Args:        []string{"launcher", "warm-run"},
-		Dir:         "/tmp",
-		Env:         []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"},
-		Stdin:       os.Stdin,
-		Stdout:      os.Stdout,
-		Stderr:      os.Stderr,
-		ExtraFiles:  []*os.File{takenW, executable}, // fds 3 and 4
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
-	}
-	if err := cmd.Start(); err != nil {
-		takenR.Close()
-		takenW.Close()
-		return nil, err
-	}
-	takenW.Close()
-	r := &runner{cmd: cmd, taken: takenR, exited: make(chan *os.ProcessState, 1)}
-	go func() {
-		cmd.Wait()
-		r.exited <- cmd.ProcessState
-	}()
-	return r, nil
-}
-
-func (r *runner) waitTaken() bool {
-	buf := make([]byte, 1)
-	n, _ := r.taken.Read(buf)
-	r.taken.Close()
-	return n == 1 && buf[0] == 'T'
 }
 
 type control struct {
@@ -192,25 +145,35 @@ func readControl() <-chan control {
 	return ch
 }
 
-// supervise follows one run from its seal to the worker's finish; nil when the worker left.
-func supervise(r *runner) map[string]any {
-	raw, err := readFrame(os.Stdin, controlMax)
+// supervise runs one job, from its seal to the worker's finish; nil when the worker left.
+func supervise(executable *os.File, raw []byte) map[string]any {
+	sealRaw, err := readFrame(os.Stdin, controlMax)
 	var seal struct {
 		T         string `json:"t"`
 		Nonce     string `json:"nonce"`
 		TimeoutMS int64  `json:"timeout_ms"`
 	}
-	if err != nil || json.Unmarshal(raw, &seal) != nil || seal.T != "seal" {
+	if err != nil || json.Unmarshal(sealRaw, &seal) != nil || seal.T != "seal" {
 		return nil
 	}
 	if seal.TimeoutMS <= 0 {
 		seal.TimeoutMS = 300_000
 	}
 	oomBefore := oomKills()
+	exited := make(chan int, 1)
+	if childJob, err := warmJob(raw); err != nil {
+		failRun(err.Error())
+		exited <- 2
+	} else if copy, err := dupHigh(executable); err != nil {
+		failRun("could not start the action: " + err.Error())
+		exited <- 2
+	} else {
+		go func() { exited <- runPrepared(copy, childJob) }()
+	}
+	raw = nil
 	backstop := time.NewTimer(time.Duration(seal.TimeoutMS)*time.Millisecond + deadlineGrace)
 	defer backstop.Stop()
-	exited, deadline := r.exited, backstop.C
-	var state *os.ProcessState
+	deadline, running := backstop.C, true
 	ctrl := readControl()
 	for {
 		select {
@@ -223,37 +186,44 @@ func supervise(r *runner) map[string]any {
 				continue
 			}
 			clean := killAll()
-			result := statusFields(state)
-			result["nonce"], result["oom"], result["clean"] = seal.Nonce, oomKills() > oomBefore, clean
-			return result
-		case state = <-exited:
-			exited, deadline = nil, nil
+			if running {
+				<-exited // the run's frames are all out before anything else is written
+			}
+			return map[string]any{"nonce": seal.Nonce, "oom": oomKills() > oomBefore,
+				"clean": clean, "exit_code": nil, "signal": nil}
+		case code := <-exited:
+			running, deadline = false, nil
 			killAll() // whatever the run started goes with it
-			result := statusFields(state)
-			result["t"], result["nonce"], result["oom"] = "exited", seal.Nonce, oomKills() > oomBefore
-			marker(result)
+			marker(map[string]any{"t": "exited", "nonce": seal.Nonce,
+				"oom": oomKills() > oomBefore, "exit_code": code, "signal": nil})
 		case <-deadline:
-			killAll()
-			state = <-exited
-			exited, deadline = nil, nil
-			result := statusFields(state)
-			result["t"], result["nonce"], result["oom"] = "exited", seal.Nonce, oomKills() > oomBefore
-			marker(result)
+			deadline = nil
+			killAll() // the worker's own deadline passed long ago: end the run anyway
 		}
 	}
 }
 
-func statusFields(state *os.ProcessState) map[string]any {
-	fields := map[string]any{"exit_code": nil, "signal": nil}
-	if state == nil {
-		return fields
+// warmJob is the job the action reads: the worker's, with the frame descriptor.
+func warmJob(raw []byte) ([]byte, error) {
+	var job map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &job); err != nil || job == nil {
+		if err == nil {
+			err = errors.New("not a JSON object")
+		}
+		return nil, fmt.Errorf("invalid job: %v", err)
 	}
-	if status, ok := state.Sys().(syscall.WaitStatus); ok && status.Signaled() {
-		fields["exit_code"], fields["signal"] = 128+int(status.Signal()), int(status.Signal())
-	} else {
-		fields["exit_code"] = state.ExitCode()
+	delete(job, "artifact")
+	job["frame_fd"] = json.RawMessage(strconv.Itoa(childFrameFD))
+	return json.Marshal(job)
+}
+
+// dupHigh gives a run its own descriptor of the sealed action (runPrepared closes it).
+func dupHigh(file *os.File) (*os.File, error) {
+	high, _, errno := syscall.Syscall(syscall.SYS_FCNTL, file.Fd(), syscall.F_DUPFD_CLOEXEC, minExecFD)
+	if errno != 0 {
+		return nil, errno
 	}
-	return fields
+	return os.NewFile(high, binaryName), nil
 }
 
 // killAll SIGKILLs every other process of the container (kill(-1) from PID 1 reaches all)
@@ -365,51 +335,7 @@ func ipcIDs(table string) []int {
 	return ids
 }
 
-// ----------------------------------------------------------------------------- warm-run
-
-// warmRunMode is one run of a warm environment: take the job from stdin, say so, then run it
-// like the one-shot mode does, from the sealed memfd the supervisor handed over.
-func warmRunMode() int {
-	os.WriteFile("/proc/self/oom_score_adj", []byte("1000"), 0) // the OOM killer takes us first
-	taken := os.NewFile(takenFD, "taken")
-	raw, err := readFrame(os.Stdin, controlMax)
-	if devnull, derr := os.Open(os.DevNull); derr == nil {
-		syscall.Dup2(int(devnull.Fd()), 0) // the worker's channel is the supervisor's again
-		devnull.Close()
-	}
-	if err != nil {
-		return 4
-	}
-	taken.Write([]byte("T"))
-	taken.Close()
-	high, _, errno := syscall.Syscall(syscall.SYS_FCNTL, artifactFD, syscall.F_DUPFD_CLOEXEC, minExecFD)
-	if errno != 0 {
-		return failRun(fmt.Sprintf("could not start the action: %v", errno))
-	}
-	syscall.Close(artifactFD)
-	executable := os.NewFile(high, binaryName)
-	var job map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &job); err != nil || job == nil {
-		if err == nil {
-			err = errors.New("not a JSON object")
-		}
-		return failRun(fmt.Sprintf("invalid job: %v", err))
-	}
-	delete(job, "artifact")
-	job["frame_fd"] = json.RawMessage(strconv.Itoa(childFrameFD))
-	childJob, err := json.Marshal(job)
-	if err != nil {
-		return failRun(fmt.Sprintf("invalid job: %v", err))
-	}
-	return runPrepared(executable, childJob)
-}
-
-func failRun(message string) int {
-	marker := map[string]any{"t": "end", "status": "failed", "error": message}
-	payload, _ := json.Marshal(marker)
-	frame := make([]byte, 4+len(payload))
-	binary.BigEndian.PutUint32(frame, uint32(len(payload)))
-	copy(frame[4:], payload)
+func failRun(message string) {
+	frame, _ := wire.Encode(wire.EndFrame{T: "end", Status: "failed", Error: message})
 	os.Stdout.Write(frame)
-	return 2
 }
