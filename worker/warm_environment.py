@@ -73,6 +73,11 @@ class WarmStream:
     def count_from_zero(self) -> None:
         self.received = 0
 
+    @property
+    def pending(self) -> int:
+        """Bytes received and not yet read as frames."""
+        return len(self._raw) + len(self._stdout)
+
     def next(
         self,
         deadline: float,
@@ -176,6 +181,17 @@ class WarmEnvironment:
             raise WarmEnvironmentError(f"the warm environment did not start: {exc}") from exc
         self._expect(is_marker, message, "ready")
         self.bind = {}  # nothing of the code's artifact is kept around
+
+    def usable(self) -> bool:
+        """Idle and alive: after its `done` a supervisor writes nothing until the next job, so
+        anything readable means the container ended (or misbehaves)."""
+        if self.broken or self.stream is None or self.stream.pending:
+            return False
+        try:
+            readable, _, _ = select.select([self.stream.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     def run(
         self,

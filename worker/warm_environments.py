@@ -113,6 +113,9 @@ class WarmEnvironments:
         version = hashlib.sha256(job.get("source", "").encode()).hexdigest()[:16]
         key = (spec.code_id, version, *pool_key(image, limits))
         slot = self._lease(key, spec, image, limits, bind)
+        if slot is not None and not slot.env.usable():  # it died while idle
+            self._retire(slot, "broken")
+            slot = None
         if slot is None:
             WARM_MISSES.labels(language=spec.language).inc()
             return None

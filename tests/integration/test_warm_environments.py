@@ -272,3 +272,14 @@ def test_environments_retire_after_max_runs_and_when_idle(platform, environments
         time.sleep(0.2)
     assert sandbox.environments.count(spec.code_id) == 0  # idle for 2 s: retired
     assert container_gone(third)
+
+
+def test_an_environment_that_died_while_idle_is_not_used(platform):
+    code = create_code(platform, "def Run(engine):\n    engine.result.set('alive')\n", warm=True)
+    first = run_now(platform, code["id"])
+    client = docker.from_env()
+    client.api.kill(first["container_id"])
+    client.api.wait(first["container_id"], timeout=10)
+    second = run_now(platform, code["id"])
+    assert second["status"] == "completed" and second["result"] == "alive"
+    assert second["container_id"] != first["container_id"]
