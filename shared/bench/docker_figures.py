@@ -54,13 +54,15 @@ def docker_run_baseline(image: str, job: dict[str, Any], count: int = 10) -> dic
 
 
 def churn_ceiling(client: Any, settings: Settings, image: str, job: dict[str, Any],
-                  threads: int = 4, seconds: float = 12) -> dict[str, Any]:
+                  threads: int = 4, seconds: float = 12, network: bool = True) -> dict[str, Any]:
     """How many one-run containers a second this machine creates, runs and removes, the way
-    the worker's cold path does (hardened container, job over attach, forced removal)."""
+    the worker's cold path does (hardened container, job over attach, forced removal), on the
+    sandbox network (the default for codes) or without network."""
     from worker.sandbox import Sandbox, SandboxLimits
 
     sandbox = Sandbox(client, settings)
-    limits = SandboxLimits.for_code(settings, 30, network=_has_sandbox_network(client, settings))
+    network = network and _has_sandbox_network(client, settings)
+    limits = SandboxLimits.for_code(settings, 30, network=network)
     stop_at = time.monotonic() + seconds
     done, failed = [0], [0]
     lock = threading.Lock()
@@ -79,7 +81,7 @@ def churn_ceiling(client: Any, settings: Settings, image: str, job: dict[str, An
         worker.join()
     elapsed = time.monotonic() - started
     return {"threads": threads, "seconds": round(elapsed, 1), "containers": done[0],
-            "failed": failed[0], "per_second": round(done[0] / elapsed, 2)}
+            "failed": failed[0], "per_second": round(done[0] / elapsed, 2), "network": network}
 
 
 def _has_sandbox_network(client: Any, settings: Settings) -> bool:

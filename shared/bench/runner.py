@@ -23,8 +23,12 @@ from typing import Any
 import requests
 
 from shared.bench import docker_figures as figures
+from shared.bench.cpu import CpuMeter
 from shared.bench.load import Client, concurrent, percentile, sequential
 from shared.bench.platform import BenchPlatform, bench_platform
+from shared.bench.segments import segments
+from shared.cli import REPO_ROOT
+from worker.warm_environments import WARM_LANGUAGES
 
 HELLO = {
     "python": 'def Run(engine):\n    engine.result.set("hello")\n',
@@ -50,12 +54,15 @@ class Plan:
         self.seconds = 4 if quick else 12
         self.log_runs = 5 if quick else 100
         self.page_calls = 5 if quick else 30
+        self.segment_calls = 10 if quick else 40
 
 
-def _create(platform: BenchPlatform, language: str, source: str, warm: bool) -> str:
+def _create(platform: BenchPlatform, language: str, source: str, warm: bool,
+            network: bool = True) -> str:
     response = requests.post(platform.url("/code"), params={
         "name": f"bench-{language}-{'warm' if warm else 'pool'}", "language": language,
         "type": "endpoint", "project_uuid": PROJECT, "warm": str(warm).lower(),
+        "network": str(network).lower(),
     }, data=source.encode(), timeout=30)
     response.raise_for_status()
     return response.json()["id"]
@@ -87,8 +94,18 @@ def measure_language(platform: BenchPlatform, client: Any, settings: Any, langua
     sequential(platform.base_url, path, 4, rate=4)  # settle
     pool["paced_4_per_s"] = sequential(platform.base_url, path, plan.paced, rate=4).summary()
     counter = figures.ColdStartCounter(client, code)
+    meter = CpuMeter(str(REPO_ROOT))
     pool["clients_16"] = concurrent(platform.base_url, path, CLIENTS, plan.seconds)
+    pool["clients_16"]["cpu_ms_per_run"] = meter.per_run_ms(pool["clients_16"]["statuses"]
+                                                            .get(200, 0))
     pool["clients_16"]["cold_starts"] = counter.stop()
+    if language == "python":
+        pool["segments_ms"] = segments(platform, code, plan.segment_calls, rate=4)
+        offline = _create(platform, language, HELLO[language], warm=False, network=False)
+        offline_path = f"/action/endpoint/{offline}"
+        sequential(platform.base_url, offline_path, 4, rate=4)
+        pool["paced_4_per_s_no_network"] = sequential(platform.base_url, offline_path,
+                                                      plan.paced, rate=4).summary()
     pool["ratio_to_docker_run"] = _ratio(baseline, pool["paced_4_per_s"])
     out["pool"] = pool
     time.sleep(2)  # the pool refills
@@ -103,7 +120,12 @@ def measure_language(platform: BenchPlatform, client: Any, settings: Any, langua
     sequential(platform.base_url, path, 20)  # settle
     warm["back_to_back"] = sequential(platform.base_url, path, plan.back_to_back).summary()
     concurrent(platform.base_url, path, CLIENTS, 3)  # the code's other environments start
+    meter = CpuMeter(str(REPO_ROOT))
     warm["clients_16"] = concurrent(platform.base_url, path, CLIENTS, plan.seconds)
+    warm["clients_16"]["cpu_ms_per_run"] = meter.per_run_ms(warm["clients_16"]["statuses"]
+                                                            .get(200, 0))
+    if language == "python":
+        warm["segments_ms"] = segments(platform, code, plan.segment_calls)
     warm["ratio_to_docker_run"] = _ratio(baseline, warm["back_to_back"])
     out["warm"] = warm
     container = figures.warm_container(client, code)
@@ -169,6 +191,10 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
         checks.append(("python pool ≥ 6× faster than docker run",
                        f"{pool['ratio_to_docker_run']}×", pool["ratio_to_docker_run"] >= 6))
     for language, measured in results["languages"].items():
+        if language not in WARM_LANGUAGES:
+            checks.append((f"{language} warm targets", "no warm environment: a warm "
+                           f"{language} code runs one container per run", False))
+            continue
         warm = measured["warm"]
         b2b = warm["back_to_back"]
         checks.append((f"{language} warm p50 ≤ 25 ms, p99 ≤ 80 ms",
@@ -221,6 +247,9 @@ def run_bench(url: str | None, base_port: int, state_dir: Path, languages: list[
             job = figures.hello_job("python", HELLO["python"], client, settings, cache_dir)
             results["churn_ceiling"] = figures.churn_ceiling(
                 client, settings, engine_image_tag("python"), job, seconds=plan.seconds)
+            results["churn_ceiling_no_network"] = figures.churn_ceiling(
+                client, settings, engine_image_tag("python"), job, seconds=plan.seconds,
+                network=False)
             results["logs"] = measure_logs(platform, plan)
         _delete_bench_codes(platform)
     results["targets"] = [{"target": t, "measured": m, "met": ok} for t, m, ok in targets(results)]
@@ -256,10 +285,27 @@ def _print(results: dict[str, Any]) -> None:
     print("\nmemory (MiB):  " + "  ".join(
         f"{lang}: worker {m['worker_rss_mib']}, pool container {m['pool_container_mib']}, "
         f"warm container {m['warm_container_mib']}" for lang, m in results["languages"].items()))
-    if "churn_ceiling" in results:
-        churn = results["churn_ceiling"]
-        print(f"container churn ceiling: {churn['per_second']}/s "
-              f"({churn['containers']} in {churn['seconds']} s, {churn['threads']} threads)")
+    for key, label in (("churn_ceiling", "on the sandbox network"),
+                       ("churn_ceiling_no_network", "without network")):
+        if key in results:
+            churn = results[key]
+            print(f"container churn ceiling {label}: {churn['per_second']}/s "
+                  f"({churn['containers']} in {churn['seconds']} s, {churn['threads']} threads)")
+    python = results["languages"].get("python")
+    if python:
+        offline = python["pool"].get("paced_4_per_s_no_network")
+        if offline:
+            print(f"python pool @4/s, code without network: p50 {offline['p50_ms']} ms, "
+                  f"p99 {offline['p99_ms']} ms")
+        for mode in ("pool", "warm"):
+            parts = python[mode].get("segments_ms")
+            if parts:
+                print(f"python {mode}, where a call's time goes (median ms): " + ", ".join(
+                    f"{name} {value}" for name, value in parts.items()))
+            cpu = python[mode]["clients_16"].get("cpu_ms_per_run")
+            if cpu:
+                print(f"python {mode} at 16 clients, CPU ms per run: " + ", ".join(
+                    f"{name} {value}" for name, value in cpu.items()))
     if "logs" in results:
         logs = results["logs"]
         pages = ", ".join(f"page {page}: {t['p50_ms']}/{t['p99_ms']} ms"
