@@ -28,7 +28,6 @@ from shared.bench.load import Client, concurrent, percentile, sequential
 from shared.bench.platform import BenchPlatform, bench_platform
 from shared.bench.segments import segments
 from shared.cli import REPO_ROOT
-from worker.warm_environments import WARM_LANGUAGES
 
 HELLO = {
     "python": 'def Run(engine):\n    engine.result.set("hello")\n',
@@ -182,6 +181,8 @@ def measure_logs(platform: BenchPlatform, plan: Plan) -> dict[str, Any]:
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for issue 7's targets."""
+    from worker.warm_environments import WARM_LANGUAGES
+
     checks = []
     python = results["languages"].get("python")
     if python:
