@@ -322,6 +322,8 @@ class WarmEnvironments:
                 for key, failed_at in list(self._failed_starts.items()):
                     if now - failed_at > START_BACKOFF:
                         del self._failed_starts[key]
+                for key in [key for key, slots in self._slots.items() if not slots]:
+                    del self._slots[key]
             for slot in expired:
                 self._retire(slot, "idle")
 
