@@ -34,7 +34,10 @@ images: install ## build the engine images (debootstrap base, cached by content 
 migrate: install ## apply migrations to the configured database
 	$(BIN)/codeactions migrate
 
+bench: install ## fast-path figures (own platform in .state/bench; BENCH_ARGS="--url URL" reuses one)
+	$(BIN)/codeactions bench $(BENCH_ARGS)
+
 clean: ## remove local state (databases, logs) of make run / make test
 	rm -rf .state
 
-.PHONY: help install run test lint images migrate clean
+.PHONY: help install run test lint images migrate clean bench

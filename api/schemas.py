@@ -22,6 +22,7 @@ class CodeSchema(Schema):
     project_uuid = fields.UUID()
     timeout = fields.Integer()
     network = fields.Boolean()
+    warm = fields.Boolean()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 
@@ -39,6 +40,9 @@ class CodeCreateQuerySchema(Schema):
     url = fields.String()
     network = fields.String(
         metadata={"description": "false turns outbound networking off (default true)"}
+    )
+    warm = fields.String(
+        metadata={"description": "true runs the code in a warm environment (default false)"}
     )
 
 

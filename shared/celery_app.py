@@ -34,8 +34,10 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"confirm_publish": True},
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Task events cost a broker message (with its confirm) per task state, on the API and
+        # the worker: off unless asked for. Flower turns the workers' on while it watches.
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
     )
     app.conf.codeactions_settings = settings
     return app

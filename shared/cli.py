@@ -86,7 +86,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     tags = prepare_worker_host(settings, languages)
     log.info("engine images ready: %s", tags)
     name = worker_name(languages, settings)
-    app = create_worker_app(settings, name)
+    app = create_worker_app(settings, name, languages)
     concurrency = args.concurrency or settings.worker_pool_size
     _worker_operations(settings, app, name, languages, concurrency, args.metrics_port)
     queues = [*(run_queue(lang) for lang in languages), CALLBACK_QUEUE]
@@ -226,6 +226,17 @@ def cmd_standalone(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from shared.bench.runner import run_bench
+
+    _setup_logging("warning")
+    return run_bench(
+        url=args.url, base_port=args.base_port, state_dir=Path(args.state_dir),
+        languages=args.language or built_languages(), quick=args.quick,
+        results_dir=REPO_ROOT / "bench" / "results",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="codeactions", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -267,6 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         "FLOWS_CODE_ACTIONS_STATE_DIR", ".state/dev"))
     standalone.add_argument("--base-port", type=int, default=15430)
     standalone.set_defaults(func=cmd_standalone)
+
+    bench = sub.add_parser("bench", help="measure the fast path (starts its own platform)")
+    bench.add_argument("--url", default=os.environ.get("BENCH_URL"),
+                       help="measure this running platform instead of starting one")
+    bench.add_argument("--base-port", type=int, default=16430)
+    bench.add_argument("--state-dir", default=".state/bench")
+    bench.add_argument("--language", action="append", choices=LANGUAGES)
+    bench.add_argument("--quick", action="store_true", help="fewer calls: checks the bench")
+    bench.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -161,6 +161,29 @@ class Settings(BaseSettings):
     )
     callback_timeout: float = Field(10.0, gt=0, validation_alias=_env("CALLBACK_TIMEOUT"))
 
+    # --- fast path (worker/warm_pool.py, worker/warm_environments.py) ------------------
+    # Containers started ahead of demand per language (and network setting in use), each
+    # used for one run; 0 starts every run's container on the request's path.
+    warm_pool_size: int = Field(2, ge=0, le=64, validation_alias=_env("WARM_POOL_SIZE"))
+    # A ready container older than this is replaced (seconds).
+    warm_pool_max_age: float = Field(240, gt=0, validation_alias=_env("WARM_POOL_MAX_AGE"))
+    # Every code runs in a warm environment (otherwise only codes created with `warm=true`).
+    warm_environments: bool = Field(False, validation_alias=_env("WARM_ENVIRONMENTS"))
+    # A warm environment is retired after this many runs, or this long without one.
+    warm_environment_max_runs: int = Field(
+        1000, ge=1, validation_alias=_env("WARM_ENVIRONMENT_MAX_RUNS")
+    )
+    warm_environment_idle_seconds: float = Field(
+        300, gt=0, validation_alias=_env("WARM_ENVIRONMENT_IDLE_SECONDS")
+    )
+    # Warm environments a worker keeps for one code, and in all.
+    warm_environments_per_code: int = Field(
+        4, ge=1, validation_alias=_env("WARM_ENVIRONMENTS_PER_CODE")
+    )
+    warm_environments_max: int = Field(16, ge=1, validation_alias=_env("WARM_ENVIRONMENTS_MAX"))
+    # Celery task events from the start (Flower switches the workers' on when it runs).
+    task_events: bool = Field(False, validation_alias=_env("TASK_EVENTS"))
+
     # --- local platform (make run / make test) ---------------------------------------
     state_dir: str = Field(".state/dev", validation_alias=_env("STATE_DIR"))
 

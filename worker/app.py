@@ -18,15 +18,23 @@ log = logging.getLogger(__name__)
 class WorkerContext:
     """What a worker process holds: connections are made lazily, once per process."""
 
-    def __init__(self, settings: Settings, worker_name: str, celery: Celery) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        worker_name: str,
+        celery: Celery,
+        languages: list[str] | None = None,
+    ) -> None:
         self.settings = settings
         self.worker_name = worker_name
         self.celery = celery
+        self.languages = list(languages or [])
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._executor = None
         self._callback_sender = None
         self._gate = None
+        self._closers: list = []
 
     def executor(self):  # noqa: ANN201 - RunExecutor, imported lazily
         with self._lock:
@@ -54,6 +62,16 @@ class WorkerContext:
                 self._gate = ProjectGate(self.settings, executor.db, executor.redis)
             return self._gate
 
+    def close(self) -> None:
+        """The worker is stopping: remove its warm containers (pool and environments)."""
+        with self._lock:
+            closers, self._closers = self._closers, []
+        for close in closers:
+            try:
+                close()
+            except Exception:
+                log.exception("closing the fast path failed")
+
     def _build(self):  # noqa: ANN202
         import docker
         import redis
@@ -62,14 +80,17 @@ class WorkerContext:
         from shared.log_archive import LogArchive
         from shared.services import callback_delivery
         from worker.go_build import GoBuilder
+        from worker.images import engine_image_tag
         from worker.run_executor import RunExecutor
-        from worker.sandbox import Sandbox
+        from worker.sandbox import Sandbox, SandboxLimits
+        from worker.warm_environments import WarmEnvironments
+        from worker.warm_pool import ContainerReaper, WarmPool
 
         settings = self.settings
         client = (
-            docker.DockerClient(base_url=settings.docker_host, timeout=30)
+            docker.DockerClient(base_url=settings.docker_host, timeout=30, max_pool_size=32)
             if settings.docker_host
-            else docker.from_env(timeout=30)
+            else docker.from_env(timeout=30, max_pool_size=32)
         )
         go_builder = GoBuilder(
             client,
@@ -77,22 +98,40 @@ class WorkerContext:
             Path(settings.go_build_cache or Path(settings.state_dir) / "go-build-cache"),
             labels={"codeactions.worker": self.worker_name},
         )
+        reaper = ContainerReaper(client.api)
+        sandbox = Sandbox(client, settings, reaper=reaper)
+        sandbox.pool = WarmPool(
+            sandbox, self.worker_name, settings.warm_pool_size, settings.warm_pool_max_age, reaper
+        )
+        sandbox.environments = WarmEnvironments(sandbox, settings, self.worker_name)
+        # Ready before the first run: the worker's own languages, networked (the default).
+        default_limits = SandboxLimits.for_code(settings, 60, network=True)
+        sandbox.pool.start([(engine_image_tag(lang), default_limits) for lang in self.languages])
+        self._closers = [sandbox.pool.close, sandbox.environments.close, reaper.close]
         return RunExecutor(
             settings=settings,
             db=Database(settings),
             redis_client=redis.Redis.from_url(settings.redis, socket_timeout=5),
             archive=LogArchive(settings),
-            sandbox=Sandbox(client, settings),
+            sandbox=sandbox,
             worker_name=self.worker_name,
             preparers={"go": go_builder},
             on_callback=lambda run_id: callback_delivery.schedule(self.celery, run_id),
         )
 
 
-def create_worker_app(settings: Settings, worker_name: str) -> Celery:
+def create_worker_app(
+    settings: Settings, worker_name: str, languages: list[str] | None = None
+) -> Celery:
+    from celery.signals import worker_ready, worker_shutdown
+
     from worker import tasks
 
     app = make_celery(settings)
-    app.conf.codeactions_context = WorkerContext(settings, worker_name, app)
+    context = WorkerContext(settings, worker_name, app, languages)
+    app.conf.codeactions_context = context
     tasks.register(app)
+    # Start the warm pool with the worker, not at its first run; empty it when it stops.
+    worker_ready.connect(lambda **_: context.executor(), weak=False)
+    worker_shutdown.connect(lambda **_: context.close(), weak=False)
     return app

@@ -21,8 +21,11 @@ def hardened_host_config(
     fsize_bytes: int,
     nofile: int,
     network_mode: str,
+    init: bool = True,
     **extra: Any,
 ) -> dict[str, Any]:
+    """`init=False` only for a process that is a proper init itself (a warm environment's
+    supervisor reaps every orphan and is PID 1 on purpose: see engines/PROTOCOL.md)."""
     return api.create_host_config(
         read_only=True,
         tmpfs={"/tmp": tmpfs_options},
@@ -38,7 +41,7 @@ def hardened_host_config(
         ],
         network_mode=network_mode,
         ipc_mode="private",
-        init=True,
+        init=init,
         # Output is read over attach; nothing of it is kept on the host's disk.
         log_config={"type": "none", "config": {}},
         **extra,

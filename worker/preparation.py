@@ -9,6 +9,7 @@ from datetime import datetime
 
 from shared.models.code import TIMEOUT_MAX
 from shared.settings import Settings
+from worker.container_owner import KIND_LABEL, LONG_LIVED_KINDS, OWNER_LABEL, owner_gone
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,15 @@ def prepare_worker_host(settings: Settings, languages: list[str]) -> dict[str, s
 
 
 def remove_leftovers(client, name: str) -> int:  # noqa: ANN001
-    """Remove sandboxes a dead worker left: our own predecessor's, and any older than the
-    longest possible run (whoever started those is gone)."""
+    """Remove sandboxes a dead worker left: our own predecessor's (same worker name), warm
+    containers whose owner process is gone, and one-shot ones older than the longest
+    possible run (whoever started those is gone). Other platforms' live containers stay."""
     removed = 0
     oldest_live = time.time() - (TIMEOUT_MAX + 120)
     for container in client.containers.list(all=True, filters={"label": "codeactions.sandbox"}):
         labels = container.labels or {}
         created = datetime.fromisoformat(container.attrs["Created"][:19] + "+00:00").timestamp()
-        if labels.get("codeactions.worker") != name and created > oldest_live:
+        if not is_leftover(labels, created, name, oldest_live):
             continue
         try:
             container.remove(force=True)
@@ -53,3 +55,11 @@ def remove_leftovers(client, name: str) -> int:  # noqa: ANN001
         except Exception as exc:
             log.warning("could not remove leftover sandbox %s: %s", container.short_id, exc)
     return removed
+
+
+def is_leftover(labels: dict[str, str], created: float, name: str, oldest_live: float) -> bool:
+    if labels.get("codeactions.worker") == name:
+        return True
+    if labels.get(KIND_LABEL) in LONG_LIVED_KINDS:
+        return owner_gone(labels.get(OWNER_LABEL, ""))
+    return created < oldest_live

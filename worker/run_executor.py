@@ -28,6 +28,7 @@ from worker.images import engine_image_tag
 from worker.metrics import record_run
 from worker.preparers import CodePreparer, PreparationError
 from worker.sandbox import Sandbox, SandboxLimits, SandboxOutcome
+from worker.warm_environments import WarmSpec
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +72,14 @@ class RunExecutor:
     def _execute(self, run_id: str) -> tuple[str | None, bool]:
         rid = uuid.UUID(run_id)
         with self.db.session() as session:
-            if not run_store.claim(session, rid, self.worker_name):
+            claimed = run_store.claim_with_code(session, rid, self.worker_name)
+            if claimed is None:  # claimed already, finished, or deleted with its code
                 session.rollback()
                 log.info("run %s already claimed or finished; skipping", run_id)
                 return None, False
             session.commit()
-            run = session.get(CodeRun, rid)
-            code = session.get(Code, run.code_id) if run else None
-            wants_callback = bool(run is not None and run.callback)
-            if run is None or code is None:
-                failure = _failure("code_missing", "the code was deleted")
-                return self._store(rid, None, failure), wants_callback
+            run, code = claimed
+            wants_callback = bool(run.callback)
             job = self._job(code, run)
             language, source = code.language, code.source
             log_context.bind(code_id=code.id)
@@ -94,13 +92,17 @@ class RunExecutor:
                 "codeactions.worker": self.worker_name,
             }
             code_id = code.id
+            warm = None
+            if code.warm or self.settings.warm_environments:
+                warm = WarmSpec(code.language, str(code.id), str(code.project_uuid))
         begun = time.monotonic()
         try:
             preparer = self.preparers.get(language)
             if preparer is not None:
                 job.update(preparer.job_fields(source))
             outcome = self.sandbox.run(
-                image, job, limits, labels, should_stop=lambda: self._cancelled(run_id)
+                image, job, limits, labels, should_stop=lambda: self._cancelled(run_id),
+                warm=warm,
             )
         except PreparationError as exc:
             outcome = _failure("error", f"Action execution failed: {exc}")
@@ -159,12 +161,13 @@ class RunExecutor:
                 session.rollback()
                 return status
             session.commit()
-        if code_id is not None and logs:
-            self._archive(run_id, code_id, logs)
+        # Waiters first: the logs are in PostgreSQL already, the archive can follow.
         try:
             completion.publish_done(self.redis, str(run_id), status)
         except redis.RedisError as exc:  # waiters fall back to re-reading the run
             log.warning("completion signal for run %s not sent: %s", run_id, exc)
+        if code_id is not None and logs:
+            self._archive(run_id, code_id, logs)
         return status
 
     def _log_rows(

@@ -4,6 +4,12 @@ The container gets the job on stdin and nothing else: no credentials in its envi
 files or network reach. It runs as nobody, with every capability dropped, a read-only root,
 a small tmpfs, memory/pids/file-size limits, and is killed at the code's timeout or as soon
 as its output passes the cap. It is always removed afterwards.
+
+Fast path: with a `WarmPool` the container was started ahead of demand and waits for its one
+job (an empty pool falls back to starting one here); with `WarmEnvironments`, a code marked
+warm runs as a fresh process in a container bound to that code (worker/warm_environment.py).
+The run is over at the engine's `end` frame: removing the container happens off the
+request's path when a `ContainerReaper` is given.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.models.codelog import LOG_CONTENT_MAX, LOG_TYPES
 from shared.settings import Settings
@@ -27,6 +33,10 @@ from worker.attach_stream import (
 )
 from worker.frames import FrameDecoder, FrameError, FrameTooLarge
 from worker.hardening import create_hardened, hardened_host_config, remove_quietly
+
+if TYPE_CHECKING:
+    from worker.warm_environments import WarmEnvironments, WarmSpec
+    from worker.warm_pool import ContainerReaper, WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +107,7 @@ def clean_text(value: object, limit: int | None = None) -> str:
     return text if limit is None else text[:limit]
 
 
-class _Collector:
+class FrameCollector:
     """Turns frames into an outcome, enforcing our own caps whatever the engine claims."""
 
     def __init__(self, limits: SandboxLimits) -> None:
@@ -136,7 +146,7 @@ class _Collector:
             if isinstance(total, int) and total > self.limits.output_bytes:
                 self.violation = (
                     "output_limit",
-                    f"output limit exceeded ({_human(self.limits.output_bytes)} printed)",
+                    f"output limit exceeded ({human_size(self.limits.output_bytes)} printed)",
                 )
             elif isinstance(total, int) and total > len(self.outcome.stdout.encode()):
                 self.outcome.stdout += f"\n[… {total} bytes printed in all; the rest was cut]"
@@ -149,12 +159,32 @@ class _Collector:
                 self.outcome.error = clean_text(frame.get("error", ""), LOG_CONTENT_MAX)
 
 
+@dataclass
+class LaunchedContainer:
+    """A started container with its attach stream open (opened before start: no output is
+    missed), waiting for a job on stdin."""
+
+    id: str
+    attached: AttachedContainer
+    created: float = field(default_factory=time.monotonic)
+
+
 class Sandbox:
-    def __init__(self, client: Any, settings: Settings) -> None:
+    def __init__(
+        self,
+        client: Any,
+        settings: Settings,
+        pool: WarmPool | None = None,
+        environments: WarmEnvironments | None = None,
+        reaper: ContainerReaper | None = None,
+    ) -> None:
         self.client = client  # docker.DockerClient
         self.settings = settings
+        self.pool = pool
+        self.environments = environments
+        self.reaper = reaper
 
-    def host_config(self, limits: SandboxLimits) -> dict[str, Any]:
+    def host_config(self, limits: SandboxLimits, init: bool = True) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if limits.cpu_quota:
             extra.update(cpu_period=100_000, cpu_quota=limits.cpu_quota)
@@ -170,18 +200,48 @@ class Sandbox:
             fsize_bytes=16 * 1024 * 1024,
             nofile=256,
             network_mode=self.settings.sandbox_network if limits.network else "none",
+            init=init,
             **extra,
         )
 
-    def create(self, image: str, limits: SandboxLimits, labels: dict[str, str]) -> str:
+    def create(
+        self,
+        image: str,
+        limits: SandboxLimits,
+        labels: dict[str, str],
+        command: list[str] | None = None,
+        init: bool = True,
+    ) -> str:
         return create_hardened(
             self.client.api,
             image,
             hostname="sandbox",
             labels=labels,
-            host_config=self.host_config(limits),
+            host_config=self.host_config(limits, init=init),
             network_disabled=not limits.network,
+            command=command,
         )
+
+    def launch(
+        self,
+        image: str,
+        limits: SandboxLimits,
+        labels: dict[str, str],
+        command: list[str] | None = None,
+        init: bool = True,
+    ) -> LaunchedContainer:
+        container_id = self.create(image, limits, labels, command=command, init=init)
+        try:
+            attached = AttachedContainer(self.client.api, container_id)
+            try:
+                self.client.api.start(container_id)
+            except Exception:
+                attached.hang_up()
+                raise
+        except Exception:
+            self.remove(container_id)
+            raise
+        return LaunchedContainer(container_id, attached)
 
     def run(
         self,
@@ -190,36 +250,50 @@ class Sandbox:
         limits: SandboxLimits,
         labels: dict[str, str],
         should_stop: Callable[[], bool] | None = None,
+        warm: WarmSpec | None = None,
     ) -> SandboxOutcome:
-        """`should_stop` is polled a few times a second; True kills the run (`cancelled`)."""
+        """`should_stop` is polled a few times a second; True kills the run (`cancelled`).
+        `warm`: run in the code's warm environment when one is ready."""
         begun = time.monotonic()
-        container_id = self.create(image, limits, labels)
+        if warm is not None and self.environments is not None:
+            outcome = self.environments.run(image, job, limits, warm, should_stop)
+            if outcome is not None:
+                return outcome
+        container = self.pool.take(image, limits) if self.pool is not None else None
+        if container is None:
+            container = self.launch(image, limits, labels)
         try:
-            outcome = self._execute(container_id, job, limits, should_stop, begun)
+            outcome = self._execute(container, job, limits, should_stop, begun)
         finally:
-            self.remove(container_id)
-        outcome.container_id = container_id[:12]
+            self.dispose(container.id)
+        outcome.container_id = container.id[:12]
         return outcome
 
     def remove(self, container_id: str) -> None:
         remove_quietly(self.client.api, container_id)
 
+    def dispose(self, container_id: str) -> None:
+        """Remove a used container, off the caller's path when a reaper is there."""
+        if self.reaper is not None:
+            self.reaper.remove(container_id)
+        else:
+            self.remove(container_id)
+
     def _execute(
         self,
-        container_id: str,
+        container: LaunchedContainer,
         job: dict[str, Any],
         limits: SandboxLimits,
         should_stop: Callable[[], bool] | None = None,
         begun: float | None = None,
     ) -> SandboxOutcome:
-        attached = AttachedContainer(self.client.api, container_id)
-        collector = _Collector(limits)
+        attached = container.attached
+        collector = FrameCollector(limits)
         deadline = time.monotonic() + limits.timeout
         kill_reason: tuple[str, str] | None = None
         stderr_tail = bytearray()
         startup = 0.0
         try:
-            self.client.api.start(container_id)
             attached.send_job(json.dumps(job).encode())
             startup = time.monotonic() - begun if begun is not None else 0.0
             kill_reason = self._pump(
@@ -228,15 +302,15 @@ class Sandbox:
         finally:
             attached.hang_up()  # before kill: see AttachedContainer.hang_up
             if kill_reason is not None:
-                self._kill(container_id)
-        outcome = self._finish(container_id, collector, kill_reason, limits, bytes(stderr_tail))
+                self._kill(container.id)
+        outcome = self._finish(container.id, collector, kill_reason, limits, bytes(stderr_tail))
         outcome.startup_seconds = startup
         return outcome
 
     def _pump(
         self,
         attached: AttachedContainer,
-        collector: _Collector,
+        collector: FrameCollector,
         limits: SandboxLimits,
         deadline: float,
         stderr_tail: bytearray,
@@ -244,7 +318,7 @@ class Sandbox:
     ) -> tuple[str, str] | None:
         """Read the container's output until EOF; return why to kill it, if we must."""
         decoder = FrameDecoder(max_frame_bytes=limits.output_bytes)
-        too_much = ("output_limit", f"output limit exceeded ({_human(limits.output_bytes)})")
+        too_much = ("output_limit", f"output limit exceeded ({human_size(limits.output_bytes)})")
         try:
             output = attached.output(deadline, limits.output_bytes + 64 * 1024, should_stop)
             for stream, payload in output:
@@ -256,6 +330,8 @@ class Sandbox:
                         collector.take(frame)
                         if collector.violation:
                             return collector.violation
+                        if collector.ended:  # the outcome is complete: stop waiting for EOF
+                            return None
                 except FrameTooLarge:
                     return too_much
                 except FrameError as exc:
@@ -277,7 +353,7 @@ class Sandbox:
     def _finish(
         self,
         container_id: str,
-        collector: _Collector,
+        collector: FrameCollector,
         kill_reason: tuple[str, str] | None,
         limits: SandboxLimits,
         stderr_tail: bytes,
@@ -286,10 +362,12 @@ class Sandbox:
         if kill_reason is not None:
             outcome.status, outcome.exit_reason, outcome.error = "failed", *kill_reason
             return outcome
+        if collector.ended and outcome.status == "completed":
+            return outcome  # a failed end may still be the memory limit: ask Docker
         state = final_state(self.client.api, container_id)
         if state.get("OOMKilled"):
             outcome.status, outcome.exit_reason = "failed", "memory_limit"
-            outcome.error = f"memory limit exceeded ({_human(limits.memory_bytes)})"
+            outcome.error = f"memory limit exceeded ({human_size(limits.memory_bytes)})"
         elif not collector.ended:
             exit_code = state.get("ExitCode")
             detail = clean_text(stderr_tail.decode("utf-8", "replace").strip()[-500:])
@@ -303,7 +381,7 @@ class Sandbox:
         return outcome
 
 
-def _human(size: int) -> str:
+def human_size(size: int) -> str:
     for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if size >= factor and size % factor == 0:
             return f"{size // factor} {unit}"

@@ -408,15 +408,31 @@ def _run_action(source, engine):
 
 
 def main():
+    if sys.argv[1:] == ["serve"]:
+        # A warm environment (engines/PROTOCOL.md): this process supervises, and every run
+        # is a fresh child forked from it.
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import supervisor
+
+        del sys.path[0]
+        supervisor.serve()
+        return
+    run_job(sys.stdin.buffer.read())
+
+
+def run_job(raw, source=None):
+    """Run one job (bytes of JSON) and exit the process. `source`: the code a warm
+    environment is bound to, when the job does not carry it."""
     global _frame_fd, _finished
 
-    raw = sys.stdin.buffer.read()
     # The frame channel moves to a private descriptor before any user code can run.
     _frame_fd = os.dup(1)
     os.set_inheritable(_frame_fd, False)
 
     try:
         job = json.loads(raw.decode("utf-8"))
+        if isinstance(job, dict) and source is not None:
+            job["source"] = source
         if not isinstance(job, dict) or not isinstance(job.get("source"), str):
             raise ValueError("job must be an object with a string 'source'")
     except Exception as exc:

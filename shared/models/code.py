@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Boolean, CheckConstraint, Index, Integer, String, Text, Uuid, true
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    false,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, Timestamps, UuidPk
@@ -33,4 +43,9 @@ class Code(UuidPk, Timestamps, Base):
     # Outbound network for the code's runs (public internet only; never our services).
     network: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=True, server_default=true()
+    )
+    # Runs reuse a warm environment bound to this code (a fresh process each run) instead of
+    # a fresh container each run; see engines/PROTOCOL.md "Warm environments".
+    warm: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
     )

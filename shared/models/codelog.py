@@ -20,7 +20,9 @@ class CodeLog(UuidPk, Timestamps, Base):
     __tablename__ = "codelogs"
     __table_args__ = (
         CheckConstraint("type IN ('debug', 'info', 'error')", name="type"),
-        Index("ix_codelogs_code_id_created_at_seq", "code_id", "created_at", "seq"),
+        # With `id`: a page's ids come from the index alone (an index-only scan), and the
+        # order newest first is total, so a page can be read from either end.
+        Index("ix_codelogs_code_id_created_at_seq_id", "code_id", "created_at", "seq", "id"),
         Index("ix_codelogs_run_id_seq", "run_id", "seq"),
     )
 

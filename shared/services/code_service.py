@@ -25,6 +25,7 @@ class CodeInput:
     timeout: int | str | None = None
     url: str | None = None
     network: bool | str | None = None
+    warm: bool | str | None = None
 
 
 def _check_source(settings: Settings, source: str) -> None:
@@ -104,6 +105,7 @@ def create(db: Database, settings: Settings, data: CodeInput) -> Code:
         url=_check_url(data.url),
         source=data.source or "",
         network=True if data.network in (None, "") else _check_bool(data.network, "network"),
+        warm=False if data.warm in (None, "") else _check_bool(data.warm, "warm"),
     )
     _check_source(settings, code.source)
     with db.session() as session:
@@ -129,6 +131,8 @@ def update(db: Database, settings: Settings, code_id: EntityId, data: CodeInput)
             code.url = _check_url(data.url)
         if data.network is not None and data.network != "":
             code.network = _check_bool(data.network, "network")
+        if data.warm is not None and data.warm != "":
+            code.warm = _check_bool(data.warm, "warm")
         if data.source:
             _check_source(settings, data.source)
             code.source = data.source

@@ -164,9 +164,124 @@ def run_engine(
     )
 
 
-@pytest.fixture()
-def run(python_image: str) -> Runner:
+MARKER = 0x80000000
+
+
+def _frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def run_engine_warm(
+    image: str,
+    source: str | None = None,
+    *,
+    params: dict[str, Any] | None = None,
+    body: str = "",
+    headers: dict[str, list[str]] | None = None,
+    limits: dict[str, Any] | None = None,
+    raw_job: bytes | None = None,
+    timeout: float = 60,
+    runs: int = 1,
+) -> RunOutput:
+    """The same job through a warm environment (engines/PROTOCOL.md), driven with `docker
+    run … serve` and written here from the protocol text, independently of the worker's
+    implementation. With `runs` > 1 the job runs that many times in the one environment and
+    the last run's output is returned (each run must look like the first)."""
+    if raw_job is not None:
+        try:
+            parsed = json.loads(raw_job)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("source"), str):
+            source = parsed.pop("source")
+            raw_job = json.dumps(parsed).encode()
+    else:
+        raw_job = json.dumps({
+            "params": params or {}, "body": body, "headers": headers or {},
+            "limits": limits if limits is not None else {"log_content_max": 8000},
+        }).encode()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        ["docker", "run", "-i", "--rm", *SANDBOX_FLAGS, image, "serve"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+    )
+    reader = _StreamReader(proc.stdout, started + timeout)
+    try:
+        proc.stdin.write(_frame(json.dumps({"t": "bind", "nonce": "bind-nonce",
+                                            "source": source or ""}).encode()))
+        assert reader.marker() == {"t": "ready", "nonce": "bind-nonce"}
+        for index in range(runs):
+            nonce = f"run-{index}"
+            started = time.monotonic()
+            proc.stdin.write(_frame(raw_job) + _frame(json.dumps(
+                {"t": "seal", "nonce": nonce, "timeout_ms": int(timeout * 1000)}).encode()))
+            frames, exited = reader.until_marker()
+            assert exited["t"] == "exited" and exited["nonce"] == nonce, exited
+            elapsed = time.monotonic() - started
+            proc.stdin.write(_frame(b'{"t": "finish"}'))
+            done = reader.marker()
+            assert done["t"] == "done" and done["nonce"] == nonce and done["clean"], done
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return RunOutput(
+        frames=parse_frames(frames),
+        returncode=exited["exit_code"],
+        stderr=proc.stderr.read().decode("utf-8", "replace"),
+        elapsed=elapsed,
+        raw=frames,
+    )
+
+
+class _StreamReader:
+    """Run frames (kept raw) and supervisor markers (high bit in the length) from stdout."""
+
+    def __init__(self, stream, deadline: float) -> None:  # noqa: ANN001
+        self.stream = stream
+        self.deadline = deadline
+        self.buffer = b""
+
+    def _fill(self, size: int) -> None:
+        import select
+
+        while len(self.buffer) < size:
+            left = self.deadline - time.monotonic()
+            assert left > 0, "the warm environment did not answer in time"
+            if select.select([self.stream], [], [], left)[0]:
+                chunk = self.stream.read(65536)
+                assert chunk, f"stdout closed; so far {self.buffer!r}"
+                self.buffer += chunk
+
+    def until_marker(self) -> tuple[bytes, dict[str, Any]]:
+        frames = b""
+        while True:
+            self._fill(4)
+            header = int.from_bytes(self.buffer[:4], "big")
+            size = header & ~MARKER
+            self._fill(4 + size)
+            chunk, self.buffer = self.buffer[: 4 + size], self.buffer[4 + size :]
+            if header & MARKER:
+                return frames, json.loads(chunk[4:])
+            frames += chunk
+
+    def marker(self) -> dict[str, Any]:
+        frames, marker = self.until_marker()
+        assert frames == b"", f"frames outside a run: {frames!r}"
+        return marker
+
+
+ENGINE_MODES = ["one-shot", "warm"]
+
+
+@pytest.fixture(params=ENGINE_MODES)
+def run(request: pytest.FixtureRequest, python_image: str) -> Runner:
+    """Every Python engine test runs in a one-shot container and in a warm environment."""
+    runner = run_engine_warm if request.param == "warm" else run_engine
+
     def _run(source: str | None = None, **kwargs: Any) -> RunOutput:
-        return run_engine(python_image, source, **kwargs)
+        return runner(python_image, source, **kwargs)
 
     return _run

@@ -61,17 +61,32 @@ def _job(
     return job
 
 
-@pytest.fixture()
-def run(docker_client, settings, builder, go_image: str) -> Callable[..., Any]:  # noqa: ANN001
-    """Compile with the GoBuilder, then run as the worker does; returns a SandboxOutcome."""
+@pytest.fixture(params=["one-shot", "warm"])
+def run(request, docker_client, settings, builder, go_image: str) -> Callable[..., Any]:  # noqa: ANN001
+    """Compile with the GoBuilder, then run as the worker does (a one-shot container, or a
+    warm environment bound to the action); returns a SandboxOutcome."""
     from worker.sandbox import Sandbox, SandboxLimits
+    from worker.warm_environment import WarmEnvironment
+    from worker.warm_environments import split_job
 
     sandbox = Sandbox(docker_client, settings)
+    labels = {"codeactions.test": "go-engine"}
 
     def _run(source: str, *, timeout: int = GO_TIMEOUT, **job_kwargs: Any):  # noqa: ANN202
         job = _job(builder.job_fields(source), source, **job_kwargs)
         limits = SandboxLimits.for_code(settings, timeout, network=False)
-        return sandbox.run(go_image, job, limits, {"codeactions.test": "go-engine"})
+        if request.param == "one-shot":
+            return sandbox.run(go_image, job, limits, labels)
+        bind, run_job = split_job("go", job)
+        env = WarmEnvironment(sandbox, ("go-engine-test",), go_image, limits, labels, bind)
+        try:
+            env.start()
+            outcome = env.run(run_job, limits)
+            # Clean and reusable, unless the run broke the stream (then it is destroyed).
+            assert env.drain() or outcome.exit_reason in ("output_limit", "protocol"), outcome
+            return outcome
+        finally:
+            env.destroy()
 
     return _run
 

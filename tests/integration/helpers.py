@@ -18,6 +18,8 @@ def create_code(
     project_uuid: str = PROJECT,
     timeout: int | None = None,
     name: str | None = None,
+    warm: bool | None = None,
+    network: bool | None = None,
 ) -> dict:
     params = {
         "name": name or f"test-{uuid.uuid4().hex[:8]}",
@@ -27,6 +29,10 @@ def create_code(
     }
     if timeout is not None:
         params["timeout"] = timeout
+    if warm is not None:
+        params["warm"] = str(warm).lower()
+    if network is not None:
+        params["network"] = str(network).lower()
     response = requests.post(platform.url("/code"), params=params, data=source.encode(),
                              timeout=10)
     assert response.status_code == 201, response.text
@@ -36,3 +42,62 @@ def create_code(
 def call(platform, code_id: str, method: str = "POST", **kwargs) -> requests.Response:  # noqa: ANN001
     kwargs.setdefault("timeout", 120)
     return requests.request(method, platform.url(f"/action/endpoint/{code_id}"), **kwargs)
+
+
+def run_now(platform, code_id: str, **kwargs) -> dict:  # noqa: ANN001
+    """`POST /run/<id>`: the finished run as JSON (with its `container_id`)."""
+    response = requests.post(platform.url(f"/run/{code_id}"), timeout=120, **kwargs)
+    assert response.status_code == 200, response.text
+    return response.json()["result"]
+
+
+def container_gone(container_id: str, seconds: float = 20) -> bool:
+    """Used containers are removed in the background: wait for it."""
+    import time
+
+    import docker
+    import docker.errors
+
+    client = docker.from_env()
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                client.containers.get(container_id)
+            except docker.errors.NotFound:
+                return True
+            time.sleep(0.2)
+        return False
+    finally:
+        client.close()
+
+
+def no_run_leftovers(container_id: str, seconds: float = 20) -> bool:
+    """Nothing of a run remains: its one-run container is gone, or (a warm environment) only
+    its supervisor is left in it, with (Python) the next run's process waiting for its job:
+    both run the engine's `serve` command."""
+    import time
+
+    import docker
+    import docker.errors
+
+    client = docker.from_env()
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                container = client.containers.get(container_id)
+                if container.labels.get("codeactions.kind") == "warm":
+                    top = container.top()
+                    command = top["Titles"].index("CMD")
+                    processes = [row[command] for row in top["Processes"]]
+                    if len(processes) <= 2 and all(p.endswith(" serve") for p in processes):
+                        return True
+            except docker.errors.NotFound:
+                return True
+            except docker.errors.APIError:  # stopping while we looked
+                pass
+            time.sleep(0.2)
+        return False
+    finally:
+        client.close()

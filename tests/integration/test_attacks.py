@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 import requests
 
-from tests.integration.helpers import call, create_code
+from tests.integration.helpers import call, create_code, no_run_leftovers
 
 ATTACKS_DIR = Path(__file__).parent / "attacks"
 EXTENSIONS = {"python": "py", "javascript": "js", "go": "go"}
@@ -48,12 +49,23 @@ def source(language: str, name: str) -> str:
 
 
 LANGUAGES = ("python", "javascript", "go")
+#: Languages with warm environments (worker/warm_environments.py): each attack runs in one
+#: too, where "contained" also means the environment holds nothing of it afterwards.
+WARM_LANGUAGES = ("python", "go")
 CASES = [
-    pytest.param(name, language, id=f"{language}-{name}")
+    pytest.param(name, language, warm, id=f"{language}-{name}" + ("-warm" if warm else ""))
     for name in ATTACKS
     for language in LANGUAGES
+    for warm in ((False, True) if language in WARM_LANGUAGES else (False,))
     if (ATTACKS_DIR / language / f"{name}.{EXTENSIONS[language]}").exists()
 ]
+
+
+def _labels(container_id: str) -> dict | None:
+    try:
+        return docker.from_env().containers.get(container_id).labels
+    except docker.errors.NotFound:
+        return None
 
 
 def _wait_finished(platform, run_id: str, seconds: float = 30) -> dict:  # noqa: ANN001
@@ -65,10 +77,11 @@ def _wait_finished(platform, run_id: str, seconds: float = 30) -> dict:  # noqa:
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize(("attack", "language"), CASES)
-def test_attack_is_contained(platform, attack: str, language: str):
+@pytest.mark.parametrize(("attack", "language", "warm"), CASES)
+def test_attack_is_contained(platform, attack: str, language: str, warm: bool):
     timeout, (status, reason) = ATTACKS[attack]
-    code = create_code(platform, source(language, attack), language=language, timeout=timeout)
+    code = create_code(platform, source(language, attack), language=language, timeout=timeout,
+                       warm=warm)
     response = call(platform, code["id"])
     run_id = response.headers.get("X-Run-Id") or (
         response.json().get("run_id") if response.status_code >= 400 else None
@@ -85,12 +98,16 @@ def test_attack_is_contained(platform, attack: str, language: str):
     for secret in ("FLOWS_CODE_ACTIONS", "postgresql", "amqp://", "redis://",
                    platform.urls["s3"]):
         assert secret not in run["result"], secret
-    # Nothing of the run is left on the Docker engine.
-    leftovers = docker.from_env().containers.list(
-        all=True, filters={"label": f"codeactions.run_id={run_id}"})
-    assert leftovers == []
+    # It ran in the code's own warm environment (still there unless the attack broke it).
+    labels = _labels(run["container_id"])
+    if warm and labels is not None:
+        assert labels["codeactions.kind"] == "warm", labels
+        assert labels["codeactions.code_id"] == code["id"], labels
+    # Nothing of the run is left on the Docker engine (nor in its warm environment).
+    assert run["container_id"], run
+    assert no_run_leftovers(run["container_id"])
     # The worker serves the next run normally.
-    hello = create_code(platform, source(language, "hello"), language=language)
+    hello = create_code(platform, source(language, "hello"), language=language, warm=warm)
     after = call(platform, hello["id"])
     assert after.status_code == 200 and after.text == "ok"
 

@@ -11,7 +11,7 @@ import docker
 import pytest
 import requests
 
-from tests.integration.helpers import call, create_code
+from tests.integration.helpers import call, container_gone, create_code, run_now
 
 
 def _run_json(platform, source: str, **kwargs) -> dict:  # noqa: ANN001
@@ -114,17 +114,15 @@ def test_timeout_kills_the_run_and_removes_the_container(platform):
         time.sleep(0.2)
     assert run["status"] == "failed" and run["result"] == "timed out after 5 s"
     assert run["exit_reason"] == "timeout"
-    leftovers = docker.from_env().containers.list(
-        all=True, filters={"label": f"codeactions.run_id={run_id}"})
-    assert leftovers == []
+    assert run["container_id"] and container_gone(run["container_id"])
 
 
 def test_containers_are_removed_after_each_run(platform):
     code = create_code(platform, "def Run(engine):\n    pass\n")
-    call(platform, code["id"])
-    leftovers = docker.from_env().containers.list(
-        all=True, filters={"label": f"codeactions.code_id={code['id']}"})
-    assert leftovers == []
+    runs = [run_now(platform, code["id"]) for _ in range(3)]
+    ids = [run["container_id"] for run in runs]
+    assert len(set(ids)) == 3  # one container per run, never reused
+    assert all(container_gone(container_id) for container_id in ids)
 
 
 def test_printed_frames_are_not_frames(platform):

@@ -12,15 +12,19 @@ from tests.integration.helpers import call, create_code
 MATRIX = Path(__file__).parent / "matrix"
 EXTENSIONS = {"python": "py", "javascript": "js", "go": "go"}
 LANGUAGES = list(EXTENSIONS)
+# One container per run for every language, and warm environments where an engine has them
+# (a warm JavaScript code runs one container per run: see worker/warm_environments.py).
+MODES = [pytest.param(language, warm, id=language + ("-warm" if warm else ""))
+         for language in LANGUAGES for warm in (False, True)]
 
 
 def _source(name: str, language: str) -> str:
     return (MATRIX / f"{name}.{EXTENSIONS[language]}").read_text()
 
 
-@pytest.mark.parametrize("language", LANGUAGES)
-def test_engine_api_matrix(platform, language: str):
-    code = create_code(platform, _source("echo", language), language=language)
+@pytest.mark.parametrize(("language", "warm"), MODES)
+def test_engine_api_matrix(platform, language: str, warm: bool):
+    code = create_code(platform, _source("echo", language), language=language, warm=warm)
     response = call(
         platform, code["id"], params=[("name", "first"), ("name", "second")],
         data="  the body  ", headers={"User-Agent": "matrix/1"},
@@ -37,9 +41,9 @@ def test_engine_api_matrix(platform, language: str):
         ("debug", "first"), ("info", "second"), ("error", "third")]
 
 
-@pytest.mark.parametrize("language", LANGUAGES)
-def test_error_fails_the_run(platform, language: str):
-    code = create_code(platform, _source("fails", language), language=language)
+@pytest.mark.parametrize(("language", "warm"), MODES)
+def test_error_fails_the_run(platform, language: str, warm: bool):
+    code = create_code(platform, _source("fails", language), language=language, warm=warm)
     response = call(platform, code["id"])
     assert response.status_code == 500
     run_id = response.json()["run_id"]

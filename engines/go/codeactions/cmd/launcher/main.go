@@ -3,6 +3,7 @@
 //	launcher           run: job on stdin with the compiled action in "artifact" → frames
 //	launcher compile   compile: {"source": "..."} on stdin → an artifact frame or an error
 //	launcher warmup    at image build time: fill the build cache the compile mode reads
+//	launcher serve     a warm environment's supervisor (serve.go, engines/PROTOCOL.md)
 //
 // Run mode puts the artifact in an in-memory file (memfd: /tmp is noexec) and runs it as a child: the job (without the
 // artifact) on its stdin, a private pipe for its frames on fd 3, and fd 1 and fd 2 on a
@@ -62,6 +63,8 @@ func main() {
 	switch mode {
 	case "", "run":
 		os.Exit(runMode())
+	case "serve":
+		os.Exit(serveMode())
 	case "compile":
 		os.Exit(compileMode())
 	case "warmup":
@@ -75,17 +78,23 @@ func main() {
 // ============================================================================= run
 
 func runMode() int {
+	executable, childJob, err := prepare()
+	if err != nil {
+		wire.NewWriter(os.Stdout).SendFinal(wire.EndFrame{T: "end", Status: "failed", Error: err.Error()})
+		return 2
+	}
+	debug.FreeOSMemory() // the job held the whole artifact, base64-encoded
+	return runPrepared(executable, childJob)
+}
+
+// runPrepared runs the action in executable (a memfd) with childJob on its stdin and sends
+// the frames on stdout: the one-shot run mode, and each run of a warm environment.
+func runPrepared(executable *os.File, childJob []byte) int {
 	out := wire.NewWriter(os.Stdout)
 	fail := func(message string) int {
 		out.SendFinal(wire.EndFrame{T: "end", Status: "failed", Error: message})
 		return 2
 	}
-
-	executable, childJob, err := prepare()
-	if err != nil {
-		return fail(err.Error())
-	}
-	debug.FreeOSMemory() // the job held the whole artifact, base64-encoded
 
 	captureR, captureW, err := os.Pipe()
 	if err != nil {
@@ -117,6 +126,9 @@ func runMode() int {
 	}
 	if err := cmd.Start(); err != nil {
 		return fail("could not start the action: " + err.Error())
+	}
+	if childOOMScoreAdj != "" { // a warm environment: the OOM killer takes the run, not us
+		os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", cmd.Process.Pid), []byte(childOOMScoreAdj), 0)
 	}
 	captureW.Close()
 	framesW.Close()
@@ -189,8 +201,11 @@ func prepare() (*os.File, []byte, error) {
 }
 
 const (
-	mfdCloexec = 0x1
-	mfdExec    = 0x10 // Linux 6.3+: say so explicitly (older kernels reject it: EINVAL)
+	mfdCloexec      = 0x1
+	mfdAllowSealing = 0x2
+	mfdExec         = 0x10 // Linux 6.3+: say so explicitly (older kernels reject it: EINVAL)
+	fAddSeals       = 1033 // F_ADD_SEALS
+	sealAll         = 0x1 | 0x2 | 0x4 | 0x8 // F_SEAL_SEAL, _SHRINK, _GROW, _WRITE
 	// The memfd is moved at least this high, clear of the descriptors the child is given.
 	minExecFD = 10
 )
@@ -202,9 +217,10 @@ func memfdExecutable(name string, data []byte) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, _, errno := syscall.Syscall(sysMemfdCreate, uintptr(unsafe.Pointer(cname)), mfdCloexec|mfdExec, 0)
+	flags := uintptr(mfdCloexec | mfdAllowSealing)
+	fd, _, errno := syscall.Syscall(sysMemfdCreate, uintptr(unsafe.Pointer(cname)), flags|mfdExec, 0)
 	if errno == syscall.EINVAL {
-		fd, _, errno = syscall.Syscall(sysMemfdCreate, uintptr(unsafe.Pointer(cname)), mfdCloexec, 0)
+		fd, _, errno = syscall.Syscall(sysMemfdCreate, uintptr(unsafe.Pointer(cname)), flags, 0)
 	}
 	if errno != 0 {
 		return nil, fmt.Errorf("memfd_create: %v", errno)
@@ -218,6 +234,12 @@ func memfdExecutable(name string, data []byte) (*os.File, error) {
 	if _, err := file.Write(data); err != nil {
 		file.Close()
 		return nil, err
+	}
+	// Sealed: nothing can change the action once it is stored (a warm environment runs the
+	// same memfd for every run, so no run may alter what the next one executes).
+	if _, _, errno := syscall.Syscall(syscall.SYS_FCNTL, high, fAddSeals, sealAll); errno != 0 {
+		file.Close()
+		return nil, fmt.Errorf("sealing the action: %v", errno)
 	}
 	return file, nil
 }

@@ -1,0 +1,88 @@
+"""Pages of a code's logs (`GET /codelog?code_id=…&page=N`): every page, read from either end
+of the list, agrees with one total order, and the total (kept by triggers, never counted per
+request) stays exact as logs are written and deleted."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import requests
+from sqlalchemy import delete, insert, select
+
+from shared.models import CodeLog, CodeLogCount, CodeRun
+from tests.integration.helpers import create_code, run_now
+
+PAGE = 20
+
+
+def _add_logs(db, code_id: uuid.UUID, runs: int, per_run: int) -> list[uuid.UUID]:  # noqa: ANN001
+    """Logs of several runs, written as the worker writes them (one INSERT per run); runs
+    share timestamps so only the full order (time, seq, id) tells them apart."""
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    run_ids = []
+    with db.session() as session:
+        for index in range(runs):
+            run_id = uuid.uuid4()
+            session.execute(insert(CodeRun.__table__).values(
+                id=run_id, code_id=code_id, status="completed", result="", extra={}, params={},
+                body="", headers={}))
+            at = base + timedelta(seconds=index % 2)
+            session.connection().execute(insert(CodeLog.__table__), [
+                {"id": uuid.uuid4(), "run_id": run_id, "code_id": code_id, "type": "info",
+                 "content": f"run {index} line {seq}", "seq": seq, "created_at": at,
+                 "updated_at": at} for seq in range(per_run)])
+            run_ids.append(run_id)
+        session.commit()
+    return run_ids
+
+
+def _expected(db, code_id: uuid.UUID) -> list[str]:  # noqa: ANN001
+    with db.session() as session:
+        rows = session.execute(
+            select(CodeLog.id).where(CodeLog.code_id == code_id)
+            .order_by(CodeLog.created_at.desc(), CodeLog.seq.desc(), CodeLog.id.desc())
+        ).scalars()
+        return [str(row) for row in rows]
+
+
+def _all_pages(platform, code_id: str) -> tuple[list[str], int, int]:  # noqa: ANN001
+    first = requests.get(platform.url("/codelog"), params={"code_id": code_id}).json()
+    ids, pages = [], first["last_page"]
+    for page in range(1, pages + 1):
+        body = requests.get(platform.url("/codelog"),
+                            params={"code_id": code_id, "page": page}).json()
+        assert body["total"] == first["total"] and body["page"] == page
+        assert len(body["data"]) == min(PAGE, first["total"] - (page - 1) * PAGE)
+        ids += [entry["id"] for entry in body["data"]]
+    return ids, first["total"], pages
+
+
+def test_every_page_agrees_with_one_order_and_the_total_is_exact(platform, db):
+    code = create_code(platform, "def Run(engine):\n    pass\n")
+    code_id = uuid.UUID(code["id"])
+    runs = _add_logs(db, code_id, runs=7, per_run=19)  # 133 logs: 7 pages, the last of 13
+    ids, total, pages = _all_pages(platform, code["id"])
+    assert (total, pages) == (133, 7)
+    assert ids == _expected(db, code_id)  # pages from the newest and the oldest end alike
+    past = requests.get(platform.url("/codelog"), params={"code_id": code["id"], "page": 8})
+    assert past.status_code == 200 and past.json()["data"] == []
+
+    with db.session() as session:  # a run goes (its logs cascade): the total follows
+        session.execute(delete(CodeRun).where(CodeRun.id == runs[3]))
+        session.commit()
+    ids, total, pages = _all_pages(platform, code["id"])
+    assert (total, pages) == (114, 6)
+    assert ids == _expected(db, code_id)
+
+
+def test_runs_count_their_logs_and_a_deleted_code_leaves_no_count(platform, db):
+    code = create_code(platform, "def Run(engine):\n    for i in range(3):\n"
+                                 "        engine.log.info(i)\n")
+    for _ in range(2):
+        run_now(platform, code["id"])
+    body = requests.get(platform.url("/codelog"), params={"code_id": code["id"]}).json()
+    assert body["total"] == 6 and [e["content"] for e in body["data"]][:3] == ["2", "1", "0"]
+    assert requests.delete(platform.url(f"/code/{code['id']}")).status_code == 204
+    with db.session() as session:
+        assert session.get(CodeLogCount, uuid.UUID(code["id"])) is None
