@@ -81,8 +81,8 @@ def create_runs(db: Database, requests: list[RunRequest]) -> list[CodeRun]:
         for run in runs:
             run_store.add(session, run)
         session.commit()
-    for code, *_ in requests:
-        metrics.record_run_requested(code.project_uuid, code.id)
+    for item in requests:
+        metrics.record_run_requested(item.code.project_uuid, item.code.id)
     return runs
 
 
