@@ -81,16 +81,21 @@ def sequential(base_url: str, path: str, count: int, rate: float | None = None) 
                 if delay > 0:
                     time.sleep(delay)
                 next_start += interval
-            started = time.perf_counter()
-            try:
-                status, _ = client.request("POST", path)
-            except OSError:
-                status = 0
-            out.seconds.append(time.perf_counter() - started)
-            out.statuses[status] += 1
+            _timed_call(client, path, out)
     finally:
         client.close()
     return out
+
+
+def _timed_call(client: Client, path: str, out: Latencies) -> None:
+    """One POST, its latency and status recorded (0: the connection failed)."""
+    started = time.perf_counter()
+    try:
+        status, _ = client.request("POST", path)
+    except OSError:
+        status = 0
+    out.seconds.append(time.perf_counter() - started)
+    out.statuses[status] += 1
 
 
 def concurrent(base_url: str, path: str, clients: int, seconds: float) -> dict:
@@ -102,13 +107,7 @@ def concurrent(base_url: str, path: str, clients: int, seconds: float) -> dict:
         client = Client(base_url)
         try:
             while time.monotonic() < stop_at:
-                started = time.perf_counter()
-                try:
-                    status, _ = client.request("POST", path)
-                except OSError:
-                    status = 0
-                out.seconds.append(time.perf_counter() - started)
-                out.statuses[status] += 1
+                _timed_call(client, path, out)
         finally:
             client.close()
 

@@ -126,6 +126,21 @@ def go_image(docker_client) -> str:  # noqa: ANN001
     return _engine_image(docker_client, "go")
 
 
+def _job(
+    params: dict[str, Any] | None,
+    body: str,
+    headers: dict[str, list[str]] | None,
+    limits: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A job as the worker sends it (engines/PROTOCOL.md), without the source."""
+    return {
+        "params": params or {},
+        "body": body,
+        "headers": headers or {},
+        "limits": limits if limits is not None else {"log_content_max": 8000},
+    }
+
+
 def run_engine(
     image: str,
     source: str | None = None,
@@ -138,14 +153,7 @@ def run_engine(
     timeout: float = 60,
 ) -> RunOutput:
     if raw_job is None:
-        job = {
-            "source": source,
-            "params": params or {},
-            "body": body,
-            "headers": headers or {},
-            "limits": limits if limits is not None else {"log_content_max": 8000},
-        }
-        raw_job = json.dumps(job).encode()
+        raw_job = json.dumps({"source": source, **_job(params, body, headers, limits)}).encode()
     started = time.monotonic()
     proc = subprocess.run(
         ["docker", "run", "-i", "--rm", *SANDBOX_FLAGS, image],
@@ -196,10 +204,7 @@ def run_engine_warm(
             source = parsed.pop("source")
             raw_job = json.dumps(parsed).encode()
     else:
-        raw_job = json.dumps({
-            "params": params or {}, "body": body, "headers": headers or {},
-            "limits": limits if limits is not None else {"log_content_max": 8000},
-        }).encode()
+        raw_job = json.dumps(_job(params, body, headers, limits)).encode()
     started = time.monotonic()
     proc = subprocess.Popen(
         ["docker", "run", "-i", "--rm", *SANDBOX_FLAGS, image, "serve"],
