@@ -31,14 +31,13 @@ def _prepared(
     prepared = []
     with c.db.session() as session:
         for index, item in enumerate(items):
-            field = f"{prefix}{index}.code_id" if prefix else "code_id"
+            at = f"{prefix}{index}." if prefix else ""  # a batch names the item's fields
+            field = f"{at}code_id"
             callback_url = item.get("callback_url")
             if callback_url is not None:
-                try:
-                    callback_url = check_submitted_url(callback_url, c.settings.callback_networks)
-                except InvalidInput as exc:
-                    raise InvalidInput(exc.message, field=f"{prefix}{index}.{exc.field}"
-                                       if prefix else exc.field) from None
+                callback_url = check_submitted_url(
+                    callback_url, c.settings.callback_networks, field=f"{at}callback_url"
+                )
             try:
                 code = code_store.get(session, parse_id(item["code_id"], field))
             except InvalidId as exc:

@@ -40,21 +40,21 @@ class CallbackTarget:
         return host if self.port == default else f"{host}:{self.port}"
 
 
-def parse_callback_url(url: str) -> CallbackTarget:
-    """A well-formed http(s) URL, or `InvalidInput` naming `callback_url`."""
+def parse_callback_url(url: str, field: str = FIELD) -> CallbackTarget:
+    """A well-formed http(s) URL, or `InvalidInput` naming `field`."""
     if len(url) > URL_MAX_LENGTH:
-        raise InvalidInput(f"callback_url is longer than {URL_MAX_LENGTH} characters", FIELD)
+        raise InvalidInput(f"callback_url is longer than {URL_MAX_LENGTH} characters", field)
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise InvalidInput(f"callback_url is not a valid URL: {exc}", FIELD) from None
+        raise InvalidInput(f"callback_url is not a valid URL: {exc}", field) from None
     if parts.scheme not in ("http", "https"):
-        raise InvalidInput("callback_url must be an http:// or https:// URL", FIELD)
+        raise InvalidInput("callback_url must be an http:// or https:// URL", field)
     if not parts.hostname:
-        raise InvalidInput("callback_url has no host", FIELD)
+        raise InvalidInput("callback_url has no host", field)
     if parts.username or parts.password:
-        raise InvalidInput("callback_url must not carry credentials", FIELD)
+        raise InvalidInput("callback_url must not carry credentials", field)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -62,20 +62,20 @@ def parse_callback_url(url: str) -> CallbackTarget:
     return CallbackTarget(parts.scheme, parts.hostname, port or default_port, path)
 
 
-def check_submitted_url(url: str, allowed_networks: list[str]) -> str:
+def check_submitted_url(url: str, allowed_networks: list[str], field: str = FIELD) -> str:
     """What the API checks before storing a callback: syntax, and no private IP literal.
     Names are resolved by the worker at delivery (they may change, and DNS is slow)."""
-    target = parse_callback_url(url)
+    target = parse_callback_url(url, field)
     literal = _ip_literal(target.host)
     if literal is not None and not address_allowed(literal, allowed_networks):
         raise InvalidInput(
             f"callback_url points at a non-public address ({literal}); callbacks go to "
             "public addresses only",
-            FIELD,
+            field,
         )
     if target.host.lower() in ("localhost", "localhost.localdomain") and not allowed_networks:
         raise InvalidInput("callback_url points at localhost; callbacks go to public "
-                           "addresses only", FIELD)
+                           "addresses only", field)
     return url.strip()
 
 

@@ -12,17 +12,27 @@ import time
 from pathlib import Path
 from typing import IO
 
-from shared.settings import LANGUAGES, load_settings
+from shared.settings import LANGUAGES, Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("codeactions")
 
 
-def _setup_logging(level: str, process: str = "codeactions") -> None:
-    """JSON lines in production, readable text in dev (shared/log_format.py)."""
+def _setup_logging(
+    settings: Settings, process: str = "codeactions", *, level: str | None = None,
+    celery: bool = False,
+) -> None:
+    """JSON lines in production, readable text in dev (shared/log_format.py). `celery`: a
+    Celery process, told that logging is configured already (ours, not its own)."""
     from shared.log_format import configure_logging
 
-    configure_logging(load_settings().model_copy(update={"log_level": level}), process)
+    if level is not None:
+        settings = settings.model_copy(update={"log_level": level})
+    configure_logging(settings, process)
+    if celery:
+        from celery import signals
+
+        signals.setup_logging.connect(lambda **_: None, weak=False)
 
 
 def built_languages() -> list[str]:
@@ -40,7 +50,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from shared.api_process import prepare_metrics_dir
 
     prepare_metrics_dir(settings)
-    _setup_logging(settings.log_level, "api")
+    _setup_logging(settings, "api")
     from gunicorn.app.base import BaseApplication
 
     from api.app import create_app
@@ -82,7 +92,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown language(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
-    _setup_logging(settings.log_level, "worker-" + "-".join(languages))
+    _setup_logging(settings, "worker-" + "-".join(languages), celery=True)
     tags = prepare_worker_host(settings, languages)
     log.info("engine images ready: %s", tags)
     name = worker_name(languages, settings)
@@ -117,7 +127,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     from worker.events_consumer import EventsConsumer
 
     settings = load_settings()
-    _setup_logging(settings.log_level)
+    _setup_logging(settings, "events")
     # pika logs our existence probes' 404s and every lost connection with a traceback; the
     # consumer logs what matters itself.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
@@ -133,15 +143,11 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 def _worker_operations(settings, app, name: str, languages: list[str], concurrency: int,  # noqa: ANN001
                        metrics_port: int | None) -> None:
-    """Heartbeats for /health, metrics on the worker's own port, our log format kept."""
-    from celery import signals
-
+    """Heartbeats for /health, metrics on the worker's own port."""
     from worker import metrics
     from worker.heartbeat import Heartbeat
 
     Heartbeat(settings, name, languages, concurrency).connect(app)
-    # A receiver here tells Celery logging is configured already (ours, above).
-    signals.setup_logging.connect(lambda **_: None, weak=False)
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
     if port:
         try:
@@ -156,10 +162,7 @@ def cmd_beat(args: argparse.Namespace) -> int:
     from worker.beat import create_beat_app, schedule_file
 
     settings = load_settings()
-    _setup_logging(settings.log_level, "beat")
-    from celery import signals
-
-    signals.setup_logging.connect(lambda **_: None, weak=False)
+    _setup_logging(settings, "beat", celery=True)
     app = create_beat_app(settings)
     hostname = f"housekeeping-{settings.worker_id or '%h'}-{os.getpid()}@%h"
     app.worker_main(_celery_worker_argv(
@@ -176,7 +179,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
     from shared.celery_app import make_celery
 
     settings = load_settings()
-    _setup_logging(settings.log_level, "flower")
+    _setup_logging(settings, "flower")
     if settings.flower_basic_auth:
         # Through the environment, not argv: the process list would show it.
         os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
@@ -207,7 +210,7 @@ def cmd_images(args: argparse.Namespace) -> int:
 
     from worker.images import ensure_images, remove_stale_images
 
-    _setup_logging("info")
+    _setup_logging(load_settings(), "images", level="info")
     client = docker.from_env()
     tags = ensure_images(client, args.language or built_languages())
     for language, tag in tags.items():
@@ -229,7 +232,7 @@ def cmd_standalone(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from shared.bench.runner import run_bench
 
-    _setup_logging("warning")
+    _setup_logging(load_settings(), "bench", level="warning")
     return run_bench(
         url=args.url, base_port=args.base_port, state_dir=Path(args.state_dir),
         languages=args.language or built_languages(), quick=args.quick,

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared.settings import PREFIX, load_settings
+from shared.settings import PREFIX, Settings, load_settings
 
 log = logging.getLogger("codeactions.local")
 
@@ -161,3 +161,42 @@ def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) ->
             stack.stop()
         say("codeactions: stopped")
     return 0
+
+
+def wait_for_http(url: str, seconds: float, children: list[subprocess.Popen]) -> None:
+    """Until `url` answers 200; a child that exits meanwhile fails the wait at once."""
+    import requests
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        _fail_if_exited(children)
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up in {seconds}s")
+
+
+def wait_for_workers(
+    settings: Settings, languages: list[str], seconds: float, children: list[subprocess.Popen]
+) -> None:
+    """Until each language's worker answers a ping on the broker under its own name."""
+    from shared.celery_app import make_celery
+    from worker.preparation import worker_name
+
+    app = make_celery(settings)
+    deadline = time.monotonic() + seconds
+    for language in languages:
+        destination = [f"{worker_name([language], settings)}@{socket.gethostname()}"]
+        while not app.control.ping(destination=destination, timeout=1.0):
+            _fail_if_exited(children)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {language} worker did not answer in {seconds}s")
+
+
+def _fail_if_exited(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is not None:
+            raise RuntimeError(f"{child.args} exited with {child.returncode}")

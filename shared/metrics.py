@@ -2,7 +2,8 @@
 
 Request side (the API process; `/metrics`): `ca_run_count`, `ca_run_elapsed`,
 `ca_code_created_count`, `ca_code_updated_count`, `workerpool_tasks_submitted_total`,
-`workerpool_tasks_rejected_total`; the pool's gauges come from `api.metrics_collector`.
+`workerpool_tasks_rejected_total`, `ca_rate_limit_fail_open_total`; the pool's gauges come
+from `api.metrics.PoolCollector`.
 Execution side (each worker, on its own port): see `worker.metrics`.
 
 Metrics are created on first use (never at import), once per process. Under gunicorn the
@@ -30,6 +31,7 @@ class RequestMetrics:
     code_updated: Gauge
     tasks_submitted: Counter
     tasks_rejected: Counter
+    rate_limit_fail_open: Counter
 
 
 @functools.cache
@@ -66,6 +68,11 @@ def _define() -> RequestMetrics:
             "workerpool_tasks_rejected", "Runs refused because the language queue was full",
             ["language"],
         ),
+        rate_limit_fail_open=Counter(
+            "ca_rate_limit_fail_open",
+            "Requests to public endpoints let through without a rate-limit check because "
+            "Redis was unreachable",
+        ),
     )
 
 
@@ -94,6 +101,10 @@ def record_submitted(language: str) -> None:
 
 def record_rejected(language: str) -> None:
     request_metrics().tasks_rejected.labels(language).inc()
+
+
+def record_rate_limit_fail_open() -> None:
+    request_metrics().rate_limit_fail_open.inc()
 
 
 def record_run_elapsed(project_uuid: object, code_id: object, seconds: float) -> None:

@@ -15,19 +15,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from prometheus_client import Counter
+from shared import metrics
 
 log = logging.getLogger(__name__)
 
 PAUSE_AFTER_FAILURE = 5.0
-
-# Registered on prometheus_client's default registry, which `/metrics` serves.
-FAIL_OPEN = Counter(
-    "ca_rate_limit_fail_open",
-    "Requests to public endpoints let through without a rate-limit check because Redis "
-    "was unreachable",
-)
-
 
 @dataclass
 class LimitDecision:
@@ -52,7 +44,7 @@ class CodeRateLimiter:
         if not self.enabled:
             return LimitDecision(True)
         if time.monotonic() < self._paused_until:
-            FAIL_OPEN.inc()
+            metrics.record_rate_limit_fail_open()
             return LimitDecision(True)
         try:
             if self.limiter.hit(self.item, "code", code_id):
@@ -60,7 +52,7 @@ class CodeRateLimiter:
             reset_at, _ = self.limiter.get_window_stats(self.item, "code", code_id)
             return LimitDecision(False, max(1, math.ceil(reset_at - time.time())))
         except Exception as exc:  # fail open, loudly
-            FAIL_OPEN.inc()
+            metrics.record_rate_limit_fail_open()
             with self._lock:
                 if time.monotonic() >= self._paused_until:
                     log.error("rate limiter unavailable, letting requests through unchecked "

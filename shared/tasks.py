@@ -14,6 +14,7 @@ def run_queue(language: str) -> str:
     """One queue per language so each language scales on its own (`runs.python`, ...)."""
     return f"runs.{language}"
 
+
 # Housekeeping, scheduled by beat and consumed by beat's own worker (`codeactions beat`).
 CLEAN_RETENTION = "codeactions.clean_retention"
 REAP_STUCK_RUNS = "codeactions.reap_stuck_runs"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,44 +47,16 @@ class Platform:
         return self.base_url + path
 
 
-def _wait_http(url: str, seconds: float, child: subprocess.Popen) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise RuntimeError(f"{child.args} exited with {child.returncode}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up in {seconds}s")
-
-
-def _wait_worker(
-    platform: Platform, child: subprocess.Popen, language: str, seconds: float
-) -> None:
-    """A worker is ready once it answers a ping on the broker under its own name."""
-    import socket
-
-    from shared.celery_app import make_celery
-    from worker.preparation import worker_name
-
-    app = make_celery(platform.settings())
-    destination = [f"{worker_name([language], platform.settings())}@{socket.gethostname()}"]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise RuntimeError(f"worker exited with {child.returncode}")
-        if app.control.ping(destination=destination, timeout=1.0):
-            return
-    raise RuntimeError(f"worker did not answer in {seconds}s")
-
-
 @pytest.fixture(scope="session")
 def platform() -> Iterator[Platform]:
     from shared.cli import built_languages, spawn_child, stop_children
-    from shared.local_platform import local_environment, stack_urls, start_services
+    from shared.local_platform import (
+        local_environment,
+        stack_urls,
+        start_services,
+        wait_for_http,
+        wait_for_workers,
+    )
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWS_CODE_ACTIONS_")}
     stack = start_services(TEST_STATE, TEST_BASE_PORT, {})
@@ -127,9 +98,8 @@ def platform() -> Iterator[Platform]:
         platform.children.extend(workers)
         api = spawn_child(["api", "--workers", "2"], env)
         platform.children.append(api)
-        _wait_http(platform.url("/healthz"), 60, api)
-        for worker, language in zip(workers, languages, strict=True):
-            _wait_worker(platform, worker, language, 180)
+        wait_for_http(platform.url("/healthz"), 60, platform.children)
+        wait_for_workers(platform.settings(), languages, 180, platform.children)
         yield platform
     finally:
         stop_children(platform.children)

@@ -19,6 +19,7 @@ import urllib3
 
 from shared.callback_target import CallbackRefused, parse_callback_url, resolve_allowed
 from shared.db import Database
+from shared.errors import InvalidInput
 from shared.run_document import run_document
 from shared.services import callback_delivery
 from shared.settings import Settings
@@ -68,9 +69,7 @@ class CallbackSender:
         try:
             target = parse_callback_url(url)
             address = resolve_allowed(target, self.settings.callback_networks)
-        except CallbackRefused as exc:
-            return None, f"refused: {exc}"
-        except Exception as exc:  # a URL stored before a policy change, say
+        except (CallbackRefused, InvalidInput) as exc:  # InvalidInput: stored before a rule
             return None, f"refused: {exc}"
         headers = {
             "Host": target.host_header,

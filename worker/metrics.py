@@ -12,7 +12,7 @@ import functools
 import logging
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Histogram, disable_created_metrics
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,52 @@ def worker_metrics() -> WorkerMetrics:
     )
 
 
+@dataclass(frozen=True)
+class FastPathMetrics:
+    """The warm pool (worker/warm_pool.py) and warm environments (worker/warm_environments.py)."""
+
+    sandbox_starts: Counter
+    pool_ready: Gauge
+    pool_started: Counter
+    pool_discarded: Counter
+    warm_runs: Counter
+    warm_misses: Counter
+    warm_live: Gauge
+    warm_retired: Counter
+
+
+@functools.cache
+def fast_path_metrics() -> FastPathMetrics:
+    disable_created_metrics()
+    return FastPathMetrics(
+        sandbox_starts=Counter(
+            "codeactions_sandbox_starts_total",
+            "Containers a run used: warm (taken from the pool) or cold (started for the run)",
+            ["kind"],
+        ),
+        pool_ready=Gauge("codeactions_warm_pool_ready", "Pool containers started and waiting"),
+        pool_started=Counter("codeactions_warm_pool_started_total", "Pool containers started"),
+        pool_discarded=Counter(
+            "codeactions_warm_pool_discarded_total", "Pool containers dropped unused",
+            ["reason"],
+        ),
+        warm_runs=Counter(
+            "codeactions_warm_environment_runs_total", "Runs served by a warm environment",
+            ["language"],
+        ),
+        warm_misses=Counter(
+            "codeactions_warm_environment_misses_total",
+            "Runs of a warm code that found no idle environment (they used the warm pool)",
+            ["language"],
+        ),
+        warm_live=Gauge("codeactions_warm_environments", "Warm environments alive"),
+        warm_retired=Counter(
+            "codeactions_warm_environment_retired_total", "Warm environments retired",
+            ["reason"],
+        ),
+    )
+
+
 def record_run(
     language: str, status: str, reason: str, queue_wait: float | None, duration: float,
     container_start: float | None = None,
@@ -95,6 +141,7 @@ def serve(host: str, port: int, languages: list[str]) -> None:
     """The worker's /metrics (any path, really) on `host:port`, in a daemon thread."""
     from prometheus_client import start_http_server
 
+    fast_path_metrics()  # listed from the first scrape on, like the run metrics
     m = worker_metrics()
     for language in languages:  # series exist at 0 before the first run: rate() works
         for counter in (m.completed, m.failed, m.timed_out):

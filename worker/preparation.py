@@ -44,7 +44,11 @@ def remove_leftovers(client, name: str) -> int:  # noqa: ANN001
     possible run (whoever started those is gone). Other platforms' live containers stay."""
     removed = 0
     oldest_live = time.time() - (TIMEOUT_MAX + 120)
-    for container in client.containers.list(all=True, filters={"label": "codeactions.sandbox"}):
+    # ignore_removed: a live platform's one-shot sandbox may go between listing and inspecting.
+    listed = client.containers.list(
+        all=True, filters={"label": "codeactions.sandbox"}, ignore_removed=True
+    )
+    for container in listed:
         labels = container.labels or {}
         created = datetime.fromisoformat(container.attrs["Created"][:19] + "+00:00").timestamp()
         if not is_leftover(labels, created, name, oldest_live):

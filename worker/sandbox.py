@@ -365,20 +365,34 @@ class Sandbox:
         if collector.ended and outcome.status == "completed":
             return outcome  # a failed end may still be the memory limit: ask Docker
         state = final_state(self.client.api, container_id)
-        if state.get("OOMKilled"):
-            outcome.status, outcome.exit_reason = "failed", "memory_limit"
-            outcome.error = f"memory limit exceeded ({human_size(limits.memory_bytes)})"
-        elif not collector.ended:
-            exit_code = state.get("ExitCode")
+        if state.get("OOMKilled") or not collector.ended:
             detail = clean_text(stderr_tail.decode("utf-8", "replace").strip()[-500:])
-            outcome.status, outcome.exit_reason = "failed", "crashed"
-            outcome.error = f"the engine stopped without a result (exit code {exit_code})"
-            if exit_code == 137:
-                outcome.exit_reason = "killed"
-                outcome.error = "the run was killed (exit code 137)"
-            if detail:
-                outcome.error += f": {detail}"
+            describe_exit(outcome, bool(state.get("OOMKilled")), state.get("ExitCode"),
+                          limits, detail)
         return outcome
+
+
+def describe_exit(
+    outcome: SandboxOutcome,
+    oom: bool,
+    exit_code: int | None,
+    limits: SandboxLimits,
+    detail: str = "",
+) -> None:
+    """Why an engine stopped without (or despite) its end frame: out of memory, killed, or
+    crashed; the same words for a one-run container and a warm environment's process."""
+    outcome.status = "failed"
+    if oom:
+        outcome.exit_reason = "memory_limit"
+        outcome.error = f"memory limit exceeded ({human_size(limits.memory_bytes)})"
+        return
+    if exit_code == 137:
+        outcome.exit_reason, outcome.error = "killed", "the run was killed (exit code 137)"
+    else:
+        outcome.exit_reason = "crashed"
+        outcome.error = f"the engine stopped without a result (exit code {exit_code})"
+    if detail:
+        outcome.error += f": {detail}"
 
 
 def human_size(size: int) -> str:

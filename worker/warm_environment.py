@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shared.models.codelog import LOG_CONTENT_MAX
 from worker.attach_stream import StreamStopped, StreamTimeout, final_state
 from worker.frames import FrameError, FrameTooLarge
 from worker.sandbox import (
@@ -30,7 +29,7 @@ from worker.sandbox import (
     Sandbox,
     SandboxLimits,
     SandboxOutcome,
-    clean_text,
+    describe_exit,
     human_size,
 )
 
@@ -295,30 +294,12 @@ class WarmEnvironment:
         outcome.container_id = self.container_id[:12]
         if reason is not None:
             outcome.status, outcome.exit_reason, outcome.error = "failed", *reason
-        elif collector.ended:
-            if exited is not None and exited.get("oom"):
-                _describe_exit(outcome, exited, self.limits)
         elif exited is not None:
-            _describe_exit(outcome, exited, self.limits)
-        else:  # the container itself stopped (the supervisor killed or out of memory)
+            if exited.get("oom") or not collector.ended:
+                describe_exit(outcome, bool(exited.get("oom")), exited.get("exit_code"),
+                              self.limits)
+        elif not collector.ended:  # the container itself stopped (killed, out of memory)
             state = final_state(self.sandbox.client.api, self.container_id, wait_seconds=2)
-            _describe_exit(outcome, {"oom": bool(state.get("OOMKilled")),
-                                     "exit_code": state.get("ExitCode")}, self.limits)
+            describe_exit(outcome, bool(state.get("OOMKilled")), state.get("ExitCode"),
+                          self.limits)
         return outcome
-
-
-def _describe_exit(outcome: SandboxOutcome, exited: dict[str, Any], limits: SandboxLimits) -> None:
-    """The same reasons a one-shot container's end gives (worker/sandbox.py `_finish`)."""
-    outcome.status = "failed"
-    exit_code = exited.get("exit_code")
-    if exited.get("oom"):
-        outcome.exit_reason = "memory_limit"
-        outcome.error = f"memory limit exceeded ({human_size(limits.memory_bytes)})"
-    elif exit_code == 137:
-        outcome.exit_reason = "killed"
-        outcome.error = "the run was killed (exit code 137)"
-    else:
-        outcome.exit_reason = "crashed"
-        outcome.error = clean_text(
-            f"the engine stopped without a result (exit code {exit_code})", LOG_CONTENT_MAX
-        )

@@ -23,10 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
 from shared.settings import Settings
 from worker.container_owner import owner_labels
+from worker.metrics import fast_path_metrics
 from worker.sandbox import Sandbox, SandboxLimits, SandboxOutcome
 from worker.warm_environment import WarmEnvironment, WarmEnvironmentError
 from worker.warm_pool import pool_key
@@ -37,19 +36,6 @@ log = logging.getLogger(__name__)
 WARM_LANGUAGES = ("python", "go")
 #: How long a run waits for an environment that is cleaning up after its previous run.
 DRAIN_WAIT = 0.5
-
-WARM_RUNS = Counter(
-    "codeactions_warm_environment_runs_total", "Runs served by a warm environment", ["language"]
-)
-WARM_MISSES = Counter(
-    "codeactions_warm_environment_misses_total",
-    "Runs of a warm code that found no idle environment (they used the warm pool)",
-    ["language"],
-)
-WARM_LIVE = Gauge("codeactions_warm_environments", "Warm environments alive")
-WARM_RETIRED = Counter(
-    "codeactions_warm_environment_retired_total", "Warm environments retired", ["reason"]
-)
 
 IDLE, BUSY, DRAINING, STARTING, RETIRED = "idle", "busy", "draining", "starting", "retired"
 #: After an environment of a code version failed to start, its runs use the pool this long.
@@ -117,14 +103,14 @@ class WarmEnvironments:
             self._retire(slot, "broken")
             slot = None
         if slot is None:
-            WARM_MISSES.labels(language=spec.language).inc()
+            fast_path_metrics().warm_misses.labels(language=spec.language).inc()
             return None
         try:
             outcome = slot.env.run(run_job, limits, should_stop)
         except Exception:
             self._retire(slot, "broken")
             raise
-        WARM_RUNS.labels(language=spec.language).inc()
+        fast_path_metrics().warm_runs.labels(language=spec.language).inc()
         with self._cond:
             slot.state = DRAINING
         self._submit(self._drainer, self._drain, slot)
@@ -160,7 +146,7 @@ class WarmEnvironments:
             slots = [slot for slots in self._slots.values() for slot in slots]
             self._slots.clear()
         for slot in slots:
-            WARM_RETIRED.labels(reason="stopped").inc()
+            fast_path_metrics().warm_retired.labels(reason="stopped").inc()
             slot.env.destroy()
         self._update_gauge()
 
@@ -301,7 +287,7 @@ class WarmEnvironments:
                 if not slots:
                     del self._slots[slot.env.key]
             self._cond.notify_all()
-        WARM_RETIRED.labels(reason=reason).inc()
+        fast_path_metrics().warm_retired.labels(reason=reason).inc()
         slot.env.destroy()
         self._update_gauge()
 
@@ -346,7 +332,7 @@ class WarmEnvironments:
             self._retire(slot, "stopped")
 
     def _update_gauge(self) -> None:
-        WARM_LIVE.set(self.count())
+        fast_path_metrics().warm_live.set(self.count())
 
 
 __all__ = ["WarmEnvironmentError", "WarmEnvironments", "WarmSpec"]

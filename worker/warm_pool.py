@@ -24,24 +24,12 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
 from worker.container_owner import owner_labels
 from worker.hardening import remove_quietly
+from worker.metrics import fast_path_metrics
 from worker.sandbox import LaunchedContainer, Sandbox, SandboxLimits
 
 log = logging.getLogger(__name__)
-
-SANDBOX_STARTS = Counter(
-    "codeactions_sandbox_starts_total",
-    "Containers a run used: warm (taken from the pool) or cold (started for the run)",
-    ["kind"],
-)
-POOL_READY = Gauge("codeactions_warm_pool_ready", "Pool containers started and waiting")
-POOL_STARTED = Counter("codeactions_warm_pool_started_total", "Pool containers started")
-POOL_DISCARDED = Counter(
-    "codeactions_warm_pool_discarded_total", "Pool containers dropped unused", ["reason"]
-)
 
 #: A key nobody asked for in this long stops being refilled (unless it is prefilled).
 DEMAND_MEMORY = 600.0
@@ -145,7 +133,7 @@ class WarmPool:
             self._cond.notify_all()
         for container, reason in stale:
             self._discard(container, reason)
-        SANDBOX_STARTS.labels(kind="warm" if taken else "cold").inc()
+        fast_path_metrics().sandbox_starts.labels(kind="warm" if taken else "cold").inc()
         return taken
 
     def ready_count(self, image: str, limits: SandboxLimits) -> int:
@@ -219,10 +207,9 @@ class WarmPool:
 
     def _fill(self, entry: _Entry) -> bool:
         labels = {"codeactions.worker": self.worker_name, **owner_labels("pool")}
-        container = None
         try:
             container = self.sandbox.launch(entry.image, entry.limits, labels)
-            POOL_STARTED.inc()
+            fast_path_metrics().pool_started.inc()
         except Exception as exc:
             log.warning("warm pool could not start a container: %s", exc)
             with self._cond:
@@ -230,23 +217,23 @@ class WarmPool:
             return False
         with self._cond:
             entry.starting -= 1
-            if container is not None and not self._closed:
+            kept = not self._closed
+            if kept:
                 entry.ready.append(container)
-                container = None
             self._update_gauge()
             self._cond.notify_all()
-        if container is not None:  # the pool closed while it started
+        if not kept:  # the pool closed while it started
             container.attached.hang_up()
             self.sandbox.remove(container.id)
         return True
 
     def _discard(self, container: LaunchedContainer, reason: str) -> None:
-        POOL_DISCARDED.labels(reason=reason).inc()
+        fast_path_metrics().pool_discarded.labels(reason=reason).inc()
         container.attached.hang_up()
         self.reaper.remove(container.id)
 
     def _update_gauge(self) -> None:
-        POOL_READY.set(sum(len(e.ready) for e in self._entries.values()))
+        fast_path_metrics().pool_ready.set(sum(len(e.ready) for e in self._entries.values()))
 
 
 def _waiting(container: LaunchedContainer) -> bool:

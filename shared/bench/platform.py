@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -57,7 +56,14 @@ def bench_platform(url: str | None, base_port: int, state_dir: Path,
 
 def _own_platform(base_port: int, state_dir: Path, languages: list[str]) -> Iterator[BenchPlatform]:
     from shared.cli import REPO_ROOT, spawn_child, stop_children
-    from shared.local_platform import local_environment, stack_urls, start_services
+    from shared.local_platform import (
+        local_environment,
+        stack_urls,
+        start_services,
+        wait_for_http,
+        wait_for_workers,
+    )
+    from shared.settings import Settings
 
     state_dir = state_dir.absolute()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
@@ -86,38 +92,11 @@ def _own_platform(base_port: int, state_dir: Path, languages: list[str]) -> Iter
             workers[language] = child.pid
         platform = BenchPlatform(f"http://127.0.0.1:{api_port}", own=True, env=env,
                                  workers=workers)
-        _wait_ready(platform, children, languages)
+        settings = Settings(**{k: v for k, v in env.items() if k.startswith(PREFIX)})
+        wait_for_http(platform.url("/healthz"), 300, children)
+        wait_for_workers(settings, languages, 300, children)
+        time.sleep(2)  # the warm pools fill
         yield platform
     finally:
         stop_children(children)
         stack.stop()
-
-
-def _wait_ready(platform: BenchPlatform, children: list[subprocess.Popen],
-                languages: list[str], seconds: float = 300) -> None:
-    from shared.celery_app import make_celery
-    from shared.settings import Settings
-    from worker.preparation import worker_name
-
-    deadline = time.monotonic() + seconds
-    while True:
-        for child in children:
-            if child.poll() is not None:
-                raise RuntimeError(f"{child.args} exited with {child.returncode}")
-        try:
-            if requests.get(platform.url("/healthz"), timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("the bench platform's API did not come up")
-        time.sleep(0.3)
-    settings = Settings(**{k: v for k, v in platform.env.items() if k.startswith(PREFIX)})
-    app = make_celery(settings)
-    for language in languages:
-        name = f"{worker_name([language], settings)}@{socket.gethostname()}"
-        while not app.control.ping(destination=[name], timeout=1.0):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the {language} worker did not come up")
-    time.sleep(2)  # the warm pools fill
-

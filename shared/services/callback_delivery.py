@@ -44,17 +44,6 @@ def schedule(celery: Celery, run_id: uuid.UUID | str, countdown: float = 0) -> N
         log.error("callback of run %s not scheduled: %s", run_id, exc)
 
 
-def schedule_pending(celery: Celery, db: Database, run_ids: list[uuid.UUID]) -> int:
-    """Schedule the callbacks of runs ended outside a worker's run (the stuck-run reaper)."""
-    if not run_ids:
-        return 0
-    with db.session() as session:
-        waiting = run_store.with_pending_callback(session, run_ids)
-    for run_id in waiting:
-        schedule(celery, run_id)
-    return len(waiting)
-
-
 def retry_delay(attempt: int, first_delay: float) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based): doubling."""
     return min(MAX_DELAY_SECONDS, first_delay * 2 ** (attempt - 1))

@@ -19,7 +19,7 @@ from celery import Celery
 
 from shared.db import Database
 from shared.log_archive import LogArchive
-from shared.services import callback_delivery, retention, stuck_runs
+from shared.services import retention, stuck_runs
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,16 +81,13 @@ def run_cleaner(
     result = {"skipped": False, "slot": slot, "by": me, **vars(report)}
     log.info("cleaner done: %d runs, %d logs, %d objects before %s", report.runs, report.logs,
              report.objects, report.cutoff, extra={"event": "cleaner.done", "result": result})
-    result["stuck_runs"] = len(run_reaper(settings, db, redis_client))
     return result
 
 
 def run_reaper(
-    settings: Settings, db: Database, redis_client: redis.Redis, celery: Celery | None = None
+    settings: Settings, db: Database, redis_client: redis.Redis, celery: Celery
 ) -> list[str]:
-    reaped = stuck_runs.reap(db, redis_client, settings.stuck_run_margin)
-    if celery is not None:  # a lost run still tells its caller it ended
-        callback_delivery.schedule_pending(celery, db, reaped)
+    reaped = stuck_runs.reap(db, redis_client, settings.stuck_run_margin, celery)
     if reaped:
         log.warning("ended %d lost runs", len(reaped),
                     extra={"event": "reaper.done", "runs": [str(r) for r in reaped]})

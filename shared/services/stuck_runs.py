@@ -14,10 +14,12 @@ import uuid
 from datetime import UTC, datetime
 
 import redis
+from celery import Celery
 
 from shared import completion
 from shared.db import Database
 from shared.models.coderun import FAILED, STARTED
+from shared.services import callback_delivery
 from shared.stores import log_store, run_store
 
 log = logging.getLogger(__name__)
@@ -31,12 +33,19 @@ def reason_for(worker: str | None) -> str:
 
 
 def reap(
-    db: Database, redis_client: redis.Redis, margin_seconds: int, limit: int = 500
+    db: Database,
+    redis_client: redis.Redis,
+    margin_seconds: int,
+    celery: Celery | None = None,
+    limit: int = 500,
 ) -> list[uuid.UUID]:
-    """Fail the stuck runs (up to `limit` per call); returns their ids."""
+    """Fail the stuck runs (up to `limit` per call), signal their waiters and, with `celery`,
+    schedule their callbacks; returns their ids."""
     reaped: list[uuid.UUID] = []
+    call_back: list[uuid.UUID] = []
     with db.session() as session:
-        for run_id, code_id, worker in run_store.stuck_started(session, margin_seconds, limit):
+        stuck = run_store.stuck_started(session, margin_seconds, limit)
+        for run_id, code_id, worker, wants_callback in stuck:
             message = reason_for(worker)
             finished = run_store.finish(
                 session, run_id, FAILED, from_status=STARTED, result=message,
@@ -50,6 +59,8 @@ def reap(
                     "content": message, "seq": 0, "created_at": now, "updated_at": now,
                 }])
                 reaped.append(run_id)
+                if wants_callback:
+                    call_back.append(run_id)
         session.commit()
     for run_id in reaped:
         log.warning("run ended as lost", extra={"run_id": str(run_id)})
@@ -57,4 +68,7 @@ def reap(
             completion.publish_done(redis_client, str(run_id), FAILED)
         except redis.RedisError as exc:  # waiters re-read the row at their timeout
             log.warning("completion signal for run %s not sent: %s", run_id, exc)
+    if celery is not None:  # a lost run still tells its caller it ended
+        for run_id in call_back:
+            callback_delivery.schedule(celery, run_id)
     return reaped

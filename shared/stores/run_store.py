@@ -71,21 +71,11 @@ def add(session: Session, run: CodeRun) -> CodeRun:
     return run
 
 
-def claim(session: Session, run_id: uuid.UUID, worker: str) -> bool:
-    """Move a run queued → started. Exactly one caller ever gets True for a given run."""
-    claimed = session.execute(
-        update(CodeRun)
-        .where(CodeRun.id == run_id, CodeRun.status == QUEUED)
-        .values(status=STARTED, started_at=func.now(), worker=worker, updated_at=func.now())
-        .returning(CodeRun.id)
-    ).first()
-    return claimed is not None
-
-
 def claim_with_code(
     session: Session, run_id: uuid.UUID, worker: str
 ) -> tuple[CodeRun, Code] | None:
-    """`claim`, returning the run and its code in the same statement (no reads after it).
+    """Move a run queued → started and return it with its code, in one statement; exactly
+    one caller ever gets them for a given run (None: claimed already, ended, or deleted).
 
     The worker's hot path: a prepared Core statement (the ORM's bulk-update machinery cost
     more CPU than the query); the objects returned are detached copies of the rows."""
@@ -167,14 +157,6 @@ def record_callback_attempt(
     return row is not None
 
 
-def with_pending_callback(session: Session, run_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    """Those of `run_ids` whose callback still waits for delivery."""
-    query = select(CodeRun.id).where(
-        CodeRun.id.in_(run_ids), CodeRun.callback["status"].astext == "pending"
-    )
-    return list(session.scalars(query))
-
-
 def project_of_queued(session: Session, run_id: uuid.UUID) -> uuid.UUID | None:
     """The project of a run still waiting to start; None if it started, ended or is gone."""
     return session.scalar(
@@ -204,18 +186,18 @@ def delete(session: Session, run_ids: list[uuid.UUID]) -> int:
 
 def stuck_started(
     session: Session, margin_seconds: int, limit: int
-) -> list[tuple[uuid.UUID, uuid.UUID, str | None]]:
+) -> list[tuple[uuid.UUID, uuid.UUID, str | None, bool]]:
     """Runs `started` longer than their code's timeout plus `margin_seconds`: whoever
-    claimed them is gone. (run id, code id, worker), oldest first."""
-    from shared.models import Code
-
+    claimed them is gone. (run id, code id, worker, wants a callback), oldest first."""
     overdue = CodeRun.started_at < func.now() - func.make_interval(
         0, 0, 0, 0, 0, 0, Code.timeout + margin_seconds
     )
     query = (
-        select(CodeRun.id, CodeRun.code_id, CodeRun.worker)
+        select(CodeRun.id, CodeRun.code_id, CodeRun.worker,
+               CodeRun.callback.isnot(None).label("wants_callback"))
         .join(Code, Code.id == CodeRun.code_id)
         .where(CodeRun.status == STARTED, overdue)
         .order_by(CodeRun.started_at).limit(limit)
     )
-    return [(row.id, row.code_id, row.worker) for row in session.execute(query)]
+    return [(row.id, row.code_id, row.worker, row.wants_callback)
+            for row in session.execute(query)]

@@ -18,6 +18,10 @@ import pytest
 from .conftest import RunOutput, run_engine
 
 GO_TIMEOUT = 20
+# Compile containers these tests start carry this label, so the checks that none is left
+# behind never count a running platform's compiles (the test stack is up meanwhile).
+TEST_LABELS = {"codeactions.test-compile": "1"}
+OURS = {"label": "codeactions.test-compile"}
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -39,7 +43,7 @@ def go_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def builder(docker_client, settings, go_image: str, go_cache_dir: Path):  # noqa: ANN001, ANN201
     from worker.go_build import GoBuilder
 
-    return GoBuilder(docker_client, settings, go_cache_dir, image=go_image)
+    return GoBuilder(docker_client, settings, go_cache_dir, image=go_image, labels=TEST_LABELS)
 
 
 def _job(
@@ -897,7 +901,7 @@ def test_concurrent_calls_compile_once(builder) -> None:  # noqa: ANN001
 
 def test_compile_containers_are_removed(docker_client, builder) -> None:  # noqa: ANN001
     builder.job_fields(action('return engine.Result.Set("cleanup")'))
-    left = docker_client.containers.list(all=True, filters={"label": "codeactions.compile"})
+    left = docker_client.containers.list(all=True, filters=OURS, ignore_removed=True)
     assert left == []
 
 
@@ -920,12 +924,13 @@ def test_compile_timeout_is_not_cached(  # noqa: ANN001
 
     source = action('return engine.Result.Set("slow")')
     hasty = GoBuilder(
-        docker_client, settings, tmp_path, image=go_image, limits=CompileLimits(timeout=0.2)
+        docker_client, settings, tmp_path, image=go_image, limits=CompileLimits(timeout=0.2),
+        labels=TEST_LABELS,
     )
     with pytest.raises(PreparationError, match=r"^compilation timed out after 0.2 s$"):
         hasty.job_fields(source)
     assert list(tmp_path.iterdir()) == []
-    left = docker_client.containers.list(all=True, filters={"label": "codeactions.compile"})
+    left = docker_client.containers.list(all=True, filters=OURS, ignore_removed=True)
     assert left == []
     patient = GoBuilder(docker_client, settings, tmp_path, image=go_image)
     assert set(patient.job_fields(source)) == {"artifact"}

@@ -16,7 +16,8 @@ import redis
 import requests
 
 from shared import worker_registry
-from tests.conftest import REPO_ROOT, TEST_BASE_PORT, _wait_http
+from shared.local_platform import wait_for_http
+from tests.conftest import REPO_ROOT, TEST_BASE_PORT
 
 HEALTH_STATE = REPO_ROOT / ".state" / "test-health"
 PG_PORT, RABBIT_PORT, API_PORT = TEST_BASE_PORT + 4, TEST_BASE_PORT + 5, TEST_BASE_PORT + 11
@@ -52,7 +53,7 @@ def health_api(platform, own_services) -> Iterator[str]:  # noqa: ANN001
     })
     child = spawn_child(["api", "--workers", "1"], env)
     try:
-        _wait_http(f"http://127.0.0.1:{API_PORT}/healthz", 60, child)
+        wait_for_http(f"http://127.0.0.1:{API_PORT}/healthz", 60, [child])
         yield f"http://127.0.0.1:{API_PORT}/health"
     finally:
         stop_children([child])

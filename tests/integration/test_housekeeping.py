@@ -243,7 +243,8 @@ def test_a_run_whose_worker_was_sigkilled_ends_failed_with_a_reason(
             stop_children([beat])
         output.close()
         for container in docker.from_env().containers.list(
-                all=True, filters={"label": f"codeactions.worker={doomed_name}"}):
+                all=True, filters={"label": f"codeactions.worker={doomed_name}"},
+                ignore_removed=True):
             container.remove(force=True)
 
     # The doomed worker logged JSON lines naming runs and codes, and no secret at all.

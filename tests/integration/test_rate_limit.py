@@ -10,8 +10,9 @@ import requests
 from prometheus_client import REGISTRY
 
 from api.app import create_app
+from shared.local_platform import wait_for_http
 from shared.rate_limit import CodeRateLimiter
-from tests.conftest import TEST_BASE_PORT, _wait_http
+from tests.conftest import TEST_BASE_PORT
 from tests.integration.helpers import create_code
 
 SOURCE = "def Run(engine):\n    engine.result.set('ok')\n"
@@ -30,7 +31,7 @@ def test_two_api_processes_share_one_count(platform):  # noqa: ANN001
                    "FLOWS_CODE_ACTIONS_CODE_LIMITER_WINDOW_WINDOW": str(WINDOW)}
             children.append(spawn_child(["api", "--workers", "1"], env))
         for port, child in zip(ports, children, strict=True):
-            _wait_http(f"http://127.0.0.1:{port}/healthz", 60, child)
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", 60, [child])
         code = create_code(platform, SOURCE)
         first, second = (f"http://127.0.0.1:{port}/action/endpoint/{code['id']}"
                          for port in ports)
