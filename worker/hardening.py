@@ -5,6 +5,7 @@ and no output kept on the host. Callers choose only the sizes and the network.""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -74,10 +75,18 @@ def create_hardened(
     return container["Id"]
 
 
-def remove_quietly(api: Any, container_id: str) -> None:
-    """Force-remove; already gone is fine, anything else is only logged."""
-    try:
-        api.remove_container(container_id, force=True, v=True)
-    except Exception as exc:
-        if "No such container" not in str(exc):
-            log.warning("could not remove container %s: %s", container_id[:12], exc)
+def remove_quietly(api: Any, container_id: str, attempts: int = 3) -> None:
+    """Force-remove; already gone is fine, anything else is only logged. Tried again when
+    the container stopped by itself while Docker was killing it ("Could not kill running
+    container … is not running"), which a warm environment does when its stdin closes."""
+    for attempt in range(attempts):
+        try:
+            api.remove_container(container_id, force=True, v=True)
+            return
+        except Exception as exc:
+            if "No such container" in str(exc) or "already in progress" in str(exc):
+                return
+            if attempt + 1 == attempts:
+                log.warning("could not remove container %s: %s", container_id[:12], exc)
+                return
+            time.sleep(0.1 * (attempt + 1))

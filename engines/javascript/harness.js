@@ -40,6 +40,7 @@ const ACTION_FILENAME = '/tmp/action.js';
 const HARNESS_FILENAME = __filename;
 const FRAME_FD = 3; // from start.sh: the container's stdout
 const FIFO_HOLD_FD = 4; // from start.sh: the FIFO opened read-write
+const READY_FD = 5; // warm environments: supervisor.c waits for one byte here
 const DRAINER_BOOT_WAIT_MS = 10000; // far more than it takes even on a loaded machine
 
 // What the frame path uses, taken before user code can replace it.
@@ -769,7 +770,38 @@ function readJob() {
     if (n === 0) break;
     chunks.push(bufferFrom(chunk.subarray(0, n)));
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
+}
+
+/**
+ * The job. In a warm environment (argv `warm`, started by supervisor.c) the pipe holds the
+ * code's `bind` frame (4-byte length, JSON with the source) and then the run's job without
+ * its source; the job gets the bound source, so it looks as in a one-shot container (and a
+ * job that is not JSON fails with the same words).
+ */
+function parseJob(raw, warm) {
+  if (!warm) return jsonParse(raw.toString('utf8'));
+  const bindSize = raw.length >= 4 ? raw.readUInt32BE(0) : 0;
+  const bind = jsonParse(raw.subarray(4, 4 + bindSize).toString('utf8'));
+  const job = jsonParse(raw.subarray(4 + bindSize).toString('utf8'));
+  if (job !== null && typeof job === 'object' && !Array.isArray(job) && !('source' in job)) {
+    job.source = bind.source;
+  }
+  return job;
+}
+
+/**
+ * Warm environment: everything a run needs is up (the drainer included), so tell the
+ * supervisor on fd 5 (a pipe it gave only to this process) and close it before any job or
+ * user code exists. The supervisor reports the environment ready only after this.
+ */
+function announceReady(capture) {
+  capture.waitForDrainer(DRAINER_BOOT_WAIT_MS);
+  try {
+    writeSync(READY_FD, 'R');
+  } finally {
+    closeSync(READY_FD);
+  }
 }
 
 function toParams(raw) {
@@ -1060,6 +1092,7 @@ function createRunner({ capture, logMax, result, source, engine }) {
 function main() {
   const fifoPath = process.argv[2] || '';
   endedMarker = process.argv[3] || '';
+  const warm = process.argv[4] === 'warm';
   openFrameChannel();
   const capture = new Capture(STDOUT_MAX);
   let fifo = false;
@@ -1071,10 +1104,11 @@ function main() {
     }
   }
   if (!fifo) capture.startMemory();
+  if (warm) announceReady(capture);
 
   let job;
   try {
-    job = jsonParse(readJob());
+    job = parseJob(readJob(), warm);
     const isObject = job !== null && typeof job === 'object' && !Array.isArray(job);
     if (!isObject || typeof job.source !== 'string') {
       throw new Error("job must be an object with a string 'source'");

@@ -24,6 +24,12 @@
 # writes the error log and `end` frames itself, naming the heap limit when node's fatal-error
 # report says the heap ran out. Staying the parent also keeps node from being PID 1 without
 # an init, which it must not be (see hardExit in harness.js).
+#
+# Warm environments (engines/PROTOCOL.md): `start.sh serve` runs the supervisor (PID 1) in
+# place of this shell; it starts every run's Node as `start.sh warm-run`, which execs node
+# with nothing in between (no shell may hold the supervisor's descriptors where the run could
+# open them through /proc); the supervisor writes the crash report frames itself then.
+mode=${1:-}
 unset NODE_OPTIONS NODE_PATH NODE_REPL_EXTERNAL_MODULE
 
 heap_mb=
@@ -52,8 +58,13 @@ set -- --no-addons --dns-result-order=ipv4first --experimental-global-webcrypto
 [ -n "$heap_mb" ] && set -- "$@" "--max-old-space-size=$heap_mb"
 set -- "$@" /opt/codeactions/harness.js
 
+if [ "$mode" = serve ]; then
+    exec /opt/codeactions/supervisor "$heap_mb"
+fi
+
 fifo=/tmp/.codeactions-stdout-$$
 if ! mkfifo -m 600 "$fifo" 2>/dev/null; then
+    [ "$mode" = warm-run ] && set -- "$@" "" "" warm
     if [ "$$" != 1 ]; then
         exec /usr/bin/node "$@" 3>&1
     fi
@@ -63,6 +74,10 @@ fi
 
 ended=/tmp/.codeactions-ended-$$ # the harness creates it before its last frames
 report=.codeactions-fatal-$$.json
+if [ "$mode" = warm-run ]; then
+    exec /usr/bin/node --report-on-fatalerror --report-directory=/tmp --report-filename="$report" \
+        "$@" "$fifo" "$ended" warm 3>&1 4<>"$fifo" 1>"$fifo"
+fi
 # In a subshell: dash applies a command's redirections in the parent too while it waits, and
 # this shell must not hold the FIFO open (the harness waits for its EOF).
 (

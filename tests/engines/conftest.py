@@ -190,6 +190,7 @@ def run_engine_warm(
     raw_job: bytes | None = None,
     timeout: float = 60,
     runs: int = 1,
+    flags: list[str] | None = None,
 ) -> RunOutput:
     """The same job through a warm environment (engines/PROTOCOL.md), driven with `docker
     run … serve` and written here from the protocol text, independently of the worker's
@@ -207,7 +208,7 @@ def run_engine_warm(
         raw_job = json.dumps(_job(params, body, headers, limits)).encode()
     started = time.monotonic()
     proc = subprocess.Popen(
-        ["docker", "run", "-i", "--rm", *SANDBOX_FLAGS, image, "serve"],
+        ["docker", "run", "-i", "--rm", *(flags or SANDBOX_FLAGS), image, "serve"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
     )
     reader = _StreamReader(proc.stdout, started + timeout)

@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from .conftest import SANDBOX_FLAGS, Runner, RunOutput, parse_frames, run_engine
+from .conftest import (
+    ENGINE_MODES,
+    SANDBOX_FLAGS,
+    Runner,
+    RunOutput,
+    parse_frames,
+    run_engine,
+    run_engine_warm,
+)
 
 ENGINE_DIR = Path(__file__).resolve().parents[2] / "engines" / "javascript"
 
@@ -37,20 +45,27 @@ def _failed(out: RunOutput, message: str) -> None:
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture()
-def run(javascript_image: str) -> Runner:
+@pytest.fixture(params=ENGINE_MODES)
+def run(request: pytest.FixtureRequest, javascript_image: str) -> Runner:
+    """Every JavaScript engine test runs in a one-shot container and in a warm environment."""
+    runner = run_engine_warm if request.param == "warm" else run_engine
+
     def _run(source: str | None = None, **kwargs: Any) -> RunOutput:
-        return run_engine(javascript_image, source, **kwargs)
+        return runner(javascript_image, source, **kwargs)
 
     return _run
 
 
 def run_like_the_worker(
-    image: str, source: str, *, memory: str = "256m", timeout: float = 60
+    image: str, source: str, *, memory: str = "256m", timeout: float = 60, warm: bool = False
 ) -> RunOutput:
-    """`docker run` with the worker's memory default and its init process (worker/sandbox.py)."""
+    """`docker run` with the worker's memory default and its init process (worker/sandbox.py);
+    with `warm`, through a warm environment (which runs without Docker's init, as the worker
+    starts them)."""
     flags = list(SANDBOX_FLAGS)
     flags[flags.index("--memory") + 1] = memory
+    if warm:
+        return run_engine_warm(image, source, timeout=timeout, flags=flags)
     job = {"source": source, "params": {}, "body": "", "headers": {}, "limits": {}}
     started = time.monotonic()
     proc = subprocess.run(
@@ -1040,7 +1055,8 @@ def test_leftover_timers_and_children_do_not_hold_the_run(run: Runner) -> None:
     assert out.elapsed < 10
 
 
-def test_pending_thread_pool_work_does_not_hold_the_exit(javascript_image: str) -> None:
+@pytest.mark.parametrize("warm", [False, True], ids=ENGINE_MODES)
+def test_pending_thread_pool_work_does_not_hold_the_exit(javascript_image: str, warm: bool) -> None:
     # A read that never returns occupies node's thread pool, which node waits for on exit:
     # once its frames are out, the harness stops itself instead (exit status 137).
     source = src(
@@ -1054,14 +1070,15 @@ def test_pending_thread_pool_work_does_not_hold_the_exit(javascript_image: str) 
         }
         """
     )
-    out = run_like_the_worker(javascript_image, source, timeout=30)
+    out = run_like_the_worker(javascript_image, source, timeout=30, warm=warm)
     assert out.end == {"t": "end", "status": "completed"}
     assert out.result["value"] == "done"
     assert out.elapsed < 10
     assert out.returncode == 137
 
 
-def test_memory_hog_fails_cleanly(javascript_image: str) -> None:
+@pytest.mark.parametrize("warm", [False, True], ids=ENGINE_MODES)
+def test_memory_hog_fails_cleanly(javascript_image: str, warm: bool) -> None:
     source = src(
         """
         const hog = [];
@@ -1071,8 +1088,9 @@ def test_memory_hog_fails_cleanly(javascript_image: str) -> None:
         }
         """
     )
-    out = run_like_the_worker(javascript_image, source, memory="256m")
-    # V8's heap limit (256 - 64 MiB) is hit before the container's: start.sh reports it.
+    out = run_like_the_worker(javascript_image, source, memory="256m", warm=warm)
+    # V8's heap limit (256 - 64 MiB) is hit before the container's: start.sh (warm: the
+    # supervisor) reports it.
     message = "JavaScript heap out of memory (heap limit 192 MiB)"
     assert out.frames == [
         {"t": "log", "level": "info", "content": "start"},

@@ -72,10 +72,16 @@ def container_gone(container_id: str, seconds: float = 20) -> bool:
         client.close()
 
 
+def _waits_for_a_run(command: str) -> bool:
+    return (command.endswith((" serve", " warm"))
+            or command.startswith("/opt/codeactions/supervisor "))
+
+
 def no_run_leftovers(container_id: str, seconds: float = 20) -> bool:
     """Nothing of a run remains: its one-run container is gone, or (a warm environment) only
-    its supervisor is left in it, with (Python) the next run's process waiting for its job:
-    both run the engine's `serve` command."""
+    its supervisor is left in it, with (Python, JavaScript) the next run's process waiting
+    for its job: the engine's `serve` command (JavaScript: the supervisor binary, and a node
+    started with `warm` as its last argument)."""
     import time
 
     import docker
@@ -91,7 +97,7 @@ def no_run_leftovers(container_id: str, seconds: float = 20) -> bool:
                     top = container.top()
                     command = top["Titles"].index("CMD")
                     processes = [row[command] for row in top["Processes"]]
-                    if len(processes) <= 2 and all(p.endswith(" serve") for p in processes):
+                    if len(processes) <= 2 and all(_waits_for_a_run(p) for p in processes):
                         return True
             except docker.errors.NotFound:
                 return True

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from tests.integration.helpers import call, create_code, no_run_leftovers
+from worker.warm_environments import WARM_LANGUAGES
 
 ATTACKS_DIR = Path(__file__).parent / "attacks"
 EXTENSIONS = {"python": "py", "javascript": "js", "go": "go"}
@@ -49,9 +50,8 @@ def source(language: str, name: str) -> str:
 
 
 LANGUAGES = ("python", "javascript", "go")
-#: Languages with warm environments (worker/warm_environments.py): each attack runs in one
-#: too, where "contained" also means the environment holds nothing of it afterwards.
-WARM_LANGUAGES = ("python", "go")
+# In a language with warm environments (WARM_LANGUAGES) each attack runs in one too, where
+# "contained" also means the environment holds nothing of it afterwards.
 CASES = [
     pytest.param(name, language, warm, id=f"{language}-{name}" + ("-warm" if warm else ""))
     for name in ATTACKS

@@ -102,6 +102,40 @@ func Run(engine *codeactions.Engine) error {
 }
 '''
 
+JAVASCRIPT_SNOOP = r'''
+const fs = require("fs");
+const childProcess = require("child_process");
+let counter = 0;
+
+async function Run(engine) {
+  counter += 1;
+  const found = {
+    tmp: fs.readdirSync("/tmp").sort(),
+    shm: fs.readdirSync("/dev/shm").sort(),
+    mqueue: fs.readdirSync("/dev/mqueue").sort(),
+    processes: fs.readdirSync("/proc").filter((p) => /^[0-9]+$/.test(p)).map(Number)
+      .filter((p) => p !== 1 && p !== process.pid),
+    counter,
+    left: globalThis.leftByARun || null,
+    environ: process.env.LEFT_BY_A_RUN || null,
+    pid: process.pid,
+    parent: process.ppid,
+  };
+  // Leave everything we can.
+  fs.writeFileSync("/tmp/left.txt", engine.body || "secret of an earlier caller");
+  fs.mkdirSync("/tmp/locked/inner", { recursive: true });
+  fs.writeFileSync("/tmp/locked/inner/file", "x");
+  fs.chmodSync("/tmp/locked/inner", 0);
+  fs.chmodSync("/tmp/locked", 0);
+  fs.writeFileSync("/dev/shm/left", "x");
+  globalThis.leftByARun = "yes";
+  process.env.LEFT_BY_A_RUN = "1";
+  childProcess.spawn("sleep", ["600"], { detached: true, stdio: "ignore" }).unref();
+  engine.result.set(found, { contentType: "json" });
+}
+module.exports = { Run };
+'''
+
 
 def _labels(container_id: str) -> dict:
     return docker.from_env().containers.get(container_id).labels
@@ -217,13 +251,24 @@ def Run(engine):
     assert after["result"] == "genuine" and after["container_id"] != genuine["container_id"]
 
 
-def test_javascript_warm_codes_run_one_container_per_run(platform):
-    code = create_code(platform, "function Run(engine) { engine.result.set('js') }\n"
-                       "module.exports = { Run };\n", language="javascript", warm=True)
-    runs = [run_now(platform, code["id"]) for _ in range(2)]
-    assert [run["result"] for run in runs] == ["js", "js"]
-    assert runs[0]["container_id"] != runs[1]["container_id"]
-    assert all(container_gone(run["container_id"]) for run in runs)
+def test_nothing_of_a_javascript_run_survives_into_the_next(platform):
+    code = create_code(platform, JAVASCRIPT_SNOOP, language="javascript", warm=True)
+    runs = [run_now(platform, code["id"], data="caller 0")]
+    # A JavaScript environment boots its next Node after each run (~0.2 s; a run arriving
+    # meanwhile takes a pool container): wait until runs land in the first one again.
+    deadline = time.monotonic() + 60
+    while len(runs) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        run = run_now(platform, code["id"], data=f"caller {len(runs)}")
+        if run["container_id"] == runs[0]["container_id"]:
+            runs.append(run)
+    assert len(runs) == 3, "the warm environment served no second and third run"
+    assert _labels(runs[0]["container_id"])["codeactions.kind"] == "warm"
+    found = [json.loads(run["result"]) for run in runs]
+    assert len({f["pid"] for f in found}) == 3  # a fresh process every run
+    for seen in found:
+        assert seen == {**seen, "tmp": [], "shm": [], "mqueue": [], "processes": [],
+                        "counter": 1, "left": None, "environ": None, "parent": 1}, seen
 
 
 @pytest.fixture()
