@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 
 #: Languages whose engine has a supervisor (engines/PROTOCOL.md); others use the warm pool.
 WARM_LANGUAGES = ("python", "go", "javascript")
-#: How long a run waits for an environment that is cleaning up after its previous run: a
-#: Python or Go one is back in milliseconds; a JavaScript one boots its next Node (~0.2 s),
-#: longer than a pool container takes, so its runs do not wait.
-DRAIN_WAIT = {"python": 0.5, "go": 0.5, "javascript": 0.0}
+#: How long a run waits for an environment that is cleaning up after its previous run (once
+#: the code has all the environments it may have). A Python or Go one is back in
+#: milliseconds; a JavaScript one boots its next Node (~0.2 s, more under load), which is
+#: still cheaper than the pool's container churn that would slow every boot further.
+DRAIN_WAIT = {"python": 0.5, "go": 0.5, "javascript": 1.0}
 
 IDLE, BUSY, DRAINING, STARTING, RETIRED = "idle", "busy", "draining", "starting", "retired"
 #: After an environment of a code version failed to start, its runs use the pool this long.
