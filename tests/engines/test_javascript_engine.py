@@ -1102,6 +1102,37 @@ def test_memory_hog_fails_cleanly(javascript_image: str, warm: bool) -> None:
     assert out.elapsed < 20
 
 
+def test_warm_supervisor_is_out_of_reach(javascript_image: str) -> None:
+    """PID 1 of a warm environment (supervisor.c) is undumpable and ignores the run's signals;
+    the run's Node holds nothing of the worker's channel; the environment serves the next
+    run (run_engine_warm checks each run's `done` is clean)."""
+    source = src(
+        """
+        const fs = require("fs");
+        function attempt(what) {
+          try { return String(what()); } catch (err) { return err.code || String(err); }
+        }
+        async function Run(engine) {
+          const found = {
+            fd: attempt(() => fs.readdirSync("/proc/1/fd").length),
+            environ: attempt(() => fs.readFileSync("/proc/1/environ").length),
+            mem: attempt(() => fs.openSync("/proc/1/mem", "r")),
+            kill: attempt(() => process.kill(1, "SIGKILL")),
+            term: attempt(() => process.kill(1, "SIGTERM")),
+            stdin: attempt(() => fs.readSync(0, Buffer.alloc(16), 0, 16, null)),
+            parent: process.ppid,
+          };
+          engine.result.set(found, { contentType: "json" });
+        }
+        """
+    )
+    out = run_engine_warm(javascript_image, source, runs=2)
+    _completed(out)
+    found = json.loads(out.result["value"])
+    assert found == {"fd": "EACCES", "environ": "EACCES", "mem": "EACCES", "kill": "true",
+                     "term": "true", "stdin": "0", "parent": 1}, found
+
+
 def test_killed_by_a_signal_is_reported(run: Runner) -> None:
     out = run("async function Run(e) { e.log.info('x'); process.kill(process.pid, 'SIGTERM'); }\n")
     _failed(out, "the JavaScript engine was killed by signal 15")

@@ -74,7 +74,7 @@ def container_gone(container_id: str, seconds: float = 20) -> bool:
 
 def _waits_for_a_run(command: str) -> bool:
     return (command.endswith((" serve", " warm"))
-            or command.startswith("/opt/codeactions/supervisor "))
+            or command.split(" ")[0] == "/opt/codeactions/supervisor")
 
 
 def no_run_leftovers(container_id: str, seconds: float = 20) -> bool:
