@@ -49,6 +49,30 @@ def hardened_host_config(
     )
 
 
+def docker_run_flags(
+    *,
+    memory_bytes: int,
+    pids: int,
+    tmpfs_options: str,
+    fsize_bytes: int,
+    nofile: int,
+    network_mode: str,
+    init: bool = True,
+) -> list[str]:
+    """The policy of `hardened_host_config` and `create_hardened` as `docker run` flags, for
+    what starts an engine image by hand (the bench's cold baseline, the engine tests);
+    tests/engines/test_hardening.py checks both give Docker the same container."""
+    flags = [
+        "--read-only", "--tmpfs", f"/tmp:{tmpfs_options}", "--user", SANDBOX_USER,
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--pids-limit", str(pids),
+        "--memory", str(memory_bytes), "--memory-swap", str(memory_bytes),
+        "--ulimit", f"fsize={fsize_bytes}", "--ulimit", f"nofile={nofile}", "--ulimit", "core=0",
+        "--network", network_mode, "--ipc", "private", "--log-driver", "none",
+    ]
+    return [*flags, "--init"] if init else flags
+
+
 def create_hardened(
     api: Any,
     image: str,

@@ -32,7 +32,7 @@ from worker.attach_stream import (
     final_state,
 )
 from worker.frames import FrameDecoder, FrameError, FrameTooLarge
-from worker.hardening import create_hardened, hardened_host_config, remove_quietly
+from worker.hardening import create_hardened, docker_run_flags, hardened_host_config, remove_quietly
 
 if TYPE_CHECKING:
     from worker.warm_environments import WarmEnvironments, WarmSpec
@@ -184,6 +184,17 @@ class Sandbox:
         self.environments = environments
         self.reaper = reaper
 
+    def _policy(self, limits: SandboxLimits, init: bool) -> dict[str, Any]:
+        return {
+            "memory_bytes": limits.memory_bytes,
+            "pids": limits.pids,
+            "tmpfs_options": f"rw,nosuid,nodev,size={limits.tmpfs_size},mode=1777",
+            "fsize_bytes": 16 * 1024 * 1024,
+            "nofile": 256,
+            "network_mode": self.settings.sandbox_network if limits.network else "none",
+            "init": init,
+        }
+
     def host_config(self, limits: SandboxLimits, init: bool = True) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if limits.cpu_quota:
@@ -192,17 +203,11 @@ class Sandbox:
             extra["cpu_shares"] = limits.cpu_shares
         if limits.memory_reservation:
             extra["mem_reservation"] = min(limits.memory_reservation, limits.memory_bytes)
-        return hardened_host_config(
-            self.client.api,
-            memory_bytes=limits.memory_bytes,
-            pids=limits.pids,
-            tmpfs_options=f"rw,nosuid,nodev,size={limits.tmpfs_size},mode=1777",
-            fsize_bytes=16 * 1024 * 1024,
-            nofile=256,
-            network_mode=self.settings.sandbox_network if limits.network else "none",
-            init=init,
-            **extra,
-        )
+        return hardened_host_config(self.client.api, **self._policy(limits, init), **extra)
+
+    def run_flags(self, limits: SandboxLimits, init: bool = True) -> list[str]:
+        """The same container as `docker run` flags (without the operator's CPU knobs)."""
+        return docker_run_flags(**self._policy(limits, init))
 
     def create(
         self,

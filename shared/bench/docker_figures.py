@@ -14,15 +14,6 @@ from typing import Any
 from shared.bench.load import percentile
 from shared.settings import Settings
 
-# The sandbox's hardening (worker/hardening.py), as `docker run` flags.
-HARDENED_FLAGS = [
-    "--read-only", "--tmpfs", "/tmp:rw,nosuid,nodev,size=16m,mode=1777",
-    "--user", "65534:65534", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-    "--pids-limit", "64", "--memory", "256m", "--memory-swap", "256m",
-    "--ulimit", "fsize=16777216", "--ulimit", "nofile=256", "--ulimit", "core=0",
-    "--ipc", "private", "--init", "--log-driver", "none",
-]
-
 
 def hello_job(language: str, source: str, client: Any, settings: Settings,
               cache_dir: Path) -> dict[str, Any]:
@@ -36,24 +27,27 @@ def hello_job(language: str, source: str, client: Any, settings: Settings,
     return job
 
 
-def docker_run_baseline(image: str, job: dict[str, Any], count: int = 10,
-                        network: str = "none") -> dict[str, Any]:
-    """Wall time of `docker run -i --rm` (hardened like a sandbox, on `network`: the sandbox
-    network for a code with network, the default, or none) answering the job."""
+def docker_run_baseline(image: str, job: dict[str, Any], client: Any, settings: Settings,
+                        count: int = 10, network: bool = True) -> dict[str, Any]:
+    """Wall time of `docker run -i --rm`, hardened exactly like a sandbox of a code with or
+    without network (worker.sandbox.Sandbox.run_flags), answering the job."""
+    from worker.sandbox import Sandbox, SandboxLimits
+
+    flags = Sandbox(client, settings).run_flags(
+        SandboxLimits.for_code(settings, 60, network=network))
     payload = json.dumps(job).encode()
     times = []
     for index in range(count + 1):
         started = time.perf_counter()
-        proc = subprocess.run(["docker", "run", "-i", "--rm", *HARDENED_FLAGS,
-                               "--network", network, image],
+        proc = subprocess.run(["docker", "run", "-i", "--rm", *flags, image],
                               input=payload, capture_output=True, timeout=120)
         elapsed = time.perf_counter() - started
         if proc.returncode != 0 or b'"end"' not in proc.stdout:
             raise RuntimeError(f"docker run of {image} failed: {proc.stderr[-500:]!r}")
         if index:  # the first one pays for cold caches
             times.append(elapsed * 1000)
-    return {"runs": count, "network": network, "p50_ms": round(percentile(times, 0.5), 1),
-            "p99_ms": round(percentile(times, 0.99), 1)}
+    return {"runs": count, "network": flags[flags.index("--network") + 1],
+            "p50_ms": round(percentile(times, 0.5), 1), "p99_ms": round(percentile(times, 0.99), 1)}
 
 
 def churn_ceiling(client: Any, settings: Settings, image: str, job: dict[str, Any],

@@ -87,9 +87,9 @@ def measure_language(platform: BenchPlatform, client: Any, settings: Any, langua
     job = figures.hello_job(language, HELLO[language], client, settings, cache_dir)
     # The baseline is what the same run would cost as a cold `docker run`: on the sandbox
     # network like a code with network (the default), and without (for codes without).
-    baseline = figures.docker_run_baseline(image, job, plan.baseline_runs,
-                                           network=settings.sandbox_network)
-    offline_baseline = figures.docker_run_baseline(image, job, plan.baseline_runs)
+    baseline = figures.docker_run_baseline(image, job, client, settings, plan.baseline_runs)
+    offline_baseline = figures.docker_run_baseline(image, job, client, settings,
+                                                   plan.baseline_runs, network=False)
     out: dict[str, Any] = {"image": image, "docker_run": baseline,
                            "docker_run_no_network": offline_baseline}
 

@@ -12,23 +12,18 @@ from typing import Any
 
 import pytest
 
-SANDBOX_FLAGS = [
-    "--read-only",
-    "--tmpfs",
-    "/tmp:size=16m",
-    "--user",
-    "65534:65534",
-    "--cap-drop",
-    "ALL",
-    "--security-opt",
-    "no-new-privileges",
-    "--network",
-    "none",
-    "--memory",
-    "128m",
-    "--pids-limit",
-    "64",
-]
+def sandbox_flags(memory: str = "128m", init: bool = False) -> list[str]:
+    """`docker run` flags for an engine container: the worker's own hardening
+    (worker.sandbox.Sandbox.run_flags, so tests/engines/test_hardening.py covers it), with
+    a smaller memory default, no network, and without Docker's init unless asked (the engine
+    is PID 1, as in a warm environment)."""
+    from shared.settings import Settings
+    from worker.sandbox import Sandbox, SandboxLimits, parse_size
+
+    settings = Settings()
+    limits = SandboxLimits.for_code(settings, 60, network=False)
+    limits.memory_bytes = parse_size(memory)
+    return Sandbox(None, settings).run_flags(limits, init=init)
 
 
 class FrameError(ValueError):
@@ -156,7 +151,7 @@ def run_engine(
         raw_job = json.dumps({"source": source, **_job(params, body, headers, limits)}).encode()
     started = time.monotonic()
     proc = subprocess.run(
-        ["docker", "run", "-i", "--rm", *SANDBOX_FLAGS, image],
+        ["docker", "run", "-i", "--rm", *sandbox_flags(), image],
         input=raw_job,
         capture_output=True,
         timeout=timeout,
@@ -208,7 +203,7 @@ def run_engine_warm(
         raw_job = json.dumps(_job(params, body, headers, limits)).encode()
     started = time.monotonic()
     proc = subprocess.Popen(
-        ["docker", "run", "-i", "--rm", *(flags or SANDBOX_FLAGS), image, "serve"],
+        ["docker", "run", "-i", "--rm", *(flags or sandbox_flags()), image, "serve"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
     )
     reader = _StreamReader(proc.stdout, started + timeout)

@@ -659,7 +659,7 @@ def test_harness_alone_moves_frames_off_stdout(builder, go_image: str) -> None: 
     import base64
     import subprocess
 
-    from .conftest import SANDBOX_FLAGS, parse_frames
+    from .conftest import parse_frames, sandbox_flags
 
     forged = b'{"t":"result","value":"forged","status_code":299,"content_type":"text"}'
     source = action(
@@ -678,8 +678,8 @@ def test_harness_alone_moves_frames_off_stdout(builder, go_image: str) -> None: 
     )
     binary = base64.b64decode(builder.job_fields(source)["artifact"])
     job = json.dumps({"params": {"who": "standalone"}, "body": "", "headers": {}}).encode()
-    flags = [f for f in SANDBOX_FLAGS if f != "/tmp:size=16m"]
-    flags[flags.index("--tmpfs") + 1 : flags.index("--tmpfs") + 1] = ["/tmp:size=16m,exec"]
+    flags = sandbox_flags()
+    flags[flags.index("--tmpfs") + 1] += ",exec"  # only here: the binary runs from /tmp
     script = (
         f"dd iflag=fullblock,count_bytes bs=65536 count={len(binary)} of=/tmp/a 2>/dev/null"
         " && chmod 500 /tmp/a && exec /tmp/a"

@@ -16,12 +16,12 @@ import pytest
 
 from .conftest import (
     ENGINE_MODES,
-    SANDBOX_FLAGS,
     Runner,
     RunOutput,
     parse_frames,
     run_engine,
     run_engine_warm,
+    sandbox_flags,
 )
 
 ENGINE_DIR = Path(__file__).resolve().parents[2] / "engines" / "javascript"
@@ -62,14 +62,13 @@ def run_like_the_worker(
     """`docker run` with the worker's memory default and its init process (worker/sandbox.py);
     with `warm`, through a warm environment (which runs without Docker's init, as the worker
     starts them)."""
-    flags = list(SANDBOX_FLAGS)
-    flags[flags.index("--memory") + 1] = memory
     if warm:
-        return run_engine_warm(image, source, timeout=timeout, flags=flags)
+        return run_engine_warm(image, source, timeout=timeout, flags=sandbox_flags(memory))
+    flags = sandbox_flags(memory, init=True)
     job = {"source": source, "params": {}, "body": "", "headers": {}, "limits": {}}
     started = time.monotonic()
     proc = subprocess.run(
-        ["docker", "run", "-i", "--rm", "--init", *flags, image],
+        ["docker", "run", "-i", "--rm", *flags, image],
         input=json.dumps(job).encode(),
         capture_output=True,
         timeout=timeout,

@@ -1,0 +1,63 @@
+"""One container policy, two spellings: worker/hardening.py gives Docker the sandbox through
+the API (create_hardened, hardened_host_config) and as `docker run` flags (docker_run_flags,
+used by the engine tests and the bench's cold baseline). Both must create the same container,
+or the engine tests and the bench would test something other than what runs user code."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+
+import pytest
+
+#: What makes a sandbox a sandbox, as Docker reports it back.
+HOST_CONFIG_KEYS = ("ReadonlyRootfs", "Tmpfs", "CapDrop", "SecurityOpt", "PidsLimit", "Memory",
+                    "MemorySwap", "Ulimits", "NetworkMode", "IpcMode", "Init", "Privileged",
+                    "CapAdd")
+
+
+def _policy(client, container_id: str) -> dict:  # noqa: ANN001
+    attrs = client.api.inspect_container(container_id)
+    host = attrs["HostConfig"]
+    return {
+        **{key: host.get(key) for key in HOST_CONFIG_KEYS},
+        "Ulimits": sorted((u["Name"], u["Soft"], u["Hard"]) for u in host.get("Ulimits") or []),
+        "LogType": host["LogConfig"]["Type"],
+        "User": attrs["Config"]["User"],
+    }
+
+
+@pytest.mark.parametrize("network", [False, True], ids=["no-network", "network"])
+def test_docker_run_flags_create_the_same_container_as_the_worker(
+    docker_client, python_image: str, network: bool  # noqa: ANN001
+) -> None:
+    from shared.settings import Settings
+    from worker.sandbox import Sandbox, SandboxLimits
+
+    settings = Settings()
+    sandbox = Sandbox(docker_client, settings)
+    limits = SandboxLimits.for_code(settings, 30, network=network)
+    label = {"codeactions.test": f"hardening-{uuid.uuid4().hex[:8]}"}
+    by_api = sandbox.create(python_image, limits, label)
+    by_cli = ""
+    try:
+        proc = subprocess.run(
+            ["docker", "create", "--label", f"codeactions.test={label['codeactions.test']}",
+             *sandbox.run_flags(limits), python_image],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        by_cli = proc.stdout.strip()
+        api_policy, cli_policy = _policy(docker_client, by_api), _policy(docker_client, by_cli)
+        assert cli_policy == api_policy
+        # and it is the policy: nobody, read-only, nothing added, no swap, no output kept
+        assert api_policy["User"] == "65534:65534" and api_policy["ReadonlyRootfs"] is True
+        assert api_policy["CapDrop"] == ["ALL"] and not api_policy["CapAdd"]
+        assert api_policy["SecurityOpt"] == ["no-new-privileges"]
+        assert api_policy["MemorySwap"] == api_policy["Memory"] == limits.memory_bytes
+        assert api_policy["LogType"] == "none" and api_policy["Init"] is True
+        assert api_policy["NetworkMode"] == (settings.sandbox_network if network else "none")
+    finally:
+        for container_id in (by_api, by_cli):
+            if container_id:
+                docker_client.api.remove_container(container_id, force=True)
