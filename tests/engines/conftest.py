@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+
 def sandbox_flags(memory: str = "128m", init: bool = False) -> list[str]:
     """`docker run` flags for an engine container: the worker's own hardening
     (worker.sandbox.Sandbox.run_flags, so tests/engines/test_hardening.py covers it), with

@@ -604,19 +604,30 @@ def test_parse_frames_rejects_stray_bytes() -> None:
 
 
 def test_remove_stale_images(python_image: str) -> None:
+    import uuid
+
     import docker
 
     from worker.images import base_image_tag, remove_stale_images
 
+    # A repository of this test's own: the real engine repositories may hold the images of
+    # another checkout using the same Docker engine, which this test must not remove.
+    repository = f"codeactions/engine-test-{uuid.uuid4().hex[:8]}"
+    current, stale = f"{repository}:current", f"{repository}:0000000000000000"
     client = docker.from_env()
     try:
-        stale = "codeactions/engine-python:0000000000000000"
-        client.images.get(python_image).tag("codeactions/engine-python", "0000000000000000")
-        removed = remove_stale_images(client, [python_image])
-        assert stale in removed
-        assert client.images.get(python_image)
+        client.images.get(python_image).tag(repository, "current")
+        client.images.get(python_image).tag(repository, "0000000000000000")
+        removed = remove_stale_images(client, [current])
+        assert removed == [stale]
+        assert client.images.get(current) and client.images.get(python_image)
         assert client.images.get(base_image_tag())
     finally:
+        for tag in (current, stale):
+            try:
+                client.images.remove(tag)
+            except docker.errors.ImageNotFound:
+                pass
         client.close()
 
 
