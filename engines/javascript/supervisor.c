@@ -405,7 +405,13 @@ static void report_crash(pid_t pid, int status) {
     if (access(path, F_OK) == 0) return;
     char event[200] = "";
     snprintf(path, sizeof path, "/tmp/.codeactions-fatal-%d.json", (int)pid);
-    FILE *report = fopen(path, "r");
+    /* The run could have put anything there: only a regular file is read (a FIFO would
+     * block this open, a symlink could point anywhere). */
+    FILE *report = NULL;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    struct stat info;
+    if (fd >= 0 && fstat(fd, &info) == 0 && S_ISREG(info.st_mode)) report = fdopen(fd, "r");
+    if (!report && fd >= 0) close(fd);
     if (report) {
         char line[1024];
         while (fgets(line, sizeof line, report)) {

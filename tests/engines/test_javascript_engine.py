@@ -1132,6 +1132,24 @@ def test_warm_supervisor_is_out_of_reach(javascript_image: str) -> None:
                      "term": "true", "stdin": "0", "parent": 1}, found
 
 
+def test_a_planted_crash_report_cannot_stall_the_supervisor(javascript_image: str) -> None:
+    """A run that dies of a signal leaves the supervisor reading Node's crash report from
+    /tmp: a FIFO planted under that name must not block it (nor a symlink lead it off)."""
+    source = src(
+        """
+        const fs = require("fs");
+        async function Run(engine) {
+          require("child_process").execSync(`mkfifo /tmp/.codeactions-fatal-${process.pid}.json`);
+          engine.log.info("planted");
+          process.kill(process.pid, "SIGABRT");
+        }
+        """
+    )
+    out = run_engine_warm(javascript_image, source, runs=2, timeout=30)
+    _failed(out, "the JavaScript engine was killed by signal 6")
+    assert out.returncode == 134
+
+
 def test_killed_by_a_signal_is_reported(run: Runner) -> None:
     out = run("async function Run(e) { e.log.info('x'); process.kill(process.pid, 'SIGTERM'); }\n")
     _failed(out, "the JavaScript engine was killed by signal 15")
