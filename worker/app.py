@@ -78,6 +78,7 @@ class WorkerContext:
 
         from shared.db import Database
         from shared.log_archive import LogArchive
+        from shared.models.code import TIMEOUT_DEFAULT
         from shared.services import callback_delivery
         from worker.go_build import GoBuilder
         from worker.images import engine_image_tag
@@ -101,11 +102,11 @@ class WorkerContext:
         reaper = ContainerReaper(client.api)
         sandbox = Sandbox(client, settings, reaper=reaper)
         sandbox.pool = WarmPool(
-            sandbox, self.worker_name, settings.warm_pool_size, settings.warm_pool_max_age, reaper
+            sandbox, self.worker_name, settings.warm_pool_size, settings.warm_pool_max_age
         )
         sandbox.environments = WarmEnvironments(sandbox, settings, self.worker_name)
         # Ready before the first run: the worker's own languages, networked (the default).
-        default_limits = SandboxLimits.for_code(settings, 60, network=True)
+        default_limits = SandboxLimits.for_code(settings, TIMEOUT_DEFAULT, network=True)
         sandbox.pool.start([(engine_image_tag(lang), default_limits) for lang in self.languages])
         self._closers = [sandbox.pool.close, sandbox.environments.close, reaper.close]
         return RunExecutor(

@@ -91,6 +91,15 @@ class AttachedContainer:
                 del buffer[: _HEADER.size + size]
                 yield stream, payload
 
+    def quiet(self) -> bool:
+        """Nothing to read: a container waiting for its job writes nothing, so a readable
+        stream means it ended (EOF) or misbehaves."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
     def hang_up(self) -> None:
         """Really close the connection: shutdown first, since docker-py's wrapper holds a
         reference that would keep the descriptor open. A container blocked writing to an

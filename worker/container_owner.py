@@ -10,6 +10,7 @@ reused pid). A container owned on another host is never judged from here.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 
@@ -29,7 +30,12 @@ def _start_time(pid: int) -> str | None:
 
 
 def process_owner() -> str:
-    pid = os.getpid()
+    return _owner(os.getpid())  # per pid: a forked child is another owner
+
+
+@functools.cache
+def _owner(pid: int) -> str:
+    """Read once per process: labels are taken at every pool refill and environment start."""
     return f"{socket.gethostname()}:{pid}:{_start_time(pid) or 0}"
 
 

@@ -44,7 +44,7 @@ from worker.attach_stream import (
     final_state,
 )
 from worker.frames import FrameDecoder, FrameError
-from worker.hardening import create_hardened, hardened_host_config, remove_quietly
+from worker.hardening import ContainerPolicy, create_hardened, remove_quietly
 from worker.preparers import PreparationError
 from worker.sandbox import parse_size
 
@@ -253,16 +253,14 @@ class GoBuilder:
     def _host_config(self) -> Any:
         limits = self.limits
         extra = {"nano_cpus": limits.nano_cpus} if limits.nano_cpus else {}
-        return hardened_host_config(
-            self.client.api,
+        return ContainerPolicy(
             memory_bytes=parse_size(limits.memory),
             pids=limits.pids,
             tmpfs_options=f"rw,nosuid,nodev,noexec,size={limits.tmpfs_size},mode=1777",
             fsize_bytes=parse_size(limits.tmpfs_size),
             nofile=1024,
             network_mode="none",
-            **extra,
-        )
+        ).host_config(self.client.api, **extra)
 
     def _compile(self, source: str) -> bytes:
         container_id = create_hardened(

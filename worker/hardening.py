@@ -6,71 +6,66 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 SANDBOX_USER = "65534:65534"
+REMOVE_ATTEMPTS = 3
 
 
-def hardened_host_config(
-    api: Any,
-    *,
-    memory_bytes: int,
-    pids: int,
-    tmpfs_options: str,
-    fsize_bytes: int,
-    nofile: int,
-    network_mode: str,
-    init: bool = True,
-    **extra: Any,
-) -> dict[str, Any]:
-    """`init=False` only for a process that is a proper init itself (a warm environment's
+@dataclass(frozen=True)
+class ContainerPolicy:
+    """The sizes and network of one hardened container; the rest of the policy is fixed.
+    `init=False` only for a process that is a proper init itself (a warm environment's
     supervisor reaps every orphan and is PID 1 on purpose: see engines/PROTOCOL.md)."""
-    return api.create_host_config(
-        read_only=True,
-        tmpfs={"/tmp": tmpfs_options},
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        pids_limit=pids,
-        mem_limit=memory_bytes,
-        memswap_limit=memory_bytes,  # no swap: the limit is the limit
-        ulimits=[
-            {"Name": "fsize", "Soft": fsize_bytes, "Hard": fsize_bytes},
-            {"Name": "nofile", "Soft": nofile, "Hard": nofile},
-            {"Name": "core", "Soft": 0, "Hard": 0},
-        ],
-        network_mode=network_mode,
-        ipc_mode="private",
-        init=init,
-        # Output is read over attach; nothing of it is kept on the host's disk.
-        log_config={"type": "none", "config": {}},
-        **extra,
-    )
 
+    memory_bytes: int
+    pids: int
+    tmpfs_options: str
+    fsize_bytes: int
+    nofile: int
+    network_mode: str
+    init: bool = True
 
-def docker_run_flags(
-    *,
-    memory_bytes: int,
-    pids: int,
-    tmpfs_options: str,
-    fsize_bytes: int,
-    nofile: int,
-    network_mode: str,
-    init: bool = True,
-) -> list[str]:
-    """The policy of `hardened_host_config` and `create_hardened` as `docker run` flags, for
-    what starts an engine image by hand (the bench's cold baseline, the engine tests);
-    tests/engines/test_hardening.py checks both give Docker the same container."""
-    flags = [
-        "--read-only", "--tmpfs", f"/tmp:{tmpfs_options}", "--user", SANDBOX_USER,
-        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "--pids-limit", str(pids),
-        "--memory", str(memory_bytes), "--memory-swap", str(memory_bytes),
-        "--ulimit", f"fsize={fsize_bytes}", "--ulimit", f"nofile={nofile}", "--ulimit", "core=0",
-        "--network", network_mode, "--ipc", "private", "--log-driver", "none",
-    ]
-    return [*flags, "--init"] if init else flags
+    def host_config(self, api: Any, **extra: Any) -> dict[str, Any]:
+        """For `create_hardened` (the Docker API); `extra`: the operator's CPU knobs."""
+        return api.create_host_config(
+            read_only=True,
+            tmpfs={"/tmp": self.tmpfs_options},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=self.pids,
+            mem_limit=self.memory_bytes,
+            memswap_limit=self.memory_bytes,  # no swap: the limit is the limit
+            ulimits=[
+                {"Name": "fsize", "Soft": self.fsize_bytes, "Hard": self.fsize_bytes},
+                {"Name": "nofile", "Soft": self.nofile, "Hard": self.nofile},
+                {"Name": "core", "Soft": 0, "Hard": 0},
+            ],
+            network_mode=self.network_mode,
+            ipc_mode="private",
+            init=self.init,
+            # Output is read over attach; nothing of it is kept on the host's disk.
+            log_config={"type": "none", "config": {}},
+            **extra,
+        )
+
+    def run_flags(self) -> list[str]:
+        """The same container as `docker run` flags, for what starts an engine image by hand
+        (the bench's cold baseline, the engine tests); tests/engines/test_hardening.py checks
+        both give Docker the same container."""
+        flags = [
+            "--read-only", "--tmpfs", f"/tmp:{self.tmpfs_options}", "--user", SANDBOX_USER,
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--pids-limit", str(self.pids),
+            "--memory", str(self.memory_bytes), "--memory-swap", str(self.memory_bytes),
+            "--ulimit", f"fsize={self.fsize_bytes}", "--ulimit", f"nofile={self.nofile}",
+            "--ulimit", "core=0",
+            "--network", self.network_mode, "--ipc", "private", "--log-driver", "none",
+        ]
+        return [*flags, "--init"] if self.init else flags
 
 
 def create_hardened(
@@ -99,18 +94,18 @@ def create_hardened(
     return container["Id"]
 
 
-def remove_quietly(api: Any, container_id: str, attempts: int = 3) -> None:
+def remove_quietly(api: Any, container_id: str) -> None:
     """Force-remove; already gone is fine, anything else is only logged. Tried again when
     the container stopped by itself while Docker was killing it ("Could not kill running
     container … is not running"), which a warm environment does when its stdin closes."""
-    for attempt in range(attempts):
+    for attempt in range(REMOVE_ATTEMPTS):
         try:
             api.remove_container(container_id, force=True, v=True)
             return
         except Exception as exc:
             if "No such container" in str(exc) or "already in progress" in str(exc):
                 return
-            if attempt + 1 == attempts:
+            if attempt + 1 == REMOVE_ATTEMPTS:
                 log.warning("could not remove container %s: %s", container_id[:12], exc)
                 return
             time.sleep(0.1 * (attempt + 1))

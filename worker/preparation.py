@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from datetime import datetime
 
 from shared.models.code import TIMEOUT_MAX
 from shared.settings import Settings
@@ -44,20 +43,17 @@ def remove_leftovers(client, name: str) -> int:  # noqa: ANN001
     possible run (whoever started those is gone). Other platforms' live containers stay."""
     removed = 0
     oldest_live = time.time() - (TIMEOUT_MAX + 120)
-    # ignore_removed: a live platform's one-shot sandbox may go between listing and inspecting.
-    listed = client.containers.list(
-        all=True, filters={"label": "codeactions.sandbox"}, ignore_removed=True
-    )
-    for container in listed:
-        labels = container.labels or {}
-        created = datetime.fromisoformat(container.attrs["Created"][:19] + "+00:00").timestamp()
-        if not is_leftover(labels, created, name, oldest_live):
+    # One listing call (labels and creation time included), no inspect per container, so
+    # nothing races a live platform's short-lived sandboxes.
+    for container in client.api.containers(all=True, filters={"label": "codeactions.sandbox"}):
+        if not is_leftover(container.get("Labels") or {}, container["Created"], name,
+                           oldest_live):
             continue
         try:
-            container.remove(force=True)
+            client.api.remove_container(container["Id"], force=True)
             removed += 1
         except Exception as exc:
-            log.warning("could not remove leftover sandbox %s: %s", container.short_id, exc)
+            log.warning("could not remove leftover sandbox %s: %s", container["Id"][:12], exc)
     return removed
 
 

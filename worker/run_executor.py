@@ -20,7 +20,6 @@ import redis
 from shared import cancellation, completion, log_context
 from shared.db import Database
 from shared.log_archive import LogArchive
-from shared.models import Code, CodeRun
 from shared.models.coderun import COMPLETED, FAILED
 from shared.settings import Settings
 from shared.stores import log_store, run_store
@@ -31,6 +30,26 @@ from worker.sandbox import Sandbox, SandboxLimits, SandboxOutcome
 from worker.warm_environments import WarmSpec
 
 log = logging.getLogger(__name__)
+
+
+#: Longest log line the engines keep (engines/PROTOCOL.md, `limits`).
+LOG_CONTENT_MAX = 8000
+
+
+def engine_job(
+    source: str,
+    params: dict[str, Any] | None = None,
+    body: str | None = "",
+    headers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The job an engine gets for one run (engines/PROTOCOL.md)."""
+    return {
+        "source": source,
+        "params": params or {},
+        "body": body or "",
+        "headers": headers or {},
+        "limits": {"log_content_max": LOG_CONTENT_MAX},
+    }
 
 
 class RunExecutor:
@@ -80,7 +99,7 @@ class RunExecutor:
             session.commit()
             run, code = claimed
             wants_callback = bool(run.callback)
-            job = self._job(code, run)
+            job = engine_job(code.source, run.params, run.body, run.headers)
             language, source = code.language, code.source
             log_context.bind(code_id=code.id)
             queue_wait = _seconds_between(run.created_at, run.started_at)
@@ -126,14 +145,6 @@ class RunExecutor:
         except redis.RedisError:  # cannot tell: keep running (the timeout still holds)
             return False
 
-    def _job(self, code: Code, run: CodeRun) -> dict[str, Any]:
-        return {
-            "source": code.source,
-            "params": run.params or {},
-            "body": run.body or "",
-            "headers": run.headers or {},
-            "limits": {"log_content_max": 8000},
-        }
 
     def _store(self, run_id: uuid.UUID, code_id: uuid.UUID | None, outcome: SandboxOutcome) -> str:
         status = COMPLETED if outcome.status == "completed" else FAILED
@@ -146,8 +157,9 @@ class RunExecutor:
         if status == FAILED:
             extra = {"status_code": 500, "content_type": "json", "error": outcome.error}
         with self.db.session() as session:
-            if code_id is not None and logs:
-                log_store.add_batch(session, logs)
+            # The run first: a run the reaper already ended writes nothing, and the insert's
+            # trigger (the code's log count row, shared by its concurrent runs) holds its lock
+            # only from here to the commit.
             finished = run_store.finish(
                 session,
                 run_id,
@@ -160,6 +172,8 @@ class RunExecutor:
             if not finished:  # someone else (the stuck-run reaper) already ended it
                 session.rollback()
                 return status
+            if code_id is not None and logs:
+                log_store.add_batch(session, logs)
             session.commit()
         # Waiters first: the logs are in PostgreSQL already, the archive can follow.
         try:

@@ -32,7 +32,7 @@ from worker.attach_stream import (
     final_state,
 )
 from worker.frames import FrameDecoder, FrameError, FrameTooLarge
-from worker.hardening import create_hardened, docker_run_flags, hardened_host_config, remove_quietly
+from worker.hardening import ContainerPolicy, create_hardened, remove_quietly
 
 if TYPE_CHECKING:
     from worker.warm_environments import WarmEnvironments, WarmSpec
@@ -107,6 +107,10 @@ def clean_text(value: object, limit: int | None = None) -> str:
     return text if limit is None else text[:limit]
 
 
+#: Beyond a run's output cap, what its frames' JSON may add on the output stream.
+OUTPUT_SLACK = 64 * 1024
+
+
 class FrameCollector:
     """Turns frames into an outcome, enforcing our own caps whatever the engine claims."""
 
@@ -115,6 +119,17 @@ class FrameCollector:
         self.outcome = SandboxOutcome(status="failed", exit_reason="no_end_frame")
         self.ended = False
         self.violation: tuple[str, str] | None = None
+
+    @property
+    def stream_limit(self) -> int:
+        """Bytes a run may write on its output stream: its output cap plus room for the
+        frames' own JSON."""
+        return self.limits.output_bytes + OUTPUT_SLACK
+
+    @property
+    def too_much(self) -> tuple[str, str]:
+        """The exit reason and error of a run whose stream passed `stream_limit`."""
+        return "output_limit", f"output limit exceeded ({human_size(self.limits.output_bytes)})"
 
     def take(self, frame: dict[str, Any]) -> None:
         kind = frame.get("t")
@@ -171,29 +186,27 @@ class LaunchedContainer:
 
 class Sandbox:
     def __init__(
-        self,
-        client: Any,
-        settings: Settings,
-        pool: WarmPool | None = None,
-        environments: WarmEnvironments | None = None,
-        reaper: ContainerReaper | None = None,
+        self, client: Any, settings: Settings, reaper: ContainerReaper | None = None
     ) -> None:
         self.client = client  # docker.DockerClient
         self.settings = settings
-        self.pool = pool
-        self.environments = environments
         self.reaper = reaper
+        # Set by the worker once built (they need this sandbox themselves).
+        self.pool: WarmPool | None = None
+        self.environments: WarmEnvironments | None = None
 
-    def _policy(self, limits: SandboxLimits, init: bool) -> dict[str, Any]:
-        return {
-            "memory_bytes": limits.memory_bytes,
-            "pids": limits.pids,
-            "tmpfs_options": f"rw,nosuid,nodev,size={limits.tmpfs_size},mode=1777",
-            "fsize_bytes": 16 * 1024 * 1024,
-            "nofile": 256,
-            "network_mode": self.settings.sandbox_network if limits.network else "none",
-            "init": init,
-        }
+    def policy(self, limits: SandboxLimits, init: bool = True) -> ContainerPolicy:
+        """The container a run with these limits gets (without the operator's CPU knobs);
+        `.run_flags()` spells it for `docker run`."""
+        return ContainerPolicy(
+            memory_bytes=limits.memory_bytes,
+            pids=limits.pids,
+            tmpfs_options=f"rw,nosuid,nodev,size={limits.tmpfs_size},mode=1777",
+            fsize_bytes=16 * 1024 * 1024,
+            nofile=256,
+            network_mode=self.settings.sandbox_network if limits.network else "none",
+            init=init,
+        )
 
     def host_config(self, limits: SandboxLimits, init: bool = True) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -203,11 +216,7 @@ class Sandbox:
             extra["cpu_shares"] = limits.cpu_shares
         if limits.memory_reservation:
             extra["mem_reservation"] = min(limits.memory_reservation, limits.memory_bytes)
-        return hardened_host_config(self.client.api, **self._policy(limits, init), **extra)
-
-    def run_flags(self, limits: SandboxLimits, init: bool = True) -> list[str]:
-        """The same container as `docker run` flags (without the operator's CPU knobs)."""
-        return docker_run_flags(**self._policy(limits, init))
+        return self.policy(limits, init).host_config(self.client.api, **extra)
 
     def create(
         self,
@@ -284,6 +293,15 @@ class Sandbox:
         else:
             self.remove(container_id)
 
+    def discard(self, container: LaunchedContainer, wait: bool = False) -> None:
+        """Hang up first (see AttachedContainer.hang_up), then remove: off the caller's path,
+        or before returning with `wait` (when closing, the reaper may be gone)."""
+        container.attached.hang_up()
+        if wait:
+            self.remove(container.id)
+        else:
+            self.dispose(container.id)
+
     def _execute(
         self,
         container: LaunchedContainer,
@@ -323,9 +341,8 @@ class Sandbox:
     ) -> tuple[str, str] | None:
         """Read the container's output until EOF; return why to kill it, if we must."""
         decoder = FrameDecoder(max_frame_bytes=limits.output_bytes)
-        too_much = ("output_limit", f"output limit exceeded ({human_size(limits.output_bytes)})")
         try:
-            output = attached.output(deadline, limits.output_bytes + 64 * 1024, should_stop)
+            output = attached.output(deadline, collector.stream_limit, should_stop)
             for stream, payload in output:
                 if stream == STDERR:
                     stderr_tail += payload[: max(0, STDERR_KEEP - len(stderr_tail))]
@@ -338,13 +355,13 @@ class Sandbox:
                         if collector.ended:  # the outcome is complete: stop waiting for EOF
                             return None
                 except FrameTooLarge:
-                    return too_much
+                    return collector.too_much
                 except FrameError as exc:
                     return "protocol", f"engine output was malformed: {exc}"
         except StreamTimeout:
             return "timeout", f"timed out after {limits.timeout:g} s"
         except StreamTooLarge:
-            return too_much
+            return collector.too_much
         except StreamStopped:
             return "cancelled", "cancelled"
         return None

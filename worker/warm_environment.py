@@ -30,7 +30,6 @@ from worker.sandbox import (
     SandboxLimits,
     SandboxOutcome,
     describe_exit,
-    human_size,
 )
 
 log = logging.getLogger(__name__)
@@ -184,13 +183,9 @@ class WarmEnvironment:
     def usable(self) -> bool:
         """Idle and alive: after its `done` a supervisor writes nothing until the next job, so
         anything readable means the container ended (or misbehaves)."""
-        if self.broken or self.stream is None or self.stream.pending:
+        if self.broken or self.container is None or self.stream is None or self.stream.pending:
             return False
-        try:
-            readable, _, _ = select.select([self.stream.sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return not readable
+        return self.container.attached.quiet()
 
     def run(
         self,
@@ -205,7 +200,6 @@ class WarmEnvironment:
         self.last_used = time.monotonic()
         self._nonce = secrets.token_hex(16)
         collector = FrameCollector(limits)
-        too_much = ("output_limit", f"output limit exceeded ({human_size(limits.output_bytes)})")
         reason: tuple[str, str] | None = None
         exited: dict[str, Any] | None = None
         seal = {"t": "seal", "nonce": self._nonce, "timeout_ms": int(limits.timeout * 1000)}
@@ -228,8 +222,8 @@ class WarmEnvironment:
                     break
                 if collector.ended:  # a failure may be the memory limit: the exit tells
                     deadline = min(deadline, time.monotonic() + EXIT_WAIT)
-                if self.stream.received > limits.output_bytes + 64 * 1024:
-                    reason = too_much
+                if self.stream.received > collector.stream_limit:
+                    reason = collector.too_much
                     break
         except StreamTimeout:
             if not collector.ended:
@@ -237,7 +231,7 @@ class WarmEnvironment:
         except StreamStopped:
             reason = ("cancelled", "cancelled")
         except FrameTooLarge:
-            reason, self.broken = too_much, True
+            reason, self.broken = collector.too_much, True
         except FrameError as exc:
             reason, self.broken = ("protocol", f"engine output was malformed: {exc}"), True
         except (WarmEnvironmentStopped, OSError):
@@ -273,8 +267,7 @@ class WarmEnvironment:
 
     def destroy(self) -> None:
         if self.container is not None:
-            self.container.attached.hang_up()
-            self.sandbox.dispose(self.container.id)
+            self.sandbox.discard(self.container)
 
     # ------------------------------------------------------------------ internals
 

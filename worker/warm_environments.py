@@ -32,13 +32,13 @@ from worker.warm_pool import pool_key
 
 log = logging.getLogger(__name__)
 
-#: Languages whose engine has a supervisor (engines/PROTOCOL.md); others use the warm pool.
-WARM_LANGUAGES = ("python", "go", "javascript")
 #: How long a run waits for an environment that is cleaning up after its previous run (once
 #: the code has all the environments it may have). A Python or Go one is back in
 #: milliseconds; a JavaScript one boots its next Node (~0.2 s, more under load), which is
 #: still cheaper than the pool's container churn that would slow every boot further.
 DRAIN_WAIT = {"python": 0.5, "go": 0.5, "javascript": 1.0}
+#: Languages whose engine has a supervisor (engines/PROTOCOL.md); others use the warm pool.
+WARM_LANGUAGES = tuple(DRAIN_WAIT)
 
 IDLE, BUSY, DRAINING, STARTING, RETIRED = "idle", "busy", "draining", "starting", "retired"
 #: After an environment of a code version failed to start, its runs use the pool this long.
@@ -103,9 +103,6 @@ class WarmEnvironments:
         version = hashlib.sha256(job.get("source", "").encode()).hexdigest()[:16]
         key = (spec.code_id, version, *pool_key(image, limits))
         slot = self._lease(key, spec, image, limits, bind)
-        if slot is not None and not slot.env.usable():  # it died while idle
-            self._retire(slot, "broken")
-            slot = None
         if slot is None:
             fast_path_metrics().warm_misses.labels(language=spec.language).inc()
             return None
@@ -170,17 +167,22 @@ class WarmEnvironments:
         deadline = time.monotonic() + DRAIN_WAIT[spec.language]
         first: _Slot | None = None
         slot: _Slot | None = None
+        dead: list[_Slot] = []
         with self._cond:
             if self._closed:
                 return None
             to_retire = self._replace_other_versions(spec.code_id, key)
             while True:
-                slots = self._slots.setdefault(key, [])
+                slots = [s for s in self._slots.get(key, []) if s not in dead]
                 idle = [s for s in slots if s.state == IDLE]
                 if idle:
                     slot = max(idle, key=lambda s: s.env.last_used)
                     slot.state = BUSY
-                    break
+                    if slot.env.usable():
+                        break
+                    dead.append(slot)  # it died while idle: retired below, try the next
+                    slot = None
+                    continue
                 failed_at = self._failed_starts.get(key)
                 if failed_at is not None and time.monotonic() - failed_at < START_BACKOFF:
                     break
@@ -196,6 +198,8 @@ class WarmEnvironments:
                 self._cond.wait(left)
         for old in to_retire:
             self._retire(old, "replaced" if old.env.key[0] == spec.code_id else "evicted")
+        for broken in dead:
+            self._retire(broken, "broken")
         if first is not None:
             slot = self._await_boot(first)
         return slot
@@ -246,7 +250,7 @@ class WarmEnvironments:
             **owner_labels("warm"),
         }
         slot = _Slot(WarmEnvironment(self.sandbox, key, image, limits, labels, bind))
-        self._slots[key].append(slot)
+        self._slots.setdefault(key, []).append(slot)
         self._submit(self._starter, self._boot, slot)
         self._update_gauge()
         return slot, evicted
@@ -312,8 +316,6 @@ class WarmEnvironments:
                 for key, failed_at in list(self._failed_starts.items()):
                     if now - failed_at > START_BACKOFF:
                         del self._failed_starts[key]
-                for key in [key for key, slots in self._slots.items() if not slots]:
-                    del self._slots[key]
             for slot in expired:
                 self._retire(slot, "idle")
 

@@ -17,7 +17,6 @@ other platform's.
 from __future__ import annotations
 
 import logging
-import select
 import threading
 import time
 from collections import deque
@@ -87,13 +86,11 @@ class WarmPool:
         worker_name: str,
         size: int,
         max_age: float,
-        reaper: ContainerReaper,
     ) -> None:
         self.sandbox = sandbox
         self.worker_name = worker_name
         self.size = size
         self.max_age = max_age
-        self.reaper = reaper
         self._entries: dict[PoolKey, _Entry] = {}
         self._cond = threading.Condition()
         self._closed = False
@@ -124,7 +121,7 @@ class WarmPool:
                 candidate = entry.ready.popleft()
                 if time.monotonic() - candidate.created > self.max_age:
                     stale.append((candidate, "age"))
-                elif not _waiting(candidate):
+                elif not candidate.attached.quiet():
                     stale.append((candidate, "dead"))
                 else:
                     taken = candidate
@@ -153,8 +150,7 @@ class WarmPool:
         for thread in self._threads:
             thread.join(timeout=30)
         for container in leftovers:
-            container.attached.hang_up()
-            self.sandbox.remove(container.id)
+            self.sandbox.discard(container, wait=True)
 
     # ------------------------------------------------------------------ refill
 
@@ -223,24 +219,13 @@ class WarmPool:
             self._update_gauge()
             self._cond.notify_all()
         if not kept:  # the pool closed while it started
-            container.attached.hang_up()
-            self.sandbox.remove(container.id)
+            self.sandbox.discard(container, wait=True)
         return True
 
     def _discard(self, container: LaunchedContainer, reason: str) -> None:
         fast_path_metrics().pool_discarded.labels(reason=reason).inc()
-        container.attached.hang_up()
-        self.reaper.remove(container.id)
+        self.sandbox.discard(container)
 
     def _update_gauge(self) -> None:
         fast_path_metrics().pool_ready.set(sum(len(e.ready) for e in self._entries.values()))
 
-
-def _waiting(container: LaunchedContainer) -> bool:
-    """Still waiting for its job: an engine writes nothing before it has one, so a readable
-    stream means it ended (EOF) or misbehaves."""
-    try:
-        readable, _, _ = select.select([container.attached.sock], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return not readable

@@ -183,15 +183,20 @@ static int frame_type_is(const char *frame, const char *type) {
 
 /* ----------------------------------------------------------------------------- process */
 
-static pid_t run_pid = -1;
-static int run_status = -1; /* wait status of run_pid once reaped, else -1 */
+/* The current run's Node: started ahead (spawn), handed its job, then waited for. */
+struct child {
+    pid_t pid;
+    int job_fd; /* write end of the pipe the run's Node reads its job from */
+    int pidfd;
+    int status; /* its wait status once reaped, else -1 */
+};
 
-static void reap(void) {
+static void reap(struct child *run) {
     for (;;) {
         int status;
         pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid <= 0) return;
-        if (pid == run_pid) run_status = status;
+        if (pid == run->pid) run->status = status;
     }
 }
 
@@ -212,11 +217,11 @@ static int others_left(void) {
 
 /* SIGKILL every other process of the container (as PID 1, kill(-1) reaches all of them) and
  * reap them; 1 once none is left. */
-static int kill_all(void) {
+static int kill_all(struct child *run) {
     long long deadline = now_ms() + KILL_PATIENCE_MS;
     for (;;) {
         kill(-1, SIGKILL);
-        reap();
+        reap(run);
         if (!others_left()) return 1;
         if (now_ms() > deadline) return 0;
         usleep(1000);
@@ -323,11 +328,6 @@ static int clean_up(void) {
 
 /* ------------------------------------------------------------------------------- child */
 
-struct child {
-    pid_t pid;
-    int job_fd; /* write end of the pipe the run's Node reads its job from */
-    int pidfd;
-};
 
 /* Wait until the spawned Node is waiting for its job: 1 once it said so, 0 if it died or
  * took too long. */
@@ -389,8 +389,7 @@ static int spawn(struct child *child) {
     child->pid = pid;
     child->job_fd = job_pipe[1];
     child->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    run_pid = pid;
-    run_status = -1;
+    child->status = -1;
     int ready = child->pidfd >= 0 && await_ready(child, ready_pipe[0]);
     close(ready_pipe[0]);
     return ready;
@@ -489,7 +488,7 @@ static int supervise(struct child *child, char *nonce_out, long *oom_before, int
         if (ready > 0 && fds[0].revents) {
             char *message = read_frame(0, CONTROL_MAX, &size);
             if (!message) return 0;
-            int over = frame_type_is(message, "finish") || frame_type_is(message, "kill");
+            int over = frame_type_is(message, "finish");
             free(message);
             if (over) break;
             continue;
@@ -497,19 +496,15 @@ static int supervise(struct child *child, char *nonce_out, long *oom_before, int
         if (ended) continue;
         /* the run's Node ended, or the backstop deadline passed */
         int exited_itself = ready > 0 && fds[1].revents;
-        if (exited_itself) {
-            int status;
-            if (waitpid(child->pid, &status, 0) == child->pid) run_status = status;
-        }
-        kill_all(); /* whatever the run started goes with it */
-        if (exited_itself && run_status >= 0) report_crash(child->pid, run_status);
+        kill_all(child); /* whatever the run started goes with it; reaps the run's Node too */
+        if (exited_itself && child->status >= 0) report_crash(child->pid, child->status);
         char fields[96];
-        status_fields(run_status, fields, sizeof fields);
+        status_fields(child->status, fields, sizeof fields);
         send_message(MARKER, "{\"t\": \"exited\", \"nonce\": \"%s\", \"oom\": %s, %s}", nonce_out,
                      oom_kills() > *oom_before ? "true" : "false", fields);
         ended = 1;
     }
-    *killed = kill_all();
+    *killed = kill_all(child);
     close(child->pidfd);
     if (child->job_fd >= 0) close(child->job_fd);
     return 1;
@@ -536,7 +531,7 @@ int main(int argc, char **argv) {
         uint32_t job_size;
         char *job = read_frame(0, JOB_MAX, &job_size);
         if (!job) { /* the worker closed stdin */
-            kill_all();
+            kill_all(&child);
             return 0;
         }
         hand_over(&child, bind, bind_size, job, job_size);
@@ -544,12 +539,12 @@ int main(int argc, char **argv) {
         long oom_before = 0;
         int killed = 0;
         if (!supervise(&child, nonce, &oom_before, &killed)) {
-            kill_all();
+            kill_all(&child);
             return 0;
         }
         int clean = killed && clean_up();
         char fields[96];
-        status_fields(run_status, fields, sizeof fields);
+        status_fields(child.status, fields, sizeof fields); /* before spawn starts the next */
         if (clean && !spawn(&child)) clean = 0;
         send_message(MARKER, "{\"t\": \"done\", \"nonce\": \"%s\", \"clean\": %s, \"oom\": %s, %s}",
                      nonce, clean ? "true" : "false", oom_kills() > oom_before ? "true" : "false",

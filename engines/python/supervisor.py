@@ -29,6 +29,9 @@ import harness
 
 MARKER = 0x80000000
 CONTROL_MAX = 4 * 1024 * 1024
+#: The bind (the code) and a run's job (its body, JSON-escaped): as large as a one-shot
+#: container would take; the worker's own caps are far below.
+JOB_MAX = 256 * 1024 * 1024
 PR_SET_DUMPABLE = 4
 IPC_RMID = 0
 WRITABLE_DIRS = ("/tmp", "/dev/shm", "/dev/mqueue")
@@ -65,13 +68,13 @@ def _read_exact(fd, size):
     return b"".join(chunks)
 
 
-def read_frame(fd):
+def read_frame(fd, max_size=CONTROL_MAX):
     header = _read_exact(fd, 4)
     if header is None:
         return None
     size = int.from_bytes(header, "big")
-    if size > CONTROL_MAX:
-        raise ValueError(f"control frame of {size} bytes")
+    if size > max_size:
+        raise ValueError(f"frame of {size} bytes")
     return _read_exact(fd, size)
 
 
@@ -125,14 +128,17 @@ def _oom_kills():
     return 0
 
 
-def _reap():
+def _reap(child=None):
+    """Collect every ended process; the run's child keeps its exit status."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        if child is not None and pid == child.pid:
+            child.status = status
 
 
 def _others():
@@ -140,16 +146,16 @@ def _others():
     return [name for name in os.listdir("/proc") if name.isdigit() and name != me]
 
 
-def kill_all():
+def kill_all(child=None):
     """SIGKILL every other process of the container (as PID 1, kill(-1) reaches all of them)
-    and reap them; True once none is left."""
+    and reap them (`child`, the run's process, keeps its status); True once none is left."""
     deadline = time.monotonic() + KILL_PATIENCE
     while True:
         try:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        _reap()
+        _reap(child)
         if not _others():
             return True
         if time.monotonic() > deadline:
@@ -226,15 +232,6 @@ class Child:
         """Block until the child has read its job (True) or died without one (False)."""
         return os.read(self.taken, 1) == b"T"
 
-    def collect(self):
-        """The exit status once the child has ended (pidfd readable)."""
-        if self.status is None:
-            try:
-                _, self.status = os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                self.status = -1
-        return self.status
-
     def close(self):
         for fd in (self.taken, self.pidfd):
             try:
@@ -255,7 +252,7 @@ def _child_main(source, taken_w):
             adj.write("1000")
     except OSError:
         pass
-    raw = read_frame(0)
+    raw = read_frame(0, JOB_MAX)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # the worker's channel is the supervisor's alone from here on
     os.close(devnull)
@@ -288,34 +285,32 @@ def _supervise(child):
     oom_before = _oom_kills()
     ended = False
     while True:
-        waiting = [0] if ended else [0, child.pidfd]
-        ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+        if ended:  # only the worker's finish is left to wait for
+            ready, _, _ = select.select([0], [], [])
+        else:
+            ready, _, _ = select.select([0, child.pidfd], [], [],
+                                        max(0.0, deadline - time.monotonic()))
         if 0 in ready:
             message = read_frame(0)
             if message is None:
                 return None  # the worker is gone
-            if json.loads(message).get("t") in ("finish", "kill"):
+            if json.loads(message).get("t") == "finish":
                 break
         elif not ended:  # the child ended, or the backstop deadline passed
-            if child.pidfd not in ready:
-                kill_all()
-            fields = _status_fields(child.collect())
-            kill_all()  # whatever the run started goes with it
-            _marker({"t": "exited", "nonce": nonce, "oom": _oom_kills() > oom_before, **fields})
+            kill_all(child)  # whatever the run started goes with it; reaps the child too
+            _marker({"t": "exited", "nonce": nonce, "oom": _oom_kills() > oom_before,
+                     **_status_fields(child.status)})
             ended = True
-        else:
-            deadline = time.monotonic() + 3600  # keep waiting for the worker's finish
-    status = child.status
-    killed = kill_all()
+    killed = kill_all(child)
     child.close()
-    fields = _status_fields(status) if status is not None else {"exit_code": None, "signal": None}
-    return {"nonce": nonce, "oom": _oom_kills() > oom_before, "clean": killed, **fields}
+    return {"nonce": nonce, "oom": _oom_kills() > oom_before, "clean": killed,
+            **_status_fields(child.status)}
 
 
 def serve():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _undumpable()
-    bind = json.loads(read_frame(0) or b"{}")
+    bind = json.loads(read_frame(0, JOB_MAX) or b"{}")
     if bind.get("t") != "bind" or not isinstance(bind.get("source"), str):
         os._exit(2)
     source = bind["source"]

@@ -13,13 +13,15 @@ from typing import Any
 
 from shared.bench.load import percentile
 from shared.settings import Settings
+from worker.container_owner import KIND_LABEL
 
 
 def hello_job(language: str, source: str, client: Any, settings: Settings,
               cache_dir: Path) -> dict[str, Any]:
     """The job a worker would send for `source` (Go: compiled once, as the worker does)."""
-    job = {"source": source, "params": {}, "body": "", "headers": {},
-           "limits": {"log_content_max": 8000}}
+    from worker.run_executor import engine_job
+
+    job = engine_job(source)
     if language == "go":
         from worker.go_build import GoBuilder
 
@@ -30,11 +32,11 @@ def hello_job(language: str, source: str, client: Any, settings: Settings,
 def docker_run_baseline(image: str, job: dict[str, Any], client: Any, settings: Settings,
                         count: int = 10, network: bool = True) -> dict[str, Any]:
     """Wall time of `docker run -i --rm`, hardened exactly like a sandbox of a code with or
-    without network (worker.sandbox.Sandbox.run_flags), answering the job."""
+    without network (worker.sandbox.Sandbox.policy), answering the job."""
     from worker.sandbox import Sandbox, SandboxLimits
 
-    flags = Sandbox(client, settings).run_flags(
-        SandboxLimits.for_code(settings, 60, network=network))
+    flags = Sandbox(client, settings).policy(
+        SandboxLimits.for_code(settings, 60, network=network)).run_flags()
     payload = json.dumps(job).encode()
     times = []
     for index in range(count + 1):
@@ -104,7 +106,7 @@ class ColdStartCounter:
         try:
             for event in self._stream:
                 labels = (event.get("Actor") or {}).get("Attributes") or {}
-                if "codeactions.kind" not in labels:  # not a warm environment
+                if KIND_LABEL not in labels:  # not a warm environment
                     self.count += 1
         except Exception:  # closed
             pass
@@ -130,15 +132,15 @@ def container_memory_mib(client: Any, container_id: str) -> float | None:
 
 
 def pool_container(client: Any, image: str) -> str | None:
-    for container in client.api.containers(filters={"label": "codeactions.kind=pool"}):
+    for container in client.api.containers(filters={"label": f"{KIND_LABEL}=pool"}):
         if container.get("Image") == image:
             return container["Id"]
     return None
 
 
 def warm_container(client: Any, code_id: str) -> str | None:
-    found = client.api.containers(filters={"label": f"codeactions.code_id={code_id}"})
-    warm = [c for c in found if c.get("Labels", {}).get("codeactions.kind") == "warm"]
+    warm = client.api.containers(
+        filters={"label": [f"codeactions.code_id={code_id}", f"{KIND_LABEL}=warm"]})
     return warm[0]["Id"] if warm else None
 
 

@@ -51,7 +51,7 @@ def _check_name(value: str | None) -> str:
 
 
 def _check_timeout(value: int | str | None) -> int:
-    if value is None or value == "":
+    if not _given(value):
         return TIMEOUT_DEFAULT
     try:
         timeout = int(value)
@@ -69,6 +69,11 @@ def _check_url(value: str | None) -> str | None:
     if value is not None and len(value) > 512:
         raise InvalidInput("url must be at most 512 characters", field="url")
     return value or None
+
+
+def _given(value: object) -> bool:
+    """Present in the request: absent and empty (`?warm=`) both mean "not given"."""
+    return value is not None and value != ""
 
 
 def _check_bool(value: bool | str, field: str) -> bool:
@@ -104,8 +109,8 @@ def create(db: Database, settings: Settings, data: CodeInput) -> Code:
         timeout=_check_timeout(data.timeout),
         url=_check_url(data.url),
         source=data.source or "",
-        network=True if data.network in (None, "") else _check_bool(data.network, "network"),
-        warm=False if data.warm in (None, "") else _check_bool(data.warm, "warm"),
+        network=_check_bool(data.network, "network") if _given(data.network) else True,
+        warm=_check_bool(data.warm, "warm") if _given(data.warm) else False,
     )
     _check_source(settings, code.source)
     with db.session() as session:
@@ -125,13 +130,13 @@ def update(db: Database, settings: Settings, code_id: EntityId, data: CodeInput)
             code.name = _check_name(data.name)
         if data.type is not None:
             code.type = _check_type(data.type)
-        if data.timeout is not None and data.timeout != "":
+        if _given(data.timeout):
             code.timeout = _check_timeout(data.timeout)
         if data.url is not None:
             code.url = _check_url(data.url)
-        if data.network is not None and data.network != "":
+        if _given(data.network):
             code.network = _check_bool(data.network, "network")
-        if data.warm is not None and data.warm != "":
+        if _given(data.warm):
             code.warm = _check_bool(data.warm, "warm")
         if data.source:
             _check_source(settings, data.source)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from celery import Celery
@@ -36,13 +37,14 @@ def reap(
     db: Database,
     redis_client: redis.Redis,
     margin_seconds: int,
-    celery: Celery | None = None,
+    celery: Celery,
     limit: int = 500,
 ) -> list[uuid.UUID]:
-    """Fail the stuck runs (up to `limit` per call), signal their waiters and, with `celery`,
-    schedule their callbacks; returns their ids."""
+    """Fail the stuck runs (up to `limit` per call), signal their waiters and schedule their
+    callbacks; returns their ids."""
     reaped: list[uuid.UUID] = []
     call_back: list[uuid.UUID] = []
+    error_logs: list[dict[str, Any]] = []
     with db.session() as session:
         stuck = run_store.stuck_started(session, margin_seconds, limit)
         for run_id, code_id, worker, wants_callback in stuck:
@@ -54,13 +56,14 @@ def reap(
             )
             if finished:
                 now = datetime.now(UTC)
-                log_store.add_batch(session, [{
+                error_logs.append({
                     "id": uuid.uuid4(), "run_id": run_id, "code_id": code_id, "type": "error",
                     "content": message, "seq": 0, "created_at": now, "updated_at": now,
-                }])
+                })
                 reaped.append(run_id)
                 if wants_callback:
                     call_back.append(run_id)
+        log_store.add_batch(session, error_logs)
         session.commit()
     for run_id in reaped:
         log.warning("run ended as lost", extra={"run_id": str(run_id)})
@@ -68,7 +71,6 @@ def reap(
             completion.publish_done(redis_client, str(run_id), FAILED)
         except redis.RedisError as exc:  # waiters re-read the row at their timeout
             log.warning("completion signal for run %s not sent: %s", run_id, exc)
-    if celery is not None:  # a lost run still tells its caller it ended
-        for run_id in call_back:
-            callback_delivery.schedule(celery, run_id)
+    for run_id in call_back:  # a lost run still tells its caller it ended
+        callback_delivery.schedule(celery, run_id)
     return reaped

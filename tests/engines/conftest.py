@@ -15,7 +15,7 @@ import pytest
 
 def sandbox_flags(memory: str = "128m", init: bool = False) -> list[str]:
     """`docker run` flags for an engine container: the worker's own hardening
-    (worker.sandbox.Sandbox.run_flags, so tests/engines/test_hardening.py covers it), with
+    (worker.sandbox.Sandbox.policy, so tests/engines/test_hardening.py covers it), with
     a smaller memory default, no network, and without Docker's init unless asked (the engine
     is PID 1, as in a warm environment)."""
     from shared.settings import Settings
@@ -24,7 +24,7 @@ def sandbox_flags(memory: str = "128m", init: bool = False) -> list[str]:
     settings = Settings()
     limits = SandboxLimits.for_code(settings, 60, network=False)
     limits.memory_bytes = parse_size(memory)
-    return Sandbox(None, settings).run_flags(limits, init=init)
+    return Sandbox(None, settings).policy(limits, init=init).run_flags()
 
 
 class FrameError(ValueError):
@@ -190,8 +190,8 @@ def run_engine_warm(
 ) -> RunOutput:
     """The same job through a warm environment (engines/PROTOCOL.md), driven with `docker
     run … serve` and written here from the protocol text, independently of the worker's
-    implementation. With `runs` > 1 the job runs that many times in the one environment and
-    the last run's output is returned (each run must look like the first)."""
+    implementation. With `runs` > 1 the job runs that many times in the one environment, each
+    must end the same way and leave it clean, and the last run's output is returned."""
     if raw_job is not None:
         try:
             parsed = json.loads(raw_job)
@@ -212,6 +212,7 @@ def run_engine_warm(
         proc.stdin.write(_frame(json.dumps({"t": "bind", "nonce": "bind-nonce",
                                             "source": source or ""}).encode()))
         assert reader.marker() == {"t": "ready", "nonce": "bind-nonce"}
+        endings = []
         for index in range(runs):
             nonce = f"run-{index}"
             started = time.monotonic()
@@ -223,6 +224,8 @@ def run_engine_warm(
             proc.stdin.write(_frame(b'{"t": "finish"}'))
             done = reader.marker()
             assert done["t"] == "done" and done["nonce"] == nonce and done["clean"], done
+            endings.append((exited["exit_code"], parse_frames(frames)[-1:]))
+        assert all(ending == endings[0] for ending in endings), endings
     finally:
         proc.stdin.close()
         try:

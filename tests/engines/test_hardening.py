@@ -1,7 +1,8 @@
-"""One container policy, two spellings: worker/hardening.py gives Docker the sandbox through
-the API (create_hardened, hardened_host_config) and as `docker run` flags (docker_run_flags,
-used by the engine tests and the bench's cold baseline). Both must create the same container,
-or the engine tests and the bench would test something other than what runs user code."""
+"""One container policy, two spellings: worker/hardening.py's ContainerPolicy gives Docker the
+sandbox through the API (`host_config`, for create_hardened) and as `docker run` flags
+(`run_flags`, used by the engine tests and the bench's cold baseline). Both must create the
+same container, or the engine tests and the bench would test something other than what runs
+user code."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def _policy(client, container_id: str) -> dict:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("network", [False, True], ids=["no-network", "network"])
-def test_docker_run_flags_create_the_same_container_as_the_worker(
+def test_run_flags_create_the_same_container_as_the_worker(
     docker_client, python_image: str, network: bool  # noqa: ANN001
 ) -> None:
     from shared.settings import Settings
@@ -43,7 +44,7 @@ def test_docker_run_flags_create_the_same_container_as_the_worker(
     try:
         proc = subprocess.run(
             ["docker", "create", "--label", f"codeactions.test={label['codeactions.test']}",
-             *sandbox.run_flags(limits), python_image],
+             *sandbox.policy(limits).run_flags(), python_image],
             capture_output=True, text=True, timeout=60, check=False,
         )
         assert proc.returncode == 0, proc.stderr

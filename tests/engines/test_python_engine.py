@@ -105,6 +105,15 @@ def test_body(run: Runner) -> None:
     assert out.logs[0] == ("info", """'{"a": 1}'""")
 
 
+def test_a_large_escaped_body_reaches_the_code(run: Runner) -> None:
+    # 1 MiB of control characters is ~6 MiB of JSON-escaped job: more than a control frame
+    # of a warm environment's supervisor may be (the job is not one).
+    out = run("def Run(engine):\n    engine.result.set(str(len(engine.body)))\n",
+              body="\x01" * (1024 * 1024))
+    assert out.end == {"t": "end", "status": "completed"}, out.frames
+    assert out.result["value"] == str(1024 * 1024)
+
+
 @pytest.mark.parametrize("job_body", ["", None, "missing"])
 def test_empty_body_is_empty_string(run: Runner, job_body: str | None) -> None:
     job: dict = {"source": "def Run(engine):\n    engine.log.info(repr(engine.body))\n"}

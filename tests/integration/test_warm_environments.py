@@ -31,7 +31,8 @@ def Run(engine):
         "tmp": sorted(os.listdir("/tmp")),
         "shm": sorted(os.listdir("/dev/shm")),
         "mqueue": sorted(os.listdir("/dev/mqueue")),
-        "ipc": [l for l in open("/proc/sysvipc/shm").read().splitlines()[1:] if l.strip()],
+        "ipc": [l for kind in ("shm", "msg", "sem")
+                for l in open(f"/proc/sysvipc/{kind}").read().splitlines()[1:] if l.strip()],
         "processes": others(),
         "counter": counter,
         "json_marker": hasattr(json, "left_by_a_run"),
@@ -49,6 +50,9 @@ def Run(engine):
     open("/dev/shm/left", "w").write("x")
     libc = ctypes.CDLL(None, use_errno=True)
     libc.shmget(0, 4096, 0o1000 | 0o600)  # IPC_PRIVATE, IPC_CREAT
+    libc.msgget(0, 0o1000 | 0o600)
+    libc.semget(0, 1, 0o1000 | 0o600)
+    libc.mq_open(b"/left", os.O_CREAT | os.O_RDWR, 0o600, None)
     json.left_by_a_run = True
     os.environ["LEFT_BY_A_RUN"] = "1"
     sys.modules["left_module"] = json
@@ -291,14 +295,14 @@ def environments(platform):  # noqa: ANN001, ANN201
 
 def test_environments_retire_after_max_runs_and_when_idle(platform, environments):
     from worker.images import engine_image_tag
+    from worker.run_executor import engine_job
     from worker.sandbox import SandboxLimits
     from worker.warm_environments import WarmSpec
 
     sandbox = environments
     spec = WarmSpec("python", str(uuid.uuid4()), PROJECT)
     limits = SandboxLimits.for_code(sandbox.settings, 10, network=False)
-    job = {"source": "def Run(engine):\n    engine.result.set('ok')\n", "params": {},
-           "body": "", "headers": {}, "limits": {"log_content_max": 8000}}
+    job = engine_job("def Run(engine):\n    engine.result.set('ok')\n")
 
     def run():  # noqa: ANN202
         outcome = sandbox.run(engine_image_tag("python"), dict(job), limits, {}, warm=spec)

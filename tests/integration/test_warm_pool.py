@@ -18,11 +18,11 @@ from tests.integration.helpers import container_gone
 from worker.container_owner import owner_labels
 from worker.images import engine_image_tag
 from worker.preparation import remove_leftovers
+from worker.run_executor import engine_job
 from worker.sandbox import Sandbox, SandboxLimits
 from worker.warm_pool import ContainerReaper, WarmPool
 
-HELLO = {"source": "def Run(engine):\n    engine.result.set('hi')\n", "params": {}, "body": "",
-         "headers": {}, "limits": {"log_content_max": 8000}}
+HELLO = engine_job("def Run(engine):\n    engine.result.set('hi')\n")
 
 
 def wait_for(predicate: Callable[[], bool], seconds: float = 30) -> bool:
@@ -45,7 +45,7 @@ class PoolUnderTest:
         self.name = f"test-pool-{uuid.uuid4().hex[:8]}"
         self.reaper = ContainerReaper(self.client.api)
         self.sandbox = Sandbox(self.client, self.settings, reaper=self.reaper)
-        self.pool = WarmPool(self.sandbox, self.name, size, max_age, self.reaper)
+        self.pool = WarmPool(self.sandbox, self.name, size, max_age)
         self.sandbox.pool = self.pool
         self.image = engine_image_tag("python")
         self.limits = SandboxLimits.for_code(self.settings, 10, network=True)

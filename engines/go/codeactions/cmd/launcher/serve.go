@@ -181,7 +181,7 @@ func supervise(executable *os.File, raw []byte) map[string]any {
 			if c.err != nil {
 				return nil
 			}
-			if c.t != "finish" && c.t != "kill" {
+			if c.t != "finish" {
 				ctrl = readControl()
 				continue
 			}
