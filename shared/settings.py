@@ -136,8 +136,9 @@ class Settings(BaseSettings):
         2 * 1024 * 1024, validation_alias=_env("SANDBOX_OUTPUT_MAX_BYTES")
     )
     sandbox_max_logs: int = Field(1000, validation_alias=_env("SANDBOX_MAX_LOGS"))
-    sandbox_network: str = Field("codeactions-sandbox", validation_alias=_env("SANDBOX_NETWORK"))
-    sandbox_bridge: str = Field("ca-sandbox0", validation_alias=_env("SANDBOX_BRIDGE"))
+    # Networked sandboxes' addresses (one /32 each, routed to its own veth): a private range
+    # (the firewall drops traffic to private ranges, so sandboxes never reach each other).
+    sandbox_subnet: str = Field("10.213.0.0/16", validation_alias=_env("SANDBOX_SUBNET"))
     docker_host: str = Field("", validation_alias=_env("DOCKER_HOST"))
     worker_languages: str = Field("python", validation_alias=_env("WORKER_LANGUAGES"))
     # Names this worker's sandboxes; platforms sharing one Docker engine need distinct ids

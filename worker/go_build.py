@@ -259,7 +259,6 @@ class GoBuilder:
             tmpfs_options=f"rw,nosuid,nodev,noexec,size={limits.tmpfs_size},mode=1777",
             fsize_bytes=parse_size(limits.tmpfs_size),
             nofile=1024,
-            network_mode="none",
         ).host_config(self.client.api, **extra)
 
     def _compile(self, source: str) -> bytes:
@@ -270,7 +269,6 @@ class GoBuilder:
             hostname="build",
             labels={"codeactions.compile": LANGUAGE, **self.labels},
             host_config=self._host_config(),
-            network_disabled=True,
         )
         self.compiles += 1
         try:

@@ -1,6 +1,9 @@
 """The one container policy for user code, shared by runs and Go compiles: nobody, no
 capabilities, no new privileges, read-only root, no swap, no core dumps, private IPC, an init,
-and no output kept on the host. Callers choose only the sizes and the network."""
+and no output kept on the host. Docker gives it no network (not even its own set-up: that is
+the expensive part of a container); a networked sandbox gets its link from the worker after
+start (worker/sandbox_link.py). Callers choose only the sizes and, for a networked sandbox,
+the read-only /etc files (resolvers, hosts) it sees."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ REMOVE_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class ContainerPolicy:
-    """The sizes and network of one hardened container; the rest of the policy is fixed.
+    """The sizes and /etc files of one hardened container; the rest of the policy is fixed.
     `init=False` only for a process that is a proper init itself (a warm environment's
     supervisor reaps every orphan and is PID 1 on purpose: see engines/PROTOCOL.md)."""
 
@@ -26,7 +29,9 @@ class ContainerPolicy:
     tmpfs_options: str
     fsize_bytes: int
     nofile: int
-    network_mode: str
+    #: (host file, path inside) pairs mounted read-only: a networked sandbox's resolv.conf
+    #: and hosts (Docker writes none for a container without network).
+    etc_files: tuple[tuple[str, str], ...] = ()
     init: bool = True
 
     def host_config(self, api: Any, **extra: Any) -> dict[str, Any]:
@@ -44,7 +49,8 @@ class ContainerPolicy:
                 {"Name": "nofile", "Soft": self.nofile, "Hard": self.nofile},
                 {"Name": "core", "Soft": 0, "Hard": 0},
             ],
-            network_mode=self.network_mode,
+            network_mode="none",
+            binds=[f"{host}:{inside}:ro" for host, inside in self.etc_files] or None,
             ipc_mode="private",
             init=self.init,
             # Output is read over attach; nothing of it is kept on the host's disk.
@@ -63,8 +69,10 @@ class ContainerPolicy:
             "--memory", str(self.memory_bytes), "--memory-swap", str(self.memory_bytes),
             "--ulimit", f"fsize={self.fsize_bytes}", "--ulimit", f"nofile={self.nofile}",
             "--ulimit", "core=0",
-            "--network", self.network_mode, "--ipc", "private", "--log-driver", "none",
+            "--network", "none", "--ipc", "private", "--log-driver", "none",
         ]
+        for host, inside in self.etc_files:
+            flags += ["--volume", f"{host}:{inside}:ro"]
         return [*flags, "--init"] if self.init else flags
 
 
@@ -75,7 +83,6 @@ def create_hardened(
     hostname: str,
     labels: dict[str, str],
     host_config: dict[str, Any],
-    network_disabled: bool,
     command: list[str] | None = None,
 ) -> str:
     """A container waiting for one job on stdin; labelled so leftovers can be found."""
@@ -89,7 +96,9 @@ def create_hardened(
         hostname=hostname,
         labels={"codeactions.sandbox": "1", **labels},
         host_config=host_config,
-        network_disabled=network_disabled,
+        # No network set-up by Docker at all (no prestart hook re-exec, no resolver):
+        # the worker attaches a networked sandbox's link itself.
+        network_disabled=True,
     )
     return container["Id"]
 

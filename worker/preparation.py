@@ -31,7 +31,7 @@ def prepare_worker_host(settings: Settings, languages: list[str]) -> dict[str, s
         docker.from_env()
     )
     tags = ensure_images(client, languages)
-    ensure_network(client, settings)
+    ensure_network(settings)
     remove_leftovers(client, worker_name(languages, settings))
     LogArchive(settings).ensure_bucket()
     return tags

@@ -14,6 +14,7 @@ request's path when a `ContainerReaper` is given.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -33,6 +34,8 @@ from worker.attach_stream import (
 )
 from worker.frames import FrameDecoder, FrameError, FrameTooLarge
 from worker.hardening import ContainerPolicy, create_hardened, remove_quietly
+from worker.sandbox_link import SandboxLink
+from worker.sandbox_network import ensure_network, etc_files
 
 if TYPE_CHECKING:
     from worker.warm_environments import WarmEnvironments, WarmSpec
@@ -195,6 +198,13 @@ class Sandbox:
         self.pool: WarmPool | None = None
         self.environments: WarmEnvironments | None = None
 
+    @functools.cached_property
+    def link(self) -> SandboxLink:
+        """Plugs networked sandboxes in; the firewall they pass is made sure of first (a
+        worker did at start; anything else driving a Sandbox gets it here)."""
+        ensure_network(self.settings)
+        return SandboxLink(self.settings.sandbox_subnet)
+
     def policy(self, limits: SandboxLimits, init: bool = True) -> ContainerPolicy:
         """The container a run with these limits gets (without the operator's CPU knobs);
         `.run_flags()` spells it for `docker run`."""
@@ -204,7 +214,7 @@ class Sandbox:
             tmpfs_options=f"rw,nosuid,nodev,size={limits.tmpfs_size},mode=1777",
             fsize_bytes=16 * 1024 * 1024,
             nofile=256,
-            network_mode=self.settings.sandbox_network if limits.network else "none",
+            etc_files=tuple(etc_files(self.settings).items()) if limits.network else (),
             init=init,
         )
 
@@ -232,7 +242,6 @@ class Sandbox:
             hostname="sandbox",
             labels=labels,
             host_config=self.host_config(limits, init=init),
-            network_disabled=not limits.network,
             command=command,
         )
 
@@ -244,11 +253,15 @@ class Sandbox:
         command: list[str] | None = None,
         init: bool = True,
     ) -> LaunchedContainer:
+        link = self.link if limits.network else None
         container_id = self.create(image, limits, labels, command=command, init=init)
         try:
             attached = AttachedContainer(self.client.api, container_id)
             try:
                 self.client.api.start(container_id)
+                if link is not None:  # before the job: the code never runs unplugged
+                    pid = self.client.api.inspect_container(container_id)["State"]["Pid"]
+                    link.attach(container_id, pid)
             except Exception:
                 attached.hang_up()
                 raise

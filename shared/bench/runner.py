@@ -85,8 +85,8 @@ def measure_language(platform: BenchPlatform, client: Any, settings: Any, langua
     image = engine_image_tag(language)
     print(f"bench: {language}: cold docker run baseline …", flush=True)
     job = figures.hello_job(language, HELLO[language], client, settings, cache_dir)
-    # The baseline is what the same run would cost as a cold `docker run`: on the sandbox
-    # network like a code with network (the default), and without (for codes without).
+    # The baseline is what the same run would cost as a cold hardened `docker run`: with
+    # Docker's default network (a networked code, the default), and without (codes without).
     baseline = figures.docker_run_baseline(image, job, client, settings, plan.baseline_runs)
     offline_baseline = figures.docker_run_baseline(image, job, client, settings,
                                                    plan.baseline_runs, network=False)
@@ -295,8 +295,8 @@ def _print(results: dict[str, Any]) -> None:
     machine = results["machine"]
     print(f"{machine['cpus']} CPUs, load average {machine['load_average_before']:.1f} before, "
           f"{machine['load_average_after']:.1f} after (other work on the machine skews it all)")
-    print("docker run = a hardened `docker run` on the sandbox network (as a code with network,"
-          " the default); pool and warm codes have network too\n")
+    print("docker run = a hardened `docker run` with Docker's default network (as a code with"
+          " network, the default); pool and warm codes have network too (their own link)\n")
     header = (f"{'':<11}{'docker run':>11}{'pool 1st':>10}{'pool p50/p99 @4/s':>20}"
               f"{'pool 16c':>10}{'cold':>6}{'warm 1st':>10}{'warm p50/p99':>15}"
               f"{'warm 16c':>10}")
@@ -316,7 +316,7 @@ def _print(results: dict[str, Any]) -> None:
     print("\nmemory (MiB):  " + "  ".join(
         f"{lang}: worker {m['worker_rss_mib']}, pool container {m['pool_container_mib']}, "
         f"warm container {m['warm_container_mib']}" for lang, m in results["languages"].items()))
-    for key, label in (("churn_ceiling", "on the sandbox network"),
+    for key, label in (("churn_ceiling", "with the sandbox link"),
                        ("churn_ceiling_no_network", "without network")):
         if key in results:
             churn = results[key]

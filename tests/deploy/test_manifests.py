@@ -48,7 +48,9 @@ def test_compose_file_validates_and_holds_the_full_stack(compose):
     for language in LANGUAGES:
         worker = services[f"worker-{language}"]
         assert worker["command"][:4] == ["codeactions", "worker", "--language", language]
-        assert worker["network_mode"] == "host" and "NET_ADMIN" in worker["cap_add"]
+        assert worker["network_mode"] == worker["pid"] == "host" and worker["privileged"]
+        assert any(str(v).startswith("/var/lib/codeactions:/var/lib/codeactions")
+                   for v in worker["volumes"])
         assert any("/var/run/docker.sock" in str(v) for v in worker["volumes"])
     assert services["beat"]["command"] == ["codeactions", "beat"]
     assert services["api"]["build"]["args"]["BASE_IMAGE"]
@@ -127,6 +129,7 @@ def test_kubernetes_manifests_hold_what_operators_rely_on():
         worker = objects[("Deployment", f"codeactions-worker-{language}")]
         pod = worker["spec"]["template"]["spec"]
         assert pod["hostNetwork"] is True  # the sandbox firewall lives in the node's netns
+        assert pod["hostPID"] is True  # sandboxes' namespaces are reached by their pids
         assert any(v.get("hostPath", {}).get("path") == "/var/run/docker.sock"
                    for v in pod["volumes"])
         assert pod["containers"][0]["command"][2:4] == ["--language", language]

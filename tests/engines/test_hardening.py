@@ -14,7 +14,7 @@ import pytest
 #: What makes a sandbox a sandbox, as Docker reports it back.
 HOST_CONFIG_KEYS = ("ReadonlyRootfs", "Tmpfs", "CapDrop", "SecurityOpt", "PidsLimit", "Memory",
                     "MemorySwap", "Ulimits", "NetworkMode", "IpcMode", "Init", "Privileged",
-                    "CapAdd")
+                    "CapAdd", "Binds")
 
 
 def _policy(client, container_id: str) -> dict:  # noqa: ANN001
@@ -57,7 +57,12 @@ def test_run_flags_create_the_same_container_as_the_worker(
         assert api_policy["SecurityOpt"] == ["no-new-privileges"]
         assert api_policy["MemorySwap"] == api_policy["Memory"] == limits.memory_bytes
         assert api_policy["LogType"] == "none" and api_policy["Init"] is True
-        assert api_policy["NetworkMode"] == (settings.sandbox_network if network else "none")
+        # Docker networks nothing; a networked sandbox only sees the resolver and hosts files
+        # (its link is the worker's: tests/integration/test_sandbox_network.py).
+        assert api_policy["NetworkMode"] == "none"
+        assert docker_client.api.inspect_container(by_api)["Config"]["NetworkDisabled"] is True
+        etc = sorted(bind.split(":")[1] for bind in api_policy["Binds"] or [])
+        assert etc == (["/etc/hosts", "/etc/resolv.conf"] if network else [])
     finally:
         for container_id in (by_api, by_cli):
             if container_id:

@@ -7,7 +7,6 @@ file there.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -112,18 +111,6 @@ def test_attack_is_contained(platform, attack: str, language: str, warm: bool):
     assert after.status_code == 200 and after.text == "ok"
 
 
-
-
-def test_sandbox_firewall_blocks_private_and_link_local_ranges(platform):
-    """Proved on the rules, not by sending traffic to addresses outside this machine."""
-    rules = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True,
-                           text=True, check=True).stdout
-    for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
-                 "100.64.0.0/10"):
-        assert f"-A DOCKER-USER -d {cidr} -i ca-sandbox0 -j DROP" in rules, cidr
-    host_rules = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True,
-                                check=True).stdout
-    assert "-A INPUT -i ca-sandbox0 -j DROP" in host_rules
 
 
 def test_no_docker_socket_or_secret_mounts(platform):

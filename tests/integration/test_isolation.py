@@ -4,14 +4,16 @@ timeout, forge the harness's frames, or leave its container behind."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 
-import docker
 import pytest
 import requests
+from pyroute2 import IPRoute
 
 from tests.integration.helpers import call, container_gone, create_code, run_now
+from worker.sandbox_link import GATEWAY
 
 
 def _run_json(platform, source: str, **kwargs) -> dict:  # noqa: ANN001
@@ -65,21 +67,19 @@ def Run(engine):
         assert got["writes"][path] != "written", path
 
 
-def _gateways() -> list[str]:
-    client = docker.from_env()
-    addresses = []
-    for network in client.networks.list():
-        for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
-            if config.get("Gateway") and ":" not in config["Gateway"]:
-                addresses.append(config["Gateway"])
-    return sorted(set(addresses))
+def _host_addresses() -> list[str]:
+    """Every IPv4 address of this host (Docker bridges' gateways included) and a sandbox's
+    gateway: where a service bound to 0.0.0.0 would answer."""
+    with IPRoute() as ipr:
+        addresses = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
+    return sorted(addresses - {"127.0.0.1"}) + [GATEWAY]
 
 
 def test_cannot_reach_platform_services(platform):
     ports = [int(url.rsplit(":", 1)[1].split("/")[0]) for name, url in platform.urls.items()
              if name in ("postgres", "redis", "rabbitmq", "s3")]
     ports += [int(platform.base_url.rsplit(":", 1)[1]), 5672, 2375, 2376, 4369]
-    targets = [(host, port) for host in ["127.0.0.1", *_gateways()] for port in ports]
+    targets = [(host, port) for host in ["127.0.0.1", *_host_addresses()] for port in ports]
     got = _run_json(platform, f'''
 import socket
 def Run(engine):

@@ -1,0 +1,167 @@
+"""The sandbox network with real traffic: every address a sandbox talks to lives in a network
+namespace this test makes (an "outside host" behind its own veth on this machine), so nothing
+leaves the machine. A public address is reached (masqueraded behind the host), private ones
+are not; the host end of a sandbox's link is gone with its container."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyroute2 import IPRoute
+
+from tests.integration.helpers import container_gone, create_code, run_now
+from worker.sandbox_link import INTERFACE_PREFIX
+from worker.sandbox_network import BLOCKED_RANGES, CHAIN, resolvers
+
+CLONE_NEWNET = 0x40000000
+PORT = 8080
+
+
+class OutsideHost:
+    """A TCP server at `address` in a namespace of its own, routed from the host through a
+    /30 veth (host end .1, server .2). It answers each connection with the peer's address."""
+
+    def __init__(self, network: str) -> None:
+        base = network.rsplit(".", 1)[0]
+        self.gateway, self.address = f"{base}.1", f"{base}.2"
+        self.interface = f"catest{uuid.uuid4().hex[:8]}"
+        self._ready = threading.Event()
+        self._configured = threading.Event()
+        self._listening = threading.Event()
+        self._stop = threading.Event()
+        self._netns: int | None = None
+        self._listener: socket.socket | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> OutsideHost:
+        self._thread.start()
+        assert self._ready.wait(10) and self._netns is not None
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=self.interface, kind="veth",
+                     peer={"ifname": "eth0", "net_ns_fd": self._netns})
+            index = ipr.link_lookup(ifname=self.interface)[0]
+            ipr.addr("add", index=index, address=self.gateway, prefixlen=30)
+            ipr.link("set", index=index, state="up")
+        self._configured.set()
+        assert self._listening.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=self.interface)
+            if found:
+                ipr.link("del", index=found[0])
+
+    def _serve(self) -> None:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        # This thread alone moves into a new namespace and ends with it.
+        assert libc.unshare(CLONE_NEWNET) == 0, ctypes.get_errno()
+        self._netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        self._ready.set()
+        self._configured.wait(10)
+        with IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            eth0 = ipr.link_lookup(ifname="eth0")[0]
+            ipr.addr("add", index=eth0, address=self.address, prefixlen=30)
+            ipr.link("set", index=eth0, state="up")
+            ipr.route("add", dst="0.0.0.0/0", gateway=self.gateway)
+        listener = socket.create_server((self.address, PORT))
+        listener.settimeout(0.2)
+        self._listening.set()
+        while not self._stop.is_set():
+            try:
+                conn, peer = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(f"hello {peer[0]}".encode())
+        listener.close()
+        os.close(self._netns)
+
+
+@pytest.fixture()
+def outside() -> Iterator[type[OutsideHost]]:
+    yield OutsideHost
+
+
+CONNECT = '''
+import socket
+def Run(engine):
+    s = socket.socket()
+    s.settimeout(1.5)
+    try:
+        s.connect(({address!r}, {port}))
+        engine.result.set(s.recv(100).decode())
+    except OSError as exc:
+        engine.result.set("unreachable: " + type(exc).__name__)
+'''
+
+
+def _from_host(address: str) -> str:
+    with socket.create_connection((address, PORT), timeout=3) as conn:
+        return conn.recv(100).decode()
+
+
+def test_a_sandbox_reaches_a_public_address_masqueraded_behind_the_host(platform, outside):
+    # 198.51.100.0/24 (TEST-NET-2) is not a private range: the firewall lets it through.
+    with outside("198.51.100.0") as host:
+        assert _from_host(host.address) == f"hello {host.gateway}"  # the server is up
+        code = create_code(platform, CONNECT.format(address=host.address, port=PORT))
+        run = run_now(platform, code["id"])
+        # The server saw the host's address on that link: the sandbox's own is masqueraded.
+        assert run["status"] == "completed" and run["result"] == f"hello {host.gateway}", run
+        assert container_gone(run["container_id"])
+        assert not list(Path("/sys/class/net").glob(f"{INTERFACE_PREFIX}{run['container_id']}*"))
+
+
+@pytest.mark.parametrize("network", ["192.168.231.0", "172.31.231.0", "10.214.231.0"])
+def test_a_sandbox_cannot_reach_a_private_address(platform, outside, network):
+    with outside(network) as host:
+        assert _from_host(host.address) == f"hello {host.gateway}"  # reachable, but not for it
+        code = create_code(platform, CONNECT.format(address=host.address, port=PORT))
+        run = run_now(platform, code["id"])
+        assert run["status"] == "completed" and run["result"].startswith("unreachable"), run
+
+
+def test_a_sandbox_sees_its_own_link_and_the_hosts_resolvers(platform):
+    code = create_code(platform, '''
+import socket
+def Run(engine):
+    names = sorted(name for _, name in socket.if_nameindex())
+    engine.result.set({"interfaces": names, "resolv": open("/etc/resolv.conf").read(),
+                       "localhost": socket.gethostbyname("localhost")}, content_type="json")
+''')
+    run = run_now(platform, code["id"])
+    got = json.loads(run["result"])
+    assert got["interfaces"] == ["eth0", "lo"]
+    assert got["resolv"] == "".join(f"nameserver {r}\n" for r in resolvers())
+    assert got["localhost"] == "127.0.0.1"
+
+
+def test_sandbox_firewall_rules_are_in_place(platform):
+    """The chain's order is the policy: DNS to the resolvers, then private ranges dropped,
+    then the rest allowed out and nothing new let in."""
+    def rules(*args: str) -> list[str]:
+        return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True,
+                              check=True).stdout.splitlines()
+
+    chain = [r for r in rules("-S", CHAIN) if r.startswith("-A")]
+    drops = [f"-A {CHAIN} -d {cidr} -i {INTERFACE_PREFIX}+ -j DROP" for cidr in BLOCKED_RANGES]
+    position = {rule: index for index, rule in enumerate(chain)}
+    assert all(rule in position for rule in drops), chain
+    accept = position[f"-A {CHAIN} -i {INTERFACE_PREFIX}+ -j ACCEPT"]
+    assert max(position[rule] for rule in drops) < accept
+    assert chain[-1] == f"-A {CHAIN} -o {INTERFACE_PREFIX}+ -j DROP"
+    assert f"-A INPUT -i {INTERFACE_PREFIX}+ -j DROP" in rules("-S", "INPUT")
+    assert f"-A FORWARD -j {CHAIN}" in rules("-S", "FORWARD")
