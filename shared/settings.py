@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     # Networked sandboxes' addresses (one /32 each, routed to its own veth): a private range
     # (the firewall drops traffic to private ranges, so sandboxes never reach each other).
     sandbox_subnet: str = Field("10.213.0.0/16", validation_alias=_env("SANDBOX_SUBNET"))
+    # DNS servers networked sandboxes may ask (comma-separated IPv4); empty means the host's
+    # own non-loopback ones.
+    sandbox_resolvers: str = Field("", validation_alias=_env("SANDBOX_RESOLVERS"))
     docker_host: str = Field("", validation_alias=_env("DOCKER_HOST"))
     worker_languages: str = Field("python", validation_alias=_env("WORKER_LANGUAGES"))
     # Names this worker's sandboxes; platforms sharing one Docker engine need distinct ids

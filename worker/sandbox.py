@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTENT_TYPES = ("text", "json", "html")
+FIREWALL_RECHECK = 10.0
 STDERR_KEEP = 4096
 
 
@@ -197,13 +199,24 @@ class Sandbox:
         # Set by the worker once built (they need this sandbox themselves).
         self.pool: WarmPool | None = None
         self.environments: WarmEnvironments | None = None
+        self._firewall_lock = threading.Lock()
+        self._firewall_checked = -FIREWALL_RECHECK
 
     @functools.cached_property
-    def link(self) -> SandboxLink:
-        """Plugs networked sandboxes in; the firewall they pass is made sure of first (a
-        worker did at start; anything else driving a Sandbox gets it here)."""
-        ensure_network(self.settings)
+    def _link(self) -> SandboxLink:
         return SandboxLink(self.settings.sandbox_subnet)
+
+    @property
+    def link(self) -> SandboxLink:
+        """Plugs networked sandboxes in. The firewall they pass is made sure of first and
+        again every FIREWALL_RECHECK seconds: a firewall reload elsewhere (firewalld, ufw,
+        `iptables -F`) would otherwise leave later sandboxes unfiltered."""
+        with self._firewall_lock:
+            now = time.monotonic()
+            if now - self._firewall_checked >= FIREWALL_RECHECK:
+                ensure_network(self.settings)
+                self._firewall_checked = now
+        return self._link
 
     def policy(self, limits: SandboxLimits, init: bool = True) -> ContainerPolicy:
         """The container a run with these limits gets (without the operator's CPU knobs);

@@ -10,13 +10,17 @@ own. No bridge: sandboxes share no layer 2, and every packet between them or to 
 passes the host's firewall (worker/sandbox_network.py).
 
 Addresses come from `…_SANDBOX_SUBNET`; the kernel's routing table is the allocator (adding a
-/32 route that exists fails), so workers of one host never hand out an address twice. When
-the container goes, its namespace takes the pair and the route with it: nothing to clean up.
+/32 route that exists fails), so workers of one host never hand out an address twice. They
+are handed out in turn from a host-wide counter, so an address comes back only after the
+whole subnet went round (hours), long after the connection tracking of its last holder's
+flows expired: a late reply to one sandbox never reaches the next. When the container goes,
+its namespace takes the pair and the route with it: nothing to clean up.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import ipaddress
 import os
 import random
@@ -34,6 +38,7 @@ CLONE_NEWNET = 0x40000000
 SCOPE_LINK = 253
 ADDRESS_ATTEMPTS = 64
 EEXIST = 17
+CONFIGURE_TIMEOUT = 10.0
 
 
 class LinkError(RuntimeError):
@@ -41,12 +46,15 @@ class LinkError(RuntimeError):
 
 
 class SandboxLink:
-    def __init__(self, subnet: str) -> None:
+    def __init__(self, subnet: str, counter_dir: Path = Path("/run/lock")) -> None:
         self.subnet = ipaddress.ip_network(subnet)
+        directory = counter_dir if counter_dir.is_dir() else Path("/tmp")
+        self._counter = directory / f"codeactions-sandbox-{str(self.subnet).replace('/', '_')}"
         self._libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
     def attach(self, container_id: str, pid: int) -> str:
-        """Give the started container `pid` its eth0; return its address."""
+        """Give the started container `pid` its eth0; return its address. LinkError if it
+        cannot be done: the caller removes the container (it never runs unplugged)."""
         netns = self._open_netns(container_id, pid)
         try:
             host_end = f"{INTERFACE_PREFIX}{container_id[:10]}"
@@ -54,13 +62,18 @@ class SandboxLink:
                 ipr.link("add", ifname=host_end, kind="veth",
                          peer={"ifname": "eth0", "net_ns_fd": netns})
                 index = ipr.link_lookup(ifname=host_end)[0]
-                _sysctl(f"ipv6/conf/{host_end}/disable_ipv6", "1")
+                if Path("/proc/sys/net/ipv6").is_dir():  # a host without IPv6 needs nothing
+                    _sysctl(f"ipv6/conf/{host_end}/disable_ipv6", "1")
                 _sysctl(f"ipv4/conf/{host_end}/proxy_arp", "1")
+                # Answer the sandbox's ARP for its gateway at once, not after up to 0.8 s.
+                _sysctl(f"ipv4/neigh/{host_end}/proxy_delay", "0")
                 ipr.link("set", index=index, state="up")
                 address = self._claim_address(ipr, index)
             self._inside(netns, address)
             return address
-        except (NetlinkError, OSError) as exc:
+        except LinkError:
+            raise
+        except Exception as exc:
             raise LinkError(f"could not attach the sandbox network: {exc}") from exc
         finally:
             os.close(netns)
@@ -87,7 +100,7 @@ class SandboxLink:
         """A free /32 of the subnet, routed to `index`; the route is the claim."""
         hosts = self.subnet.num_addresses - 2
         for _ in range(ADDRESS_ATTEMPTS):
-            address = str(self.subnet.network_address + random.randint(1, hosts))
+            address = str(self.subnet.network_address + 1 + self._next_turn() % hosts)
             try:
                 ipr.route("add", dst=f"{address}/32", oif=index, scope=SCOPE_LINK)
                 return address
@@ -95,6 +108,18 @@ class SandboxLink:
                 if exc.code != EEXIST:
                     raise
         raise LinkError(f"no free address in {self.subnet}")
+
+    def _next_turn(self) -> int:
+        """The host-wide counter (a locked file shared by every worker of the host)."""
+        with open(self._counter, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            text = handle.read().strip()
+            turn = int(text) if text.isdigit() else random.randrange(1 << 20)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(turn + 1))
+            return turn
 
     def _inside(self, netns: int, address: str) -> None:
         """Configure the container's side from a thread that enters its namespace and then
@@ -117,7 +142,9 @@ class SandboxLink:
 
         thread = threading.Thread(target=configure, name="sandbox-link", daemon=True)
         thread.start()
-        thread.join()
+        thread.join(CONFIGURE_TIMEOUT)
+        if thread.is_alive():
+            raise LinkError("configuring the sandbox's side of its link did not finish")
         if failure:
             raise failure[0]
 

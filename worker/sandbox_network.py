@@ -2,12 +2,15 @@
 resolver files networked sandboxes see.
 
 Each networked sandbox is a routed veth (worker/sandbox_link.py) whose host end is named
-`casbx…`. Our own chain, jumped to first from FORWARD, decides everything those interfaces
-forward: DNS to the host's resolvers is allowed, private, loopback, link-local (cloud
-metadata), CGNAT and multicast ranges are dropped (that includes the sandbox subnet itself,
-so sandboxes never reach each other), the rest of the world is allowed, and nothing new comes
-in. INPUT drops everything arriving from a sandbox, so no host service is reachable whatever
-address it binds. Egress is masqueraded behind the host's address.
+`casbx…`. Every drop happens in the mangle table, which runs before the filter table's
+FORWARD and INPUT, so an ACCEPT that Docker, kube-proxy or a CNI later inserts at the top of
+filter/FORWARD (Docker does so at each start and network creation) cannot let a sandbox past
+it. There, traffic from a sandbox with a source not its own is dropped; DNS to the resolvers
+goes on; private, loopback, link-local (cloud metadata), CGNAT and multicast ranges are
+dropped (the sandbox subnet included, so sandboxes never reach each other; a destination is
+checked after Docker's DNAT, so published ports of containers are covered too); nothing new
+is let into a sandbox; everything addressed to the host itself is dropped. The filter table
+then only accepts what is left (Docker's FORWARD policy is DROP) and egress is masqueraded.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import fcntl
 import ipaddress
 import logging
 import shutil
+import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +46,10 @@ BLOCKED_RANGES = (
     "224.0.0.0/4",
     "240.0.0.0/4",
 )
+#: Where a sandbox subnet may lie: private ranges (dropped as destinations, so sandboxes never
+#: reach each other) that hold neither loopback, link-local (the gateway) nor multicast.
+SUBNET_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+MAIN_TABLE = 254
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tsandbox\n"
 
 
@@ -58,17 +67,53 @@ def _host_lock() -> Iterator[None]:
 
 
 def ensure_network(settings: Settings) -> None:
-    """Make sure the firewall, forwarding and the sandboxes' /etc files are in place."""
-    subnet = ipaddress.ip_network(settings.sandbox_subnet)
-    if not any(subnet.subnet_of(ipaddress.ip_network(blocked)) for blocked in BLOCKED_RANGES):
-        # Sandboxes must not reach each other: their own addresses have to be dropped too.
-        raise ValueError(f"FLOWS_CODE_ACTIONS_SANDBOX_SUBNET {subnet} is not a private range")
+    """Make sure the firewall, forwarding and the sandboxes' /etc files are in place; run at
+    worker start and again every little while (a firewall reload elsewhere flushes rules)."""
+    subnet = checked_subnet(settings.sandbox_subnet)
     with _host_lock():
-        ensure_firewall(str(subnet))
+        ensure_firewall(str(subnet), sandbox_resolvers(settings))
         forwarding = Path("/proc/sys/net/ipv4/ip_forward")
         if forwarding.read_text().strip() != "1":
             forwarding.write_text("1")
-    write_etc_files(settings)
+        write_etc_files(settings)
+
+
+def checked_subnet(value: str) -> ipaddress.IPv4Network:
+    """The sandbox subnet, refused unless it is a private range of at least 256 addresses
+    that no route of this host already covers (a sandbox's /32 would capture that traffic)."""
+    subnet = ipaddress.ip_network(value, strict=True)
+    if not isinstance(subnet, ipaddress.IPv4Network) or subnet.prefixlen > 24 or not any(
+        subnet.subnet_of(ipaddress.ip_network(allowed)) for allowed in SUBNET_RANGES
+    ):
+        raise ValueError(f"FLOWS_CODE_ACTIONS_SANDBOX_SUBNET {value}: expected an IPv4 range "
+                         f"of /24 or larger inside one of {', '.join(SUBNET_RANGES)}")
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        routes = ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE)
+        ours = {link["index"] for link in ipr.get_links()
+                if (link.get_attr("IFLA_IFNAME") or "").startswith(INTERFACE_PREFIX)}
+    for route in routes:
+        if route["dst_len"] == 0 or route.get_attr("RTA_OIF") in ours:
+            continue
+        routed = ipaddress.ip_network(f"{route.get_attr('RTA_DST')}/{route['dst_len']}")
+        if routed.overlaps(subnet):
+            raise ValueError(f"FLOWS_CODE_ACTIONS_SANDBOX_SUBNET {subnet} overlaps {routed}, "
+                             "which this host already routes")
+    return subnet
+
+
+def sandbox_resolvers(settings: Settings) -> list[str]:
+    """`…_SANDBOX_RESOLVERS` if set, else the host's own reachable ones."""
+    configured = [r.strip() for r in settings.sandbox_resolvers.split(",") if r.strip()]
+    for resolver in configured:
+        if ipaddress.ip_address(resolver).version != 4:
+            raise ValueError(f"FLOWS_CODE_ACTIONS_SANDBOX_RESOLVERS: {resolver} is not IPv4")
+    found = configured or resolvers()
+    if not found:
+        log.warning("sandboxes get no DNS resolver: the host lists only loopback ones; set "
+                    "FLOWS_CODE_ACTIONS_SANDBOX_RESOLVERS")
+    return found
 
 
 def etc_files(settings: Settings) -> dict[str, str]:
@@ -79,16 +124,19 @@ def etc_files(settings: Settings) -> dict[str, str]:
 
 
 def write_etc_files(settings: Settings) -> None:
-    contents = {"/etc/resolv.conf": "".join(f"nameserver {r}\n" for r in resolvers()),
+    contents = {"/etc/resolv.conf": "".join(f"nameserver {r}\n"
+                                            for r in sandbox_resolvers(settings)),
                 "/etc/hosts": HOSTS}
     for host_path, inside in etc_files(settings).items():
         path = Path(host_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.read_text() != contents[inside]:
-            temporary = path.with_suffix(".new")
-            temporary.write_text(contents[inside])
-            temporary.chmod(0o644)
-            temporary.replace(path)
+        if path.exists() and path.read_text() == contents[inside]:
+            continue
+        # Replaced whole: a sandbox starting meanwhile mounts the old file or the new one.
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as temporary:
+            temporary.write(contents[inside])
+        Path(temporary.name).chmod(0o644)
+        Path(temporary.name).replace(path)
 
 
 def resolvers() -> list[str]:
@@ -107,47 +155,69 @@ def resolvers() -> list[str]:
     return servers
 
 
-def chain_rules() -> list[list[str]]:
-    """Our chain, in order: the first match decides."""
-    rules = [["-i", SANDBOX_INTERFACES, "-d", resolver, "-p", proto, "--dport", "53",
-              "-j", "ACCEPT"] for resolver in resolvers() for proto in ("udp", "tcp")]
+def drop_rules(subnet: str, dns: list[str]) -> list[list[str]]:
+    """The mangle chain, in order: the first match decides (RETURN lets a packet on)."""
+    rules = [["-i", SANDBOX_INTERFACES, "!", "-s", subnet, "-j", "DROP"]]
+    rules += [["-i", SANDBOX_INTERFACES, "-d", resolver, "-p", proto, "--dport", "53",
+               "-j", "RETURN"] for resolver in dns for proto in ("udp", "tcp")]
     rules += [["-i", SANDBOX_INTERFACES, "-d", cidr, "-j", "DROP"] for cidr in BLOCKED_RANGES]
-    return [
-        *rules,
-        ["-i", SANDBOX_INTERFACES, "-j", "ACCEPT"],
-        ["-o", SANDBOX_INTERFACES, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-         "-j", "ACCEPT"],
-        ["-o", SANDBOX_INTERFACES, "-j", "DROP"],
-    ]
+    rules.append(["-o", SANDBOX_INTERFACES, "-m", "conntrack", "!", "--ctstate",
+                  "RELATED,ESTABLISHED", "-j", "DROP"])
+    return rules
+
+
+def accept_rules() -> list[list[str]]:
+    """The filter chain: what passed the drops is forwarded, whatever the default policy."""
+    return [["-i", SANDBOX_INTERFACES, "-j", "ACCEPT"],
+            ["-o", SANDBOX_INTERFACES, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+             "-j", "ACCEPT"]]
 
 
 def hook_rules(subnet: str) -> list[tuple[str, str, list[str]]]:
-    """(table, chain, rule) that lead sandbox traffic to our chain, drop what is meant for
-    the host itself, and masquerade egress."""
+    """(table, chain, rule), each kept first in its chain."""
     return [
-        ("filter", "INPUT", ["-i", SANDBOX_INTERFACES, "-j", "DROP"]),
+        ("mangle", "INPUT", ["-i", SANDBOX_INTERFACES, "-j", "DROP"]),
+        ("mangle", "FORWARD", ["-j", CHAIN]),
         ("filter", "FORWARD", ["-j", CHAIN]),
         ("nat", "POSTROUTING", ["-s", subnet, "!", "-o", SANDBOX_INTERFACES,
                                 "-j", "MASQUERADE"]),
     ]
 
 
-def ensure_firewall(subnet: str) -> None:
+def ensure_firewall(subnet: str, dns: list[str]) -> None:
     iptables = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
     if iptables is None:
         raise RuntimeError("iptables is required to isolate the sandbox network")
-    # The chain is replaced whole in one commit (iptables-restore, other chains untouched):
-    # never a moment with half the rules, whatever an earlier version installed.
-    restore = "\n".join(["*filter", f":{CHAIN} - [0:0]",
-                         *(" ".join(["-A", CHAIN, *rule]) for rule in chain_rules()),
-                         "COMMIT", ""])
-    subprocess.run([f"{iptables}-restore", "-w", "--noflush"], input=restore.encode(),
-                   check=True, capture_output=True)
+    # Both chains are replaced whole in one commit (iptables-restore, other chains
+    # untouched): never a moment with half the rules, whatever an earlier start installed.
+    restore = []
+    for table, rules in (("mangle", drop_rules(subnet, dns)), ("filter", accept_rules())):
+        restore += [f"*{table}", f":{CHAIN} - [0:0]",
+                    *(" ".join(["-A", CHAIN, *rule]) for rule in rules), "COMMIT"]
+    subprocess.run([f"{iptables}-restore", "-w", "--noflush"],
+                   input="\n".join([*restore, ""]).encode(), check=True, capture_output=True)
     for table, chain, rule in hook_rules(subnet):
-        # -w: wait for the xtables lock; several workers of one host start together.
-        present = subprocess.run([iptables, "-w", "-t", table, "-C", chain, *rule],
-                                 capture_output=True)
-        if present.returncode != 0:
-            subprocess.run([iptables, "-w", "-t", table, "-I", chain, "1", *rule],
-                           check=True, capture_output=True)
-    log.info("sandbox firewall in place for %s", SANDBOX_INTERFACES)
+        _keep_first(iptables, table, chain, rule)
+    log.debug("sandbox firewall in place for %s", SANDBOX_INTERFACES)
+
+
+def _keep_first(iptables: str, table: str, chain: str, rule: list[str]) -> None:
+    """Rule number 1 of the chain, moved back there if something was inserted above it."""
+    # -w: wait for the xtables lock; several workers of one host start together.
+    listed = subprocess.run([iptables, "-w", "-t", table, "-S", chain], capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    appended = [line for line in listed if line.startswith("-A ")]
+    first = appended[0].split()[2:] if appended else []
+    if _same_rule(first, rule):
+        return
+    while subprocess.run([iptables, "-w", "-t", table, "-D", chain, *rule],
+                         capture_output=True).returncode == 0:
+        pass  # every copy, wherever it is
+    subprocess.run([iptables, "-w", "-t", table, "-I", chain, "1", *rule], check=True,
+                   capture_output=True)
+
+
+def _same_rule(listed: list[str], rule: list[str]) -> bool:
+    """iptables -S spells a rule its own way (order of matches, `-m` added): compare words."""
+    return sorted(word for word in listed if word not in ("-m", "conntrack")) == sorted(
+        word for word in rule if word not in ("-m", "conntrack"))

@@ -6,11 +6,13 @@ are not; the host end of a sandbox's link is gone with its container."""
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import json
 import os
 import socket
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from tests.integration.helpers import container_gone, create_code, run_now
+from tests.integration.helpers import call, container_gone, create_code, run_now
+from worker.sandbox import FIREWALL_RECHECK
 from worker.sandbox_link import INTERFACE_PREFIX
 from worker.sandbox_network import BLOCKED_RANGES, CHAIN, resolvers
 
@@ -28,11 +31,13 @@ PORT = 8080
 
 class OutsideHost:
     """A TCP server at `address` in a namespace of its own, routed from the host through a
-    /30 veth (host end .1, server .2). It answers each connection with the peer's address."""
+    /30 veth (the host end has the /30's other address). It answers each connection with the
+    peer's address."""
 
-    def __init__(self, network: str) -> None:
-        base = network.rsplit(".", 1)[0]
-        self.gateway, self.address = f"{base}.1", f"{base}.2"
+    def __init__(self, address: str) -> None:
+        network = ipaddress.ip_network(f"{address}/30", strict=False)
+        self.address = address
+        self.gateway = next(str(h) for h in network.hosts() if str(h) != address)
         self.interface = f"catest{uuid.uuid4().hex[:8]}"
         self._ready = threading.Event()
         self._configured = threading.Event()
@@ -115,19 +120,25 @@ def _from_host(address: str) -> str:
 
 def test_a_sandbox_reaches_a_public_address_masqueraded_behind_the_host(platform, outside):
     # 198.51.100.0/24 (TEST-NET-2) is not a private range: the firewall lets it through.
-    with outside("198.51.100.0") as host:
+    with outside("198.51.100.2") as host:
         assert _from_host(host.address) == f"hello {host.gateway}"  # the server is up
         code = create_code(platform, CONNECT.format(address=host.address, port=PORT))
         run = run_now(platform, code["id"])
         # The server saw the host's address on that link: the sandbox's own is masqueraded.
         assert run["status"] == "completed" and run["result"] == f"hello {host.gateway}", run
         assert container_gone(run["container_id"])
-        assert not list(Path("/sys/class/net").glob(f"{INTERFACE_PREFIX}{run['container_id']}*"))
+        # Its link went with it (a namespace is torn down in the background: wait for it).
+        deadline = time.monotonic() + 20
+        while list(Path("/sys/class/net").glob(f"{INTERFACE_PREFIX}{run['container_id']}*")):
+            assert time.monotonic() < deadline, "the sandbox's host end outlived it"
+            time.sleep(0.2)
 
 
-@pytest.mark.parametrize("network", ["192.168.231.0", "172.31.231.0", "10.214.231.0"])
-def test_a_sandbox_cannot_reach_a_private_address(platform, outside, network):
-    with outside(network) as host:
+# Private ranges, and the cloud metadata address (link-local).
+@pytest.mark.parametrize("address", ["192.168.231.2", "172.31.231.2", "10.214.231.2",
+                                     "169.254.169.254"])
+def test_a_sandbox_cannot_reach_a_private_address(platform, outside, address):
+    with outside(address) as host:
         assert _from_host(host.address) == f"hello {host.gateway}"  # reachable, but not for it
         code = create_code(platform, CONNECT.format(address=host.address, port=PORT))
         run = run_now(platform, code["id"])
@@ -149,19 +160,47 @@ def Run(engine):
     assert got["localhost"] == "127.0.0.1"
 
 
-def test_sandbox_firewall_rules_are_in_place(platform):
-    """The chain's order is the policy: DNS to the resolvers, then private ranges dropped,
-    then the rest allowed out and nothing new let in."""
-    def rules(*args: str) -> list[str]:
-        return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True,
-                              check=True).stdout.splitlines()
+def _rules(table: str, chain: str) -> list[str]:
+    return [line for line in subprocess.run(
+        ["iptables", "-w", "-t", table, "-S", chain], capture_output=True, text=True,
+        check=True).stdout.splitlines() if line.startswith("-A")]
 
-    chain = [r for r in rules("-S", CHAIN) if r.startswith("-A")]
+
+def test_sandbox_firewall_rules_are_in_place(platform):
+    """The mangle chain's order is the policy: spoofed sources dropped, DNS to the
+    resolvers on, private ranges dropped, nothing new let in; each hook first in its chain."""
+    chain = _rules("mangle", CHAIN)
     drops = [f"-A {CHAIN} -d {cidr} -i {INTERFACE_PREFIX}+ -j DROP" for cidr in BLOCKED_RANGES]
-    position = {rule: index for index, rule in enumerate(chain)}
-    assert all(rule in position for rule in drops), chain
-    accept = position[f"-A {CHAIN} -i {INTERFACE_PREFIX}+ -j ACCEPT"]
-    assert max(position[rule] for rule in drops) < accept
-    assert chain[-1] == f"-A {CHAIN} -o {INTERFACE_PREFIX}+ -j DROP"
-    assert f"-A INPUT -i {INTERFACE_PREFIX}+ -j DROP" in rules("-S", "INPUT")
-    assert f"-A FORWARD -j {CHAIN}" in rules("-S", "FORWARD")
+    assert chain[0].startswith(f"-A {CHAIN} ! -s ") and chain[0].endswith("-j DROP"), chain
+    assert chain[-len(drops) - 1:-1] == drops
+    assert "RELATED,ESTABLISHED -j DROP" in chain[-1] and "! --ctstate" in chain[-1]
+    assert _rules("mangle", "INPUT")[0] == f"-A INPUT -i {INTERFACE_PREFIX}+ -j DROP"
+    assert _rules("mangle", "FORWARD")[0] == f"-A FORWARD -j {CHAIN}"
+    assert _rules("filter", "FORWARD")[0] == f"-A FORWARD -j {CHAIN}"
+
+
+def test_an_accept_inserted_above_ours_opens_nothing(platform, outside):
+    """Docker (at each start, at each network it creates) and kube-proxy insert ACCEPT rules
+    at the top of filter/FORWARD; the drops live in mangle, which runs first."""
+    ahead = ["FORWARD", "-i", f"{INTERFACE_PREFIX}+", "-j", "ACCEPT"]
+    subprocess.run(["iptables", "-w", "-I", *ahead[:1], "1", *ahead[1:]], check=True)
+    try:
+        with outside("192.168.232.2") as host:
+            code = create_code(platform, CONNECT.format(address=host.address, port=PORT))
+            run = run_now(platform, code["id"])
+            assert run["result"].startswith("unreachable"), run
+    finally:
+        subprocess.run(["iptables", "-w", "-D", *ahead], check=True)
+
+
+def test_a_flushed_firewall_comes_back_before_the_next_sandboxes(platform):
+    """A firewall reload elsewhere drops our rules; a worker puts them back within
+    FIREWALL_RECHECK seconds, at its next container start."""
+    hook = ["INPUT", "-i", f"{INTERFACE_PREFIX}+", "-j", "DROP"]
+    subprocess.run(["iptables", "-w", "-t", "mangle", "-D", *hook], check=True)
+    code = create_code(platform, "def Run(engine):\n    engine.result.set('ok')\n")
+    deadline = time.monotonic() + FIREWALL_RECHECK + 30
+    while f"-A {' '.join(hook)}" not in _rules("mangle", "INPUT"):
+        assert time.monotonic() < deadline, "the sandbox firewall was not restored"
+        assert call(platform, code["id"]).text == "ok"  # runs start containers
+        time.sleep(0.5)
