@@ -82,6 +82,7 @@ class WorkerContext:
         from shared.services import callback_delivery
         from worker.go_build import GoBuilder
         from worker.images import engine_image_tag
+        from worker.run_activity import RunActivity
         from worker.run_executor import RunExecutor
         from worker.sandbox import Sandbox, SandboxLimits
         from worker.warm_environments import WarmEnvironments
@@ -99,8 +100,9 @@ class WorkerContext:
             Path(settings.go_build_cache or Path(settings.state_dir) / "go-build-cache"),
             labels={"codeactions.worker": self.worker_name},
         )
-        reaper = ContainerReaper(client.api)
-        sandbox = Sandbox(client, settings, reaper=reaper)
+        activity = RunActivity()
+        reaper = ContainerReaper(client.api, activity=activity)
+        sandbox = Sandbox(client, settings, reaper=reaper, activity=activity)
         sandbox.pool = WarmPool(
             sandbox, self.worker_name, settings.warm_pool_size, settings.warm_pool_max_age
         )

@@ -83,7 +83,8 @@ class RunExecutor:
 
     def execute(self, run_id: str) -> str | None:
         """Returns the final status, or None when the run was not ours to execute."""
-        status, wants_callback = self._execute(run_id)
+        with self.sandbox.activity.running():
+            status, wants_callback = self._execute(run_id)
         if wants_callback and self.on_callback is not None:
             self.on_callback(uuid.UUID(run_id))
         return status

@@ -35,6 +35,7 @@ from worker.attach_stream import (
 )
 from worker.frames import FrameDecoder, FrameError, FrameTooLarge
 from worker.hardening import ContainerPolicy, create_hardened, remove_quietly
+from worker.run_activity import RunActivity
 from worker.sandbox_link import SandboxLink
 from worker.sandbox_network import ensure_network, etc_files
 
@@ -191,11 +192,17 @@ class LaunchedContainer:
 
 class Sandbox:
     def __init__(
-        self, client: Any, settings: Settings, reaper: ContainerReaper | None = None
+        self,
+        client: Any,
+        settings: Settings,
+        reaper: ContainerReaper | None = None,
+        activity: RunActivity | None = None,
     ) -> None:
         self.client = client  # docker.DockerClient
         self.settings = settings
         self.reaper = reaper
+        # Runs in flight (the executor marks them): pool refills wait for a quiet moment.
+        self.activity = activity or RunActivity()
         # Set by the worker once built (they need this sandbox themselves).
         self.pool: WarmPool | None = None
         self.environments: WarmEnvironments | None = None

@@ -26,6 +26,7 @@ from typing import Any
 from worker.container_owner import owner_labels
 from worker.hardening import remove_quietly
 from worker.metrics import fast_path_metrics
+from worker.run_activity import RunActivity
 from worker.sandbox import LaunchedContainer, Sandbox, SandboxLimits
 
 log = logging.getLogger(__name__)
@@ -53,17 +54,35 @@ def pool_key(image: str, limits: SandboxLimits) -> PoolKey:
 
 
 class ContainerReaper:
-    """Removes used containers in the background (a forced remove also kills)."""
+    """Removes used containers in the background (a forced remove also kills), in a quiet
+    moment between runs unless removals are piling up (worker/run_activity.py)."""
 
-    def __init__(self, api: Any, threads: int = 2) -> None:
+    def __init__(self, api: Any, threads: int = 2, activity: RunActivity | None = None) -> None:
         self._api = api
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="container-reaper")
+        self._activity = activity
+        self._threads = threads
+        self._pending = 0
+        self._lock = threading.Lock()
 
     def remove(self, container_id: str) -> None:
+        with self._lock:
+            self._pending += 1
         try:
-            self._executor.submit(remove_quietly, self._api, container_id)
+            self._executor.submit(self._remove, container_id)
         except RuntimeError:  # shutting down: do it here
+            self._remove(container_id)
+
+    def _remove(self, container_id: str) -> None:
+        with self._lock:
+            behind = self._pending > self._threads
+        if self._activity is not None and not behind:
+            self._activity.wait_quiet()
+        try:
             remove_quietly(self._api, container_id)
+        finally:
+            with self._lock:
+                self._pending -= 1
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -203,6 +222,8 @@ class WarmPool:
 
     def _fill(self, entry: _Entry) -> bool:
         labels = {"codeactions.worker": self.worker_name, **owner_labels("pool")}
+        if entry.ready:  # one is ready for the next run: start this one between runs
+            self.sandbox.activity.wait_quiet()
         try:
             container = self.sandbox.launch(entry.image, entry.limits, labels)
             fast_path_metrics().pool_started.inc()

@@ -101,6 +101,31 @@ def test_a_pool_container_serves_exactly_one_run_and_the_pool_refills(make_pool)
     assert all(container_gone(container_id) for container_id in used)  # destroyed after use
 
 
+def test_refills_wait_for_a_moment_without_runs_unless_the_pool_is_empty(make_pool):
+    """Starting a container costs Docker ~0.2 CPU-second: while one is still ready, the
+    refill waits until no run is in flight (up to its patience, long here)."""
+    under = make_pool(size=2)
+    under.sandbox.activity.patience = 120
+    under.pool.start([(under.image, under.limits)])
+    assert wait_for(lambda: under.pool.ready_count(under.image, under.limits) == 2)
+    before = under.containers()
+    with under.sandbox.activity.running():
+        taken = under.pool.take(under.image, under.limits)
+        time.sleep(2)  # a refill that did not wait would have created its container by now
+        assert under.containers() == before and under.pool.ready_count(
+            under.image, under.limits) == 1
+    assert wait_for(lambda: under.pool.ready_count(under.image, under.limits) == 2)
+    taken.attached.hang_up()
+    under.sandbox.remove(taken.id)
+    # An empty pool is refilled at once, runs in flight or not.
+    with under.sandbox.activity.running():
+        for _ in range(2):
+            container = under.pool.take(under.image, under.limits)
+            container.attached.hang_up()
+            under.sandbox.remove(container.id)
+        assert wait_for(lambda: under.pool.ready_count(under.image, under.limits) >= 1)
+
+
 def test_an_empty_pool_falls_back_to_a_cold_start_and_counts_it(make_pool):
     under = make_pool(size=0)
     under.pool.start([(under.image, under.limits)])
