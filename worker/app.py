@@ -109,8 +109,10 @@ class WorkerContext:
         sandbox.environments = WarmEnvironments(sandbox, settings, self.worker_name)
         # Ready before the first run: the worker's own languages, networked (the default).
         default_limits = SandboxLimits.for_code(settings, TIMEOUT_DEFAULT, network=True)
+        sandbox.firewall.start()
         sandbox.pool.start([(engine_image_tag(lang), default_limits) for lang in self.languages])
-        self._closers = [sandbox.pool.close, sandbox.environments.close, reaper.close]
+        self._closers = [sandbox.pool.close, sandbox.environments.close, reaper.close,
+                         sandbox.firewall.stop]
         return RunExecutor(
             settings=settings,
             db=Database(settings),

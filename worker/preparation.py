@@ -25,13 +25,13 @@ def prepare_worker_host(settings: Settings, languages: list[str]) -> dict[str, s
 
     from shared.log_archive import LogArchive
     from worker.images import ensure_images
-    from worker.sandbox_network import ensure_network
+    from worker.sandbox_network import FirewallGuard
 
     client = docker.DockerClient(base_url=settings.docker_host) if settings.docker_host else (
         docker.from_env()
     )
     tags = ensure_images(client, languages)
-    ensure_network(settings)
+    FirewallGuard(settings).check()
     remove_leftovers(client, worker_name(languages, settings))
     LogArchive(settings).ensure_bucket()
     return tags

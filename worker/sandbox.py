@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from worker.frames import FrameDecoder, FrameError, FrameTooLarge
 from worker.hardening import ContainerPolicy, create_hardened, remove_quietly
 from worker.run_activity import RunActivity
 from worker.sandbox_link import SandboxLink
-from worker.sandbox_network import ensure_network, etc_files
+from worker.sandbox_network import FirewallGuard, etc_files
 
 if TYPE_CHECKING:
     from worker.warm_environments import WarmEnvironments, WarmSpec
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTENT_TYPES = ("text", "json", "html")
-FIREWALL_RECHECK = 10.0
 STDERR_KEEP = 4096
 
 
@@ -201,29 +199,19 @@ class Sandbox:
         self.client = client  # docker.DockerClient
         self.settings = settings
         self.reaper = reaper
-        # Runs in flight (the executor marks them): pool refills wait for a quiet moment.
+        # Runs in flight (the executor marks them): pool refills and container removals
+        # wait for a quiet moment.
         self.activity = activity or RunActivity()
         # Set by the worker once built (they need this sandbox themselves).
         self.pool: WarmPool | None = None
         self.environments: WarmEnvironments | None = None
-        self._firewall_lock = threading.Lock()
-        self._firewall_checked = -FIREWALL_RECHECK
+        # Checked on the spot when stale; a worker also keeps it checked in the background.
+        self.firewall = FirewallGuard(settings)
 
     @functools.cached_property
-    def _link(self) -> SandboxLink:
-        return SandboxLink(self.settings.sandbox_subnet)
-
-    @property
     def link(self) -> SandboxLink:
-        """Plugs networked sandboxes in. The firewall they pass is made sure of first and
-        again every FIREWALL_RECHECK seconds: a firewall reload elsewhere (firewalld, ufw,
-        `iptables -F`) would otherwise leave later sandboxes unfiltered."""
-        with self._firewall_lock:
-            now = time.monotonic()
-            if now - self._firewall_checked >= FIREWALL_RECHECK:
-                ensure_network(self.settings)
-                self._firewall_checked = now
-        return self._link
+        """Plugs networked sandboxes in (the firewall they pass: `self.firewall`)."""
+        return SandboxLink(self.settings.sandbox_subnet)
 
     def policy(self, limits: SandboxLimits, init: bool = True) -> ContainerPolicy:
         """The container a run with these limits gets (without the operator's CPU knobs);
@@ -273,7 +261,10 @@ class Sandbox:
         command: list[str] | None = None,
         init: bool = True,
     ) -> LaunchedContainer:
-        link = self.link if limits.network else None
+        link = None
+        if limits.network:
+            self.firewall.ensure_fresh()
+            link = self.link
         container_id = self.create(image, limits, labels, command=command, init=init)
         try:
             attached = AttachedContainer(self.client.api, container_id)
@@ -302,6 +293,8 @@ class Sandbox:
         """`should_stop` is polled a few times a second; True kills the run (`cancelled`).
         `warm`: run in the code's warm environment when one is ready."""
         begun = time.monotonic()
+        if limits.network:  # a pool or warm container too: never run past a stale firewall
+            self.firewall.ensure_fresh()
         if warm is not None and self.environments is not None:
             outcome = self.environments.run(image, job, limits, warm, should_stop)
             if outcome is not None:

@@ -46,10 +46,10 @@ class LinkError(RuntimeError):
 
 
 class SandboxLink:
-    def __init__(self, subnet: str, counter_dir: Path = Path("/run/lock")) -> None:
+    def __init__(self, subnet: str) -> None:
         self.subnet = ipaddress.ip_network(subnet)
-        directory = counter_dir if counter_dir.is_dir() else Path("/tmp")
-        self._counter = directory / f"codeactions-sandbox-{str(self.subnet).replace('/', '_')}"
+        self._counter = lock_directory() / (
+            f"codeactions-sandbox-{str(self.subnet).replace('/', '_')}")
         self._libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
     def attach(self, container_id: str, pid: int) -> str:
@@ -147,6 +147,11 @@ class SandboxLink:
             raise LinkError("configuring the sandbox's side of its link did not finish")
         if failure:
             raise failure[0]
+
+
+def lock_directory() -> Path:
+    """Where the workers of one host share locks and counters."""
+    return Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
 
 
 def _sysctl(name: str, value: str) -> None:

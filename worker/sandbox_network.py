@@ -1,5 +1,5 @@
-"""The host side of the sandbox network: the firewall every sandbox link passes, and the
-resolver files networked sandboxes see.
+"""The host side of the sandbox network: the firewall every sandbox link passes, kept in
+place by a guard, and the resolver files networked sandboxes see.
 
 Each networked sandbox is a routed veth (worker/sandbox_link.py) whose host end is named
 `casbx…`. Every drop happens in the mangle table, which runs before the filter table's
@@ -11,6 +11,10 @@ dropped (the sandbox subnet included, so sandboxes never reach each other; a des
 checked after Docker's DNAT, so published ports of containers are covered too); nothing new
 is let into a sandbox; everything addressed to the host itself is dropped. The filter table
 then only accepts what is left (Docker's FORWARD policy is DROP) and egress is masqueraded.
+
+Rules are written the way `iptables -S` prints them, so what is installed is compared as
+text; a chain or hook that differs is replaced in one iptables-restore commit (never a
+moment without it).
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from shared.settings import Settings
-from worker.sandbox_link import INTERFACE_PREFIX
+from worker.sandbox_link import INTERFACE_PREFIX, lock_directory
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +57,18 @@ BLOCKED_RANGES = (
 SUBNET_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 MAIN_TABLE = 254
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tsandbox\n"
+#: Seconds between two checks of the firewall; a sandbox is started or used only while the
+#: last good check is younger than STALE_AFTER (else it is checked first, on the spot).
+FIREWALL_RECHECK = 10.0
+STALE_AFTER = 3 * FIREWALL_RECHECK
+#: Seconds to wait for the xtables lock (Docker and other workers take it too).
+XTABLES_WAIT = "5"
 
 
 @contextlib.contextmanager
 def _host_lock() -> Iterator[None]:
-    """Workers of one host start together: one at a time checks and installs (no
-    duplicated firewall rules)."""
-    directory = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
-    with open(directory / "codeactions-sandbox-network.lock", "a") as handle:
+    """One worker of the host at a time checks and installs (no duplicated rules)."""
+    with open(lock_directory() / "codeactions-sandbox-network.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -66,21 +76,67 @@ def _host_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_network(settings: Settings) -> None:
-    """Make sure the firewall, forwarding and the sandboxes' /etc files are in place; run at
-    worker start and again every little while (a firewall reload elsewhere flushes rules)."""
-    subnet = checked_subnet(settings.sandbox_subnet)
+class FirewallGuard:
+    """Keeps the firewall, forwarding and the /etc files in place: a worker runs it in the
+    background (a firewall reload elsewhere — firewalld, ufw, `iptables -F` — is undone
+    within FIREWALL_RECHECK seconds); anything else driving sandboxes checks on the spot."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._checked_at: float | None = None
+        self._subnet: ipaddress.IPv4Network | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def fresh(self) -> bool:
+        checked = self._checked_at
+        return checked is not None and time.monotonic() - checked < STALE_AFTER
+
+    def check(self) -> None:
+        """Install or repair everything; raises when it cannot (no sandbox should start)."""
+        with self._lock:
+            if self._subnet is None:  # once: later, our own /32 routes are in the table
+                self._subnet = checked_subnet(self.settings.sandbox_subnet)
+            ensure_network(self.settings, self._subnet)
+            self._checked_at = time.monotonic()
+
+    def ensure_fresh(self) -> None:
+        if not self.fresh():
+            self.check()
+
+    def start(self) -> None:
+        self.check()
+        self._thread = threading.Thread(target=self._loop, name="firewall-guard", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(FIREWALL_RECHECK):
+            try:
+                self.check()
+            except Exception as exc:  # stays stale: sandboxes check (and fail) on the spot
+                log.error("the sandbox firewall could not be checked: %s", exc)
+
+
+def ensure_network(settings: Settings, subnet: ipaddress.IPv4Network) -> None:
+    dns = sandbox_resolvers(settings)
     with _host_lock():
-        ensure_firewall(str(subnet), sandbox_resolvers(settings))
+        ensure_firewall(str(subnet), dns)
         forwarding = Path("/proc/sys/net/ipv4/ip_forward")
         if forwarding.read_text().strip() != "1":
             forwarding.write_text("1")
-        write_etc_files(settings)
+        write_etc_files(settings, dns)
 
 
 def checked_subnet(value: str) -> ipaddress.IPv4Network:
     """The sandbox subnet, refused unless it is a private range of at least 256 addresses
-    that no route of this host already covers (a sandbox's /32 would capture that traffic)."""
+    that no route of this host already covers (a sandbox's /32 would capture that traffic).
+    Our own sandboxes' /32 routes inside it are fine."""
     subnet = ipaddress.ip_network(value, strict=True)
     if not isinstance(subnet, ipaddress.IPv4Network) or subnet.prefixlen > 24 or not any(
         subnet.subnet_of(ipaddress.ip_network(allowed)) for allowed in SUBNET_RANGES
@@ -91,57 +147,45 @@ def checked_subnet(value: str) -> ipaddress.IPv4Network:
 
     with IPRoute() as ipr:
         routes = ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE)
-        ours = {link["index"] for link in ipr.get_links()
-                if (link.get_attr("IFLA_IFNAME") or "").startswith(INTERFACE_PREFIX)}
     for route in routes:
-        if route["dst_len"] == 0 or route.get_attr("RTA_OIF") in ours:
+        if route["dst_len"] == 0:
             continue
         routed = ipaddress.ip_network(f"{route.get_attr('RTA_DST')}/{route['dst_len']}")
+        if routed.prefixlen == 32 and routed.subnet_of(subnet):
+            continue  # a sandbox's (ours or another worker's)
         if routed.overlaps(subnet):
             raise ValueError(f"FLOWS_CODE_ACTIONS_SANDBOX_SUBNET {subnet} overlaps {routed}, "
                              "which this host already routes")
     return subnet
 
 
+def _local_addresses() -> set[str]:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
+
+
 def sandbox_resolvers(settings: Settings) -> list[str]:
-    """`…_SANDBOX_RESOLVERS` if set, else the host's own reachable ones."""
+    """`…_SANDBOX_RESOLVERS` if set, else the host's own usable ones. A resolver on the host
+    itself is out of a sandbox's reach (everything to the host is dropped): refused."""
     configured = [r.strip() for r in settings.sandbox_resolvers.split(",") if r.strip()]
+    local = _local_addresses()
     for resolver in configured:
-        if ipaddress.ip_address(resolver).version != 4:
-            raise ValueError(f"FLOWS_CODE_ACTIONS_SANDBOX_RESOLVERS: {resolver} is not IPv4")
-    found = configured or resolvers()
+        address = ipaddress.ip_address(resolver)
+        if address.version != 4 or address.is_loopback or resolver in local:
+            raise ValueError(f"FLOWS_CODE_ACTIONS_SANDBOX_RESOLVERS: {resolver} is not an IPv4 "
+                             "address off this host (sandboxes never reach the host itself)")
+    found = configured or [r for r in host_resolvers() if r not in local]
     if not found:
-        log.warning("sandboxes get no DNS resolver: the host lists only loopback ones; set "
-                    "FLOWS_CODE_ACTIONS_SANDBOX_RESOLVERS")
+        log.warning("sandboxes get no DNS resolver: the host lists none off the host itself; "
+                    "set FLOWS_CODE_ACTIONS_SANDBOX_RESOLVERS")
     return found
 
 
-def etc_files(settings: Settings) -> dict[str, str]:
-    """Host file → path in a networked sandbox (mounted read-only)."""
-    directory = Path(settings.state_dir, "sandbox-etc").absolute()
-    return {str(directory / "resolv.conf"): "/etc/resolv.conf",
-            str(directory / "hosts"): "/etc/hosts"}
-
-
-def write_etc_files(settings: Settings) -> None:
-    contents = {"/etc/resolv.conf": "".join(f"nameserver {r}\n"
-                                            for r in sandbox_resolvers(settings)),
-                "/etc/hosts": HOSTS}
-    for host_path, inside in etc_files(settings).items():
-        path = Path(host_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and path.read_text() == contents[inside]:
-            continue
-        # Replaced whole: a sandbox starting meanwhile mounts the old file or the new one.
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as temporary:
-            temporary.write(contents[inside])
-        Path(temporary.name).chmod(0o644)
-        Path(temporary.name).replace(path)
-
-
-def resolvers() -> list[str]:
-    """The host's IPv4 resolvers a sandbox can reach (a loopback one, like systemd-resolved's
-    stub, is the host's own and stays out of reach)."""
+def host_resolvers() -> list[str]:
+    """The IPv4 resolvers of the host's /etc/resolv.conf, loopback ones (like
+    systemd-resolved's stub) left out."""
     servers = []
     try:
         for line in Path("/etc/resolv.conf").read_text().splitlines():
@@ -155,69 +199,88 @@ def resolvers() -> list[str]:
     return servers
 
 
-def drop_rules(subnet: str, dns: list[str]) -> list[list[str]]:
+def etc_files(settings: Settings) -> dict[str, str]:
+    """Host file → path in a networked sandbox (mounted read-only)."""
+    directory = Path(settings.state_dir, "sandbox-etc").absolute()
+    return {str(directory / "resolv.conf"): "/etc/resolv.conf",
+            str(directory / "hosts"): "/etc/hosts"}
+
+
+def write_etc_files(settings: Settings, dns: list[str]) -> None:
+    contents = {"/etc/resolv.conf": "".join(f"nameserver {r}\n" for r in dns),
+                "/etc/hosts": HOSTS}
+    for host_path, inside in etc_files(settings).items():
+        path = Path(host_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.read_text() == contents[inside]:
+            continue
+        # Replaced whole: a sandbox starting meanwhile mounts the old file or the new one.
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as temporary:
+            temporary.write(contents[inside])
+        Path(temporary.name).chmod(0o644)
+        Path(temporary.name).replace(path)
+
+
+def drop_rules(subnet: str, dns: list[str]) -> list[str]:
     """The mangle chain, in order: the first match decides (RETURN lets a packet on)."""
-    rules = [["-i", SANDBOX_INTERFACES, "!", "-s", subnet, "-j", "DROP"]]
-    rules += [["-i", SANDBOX_INTERFACES, "-d", resolver, "-p", proto, "--dport", "53",
-               "-j", "RETURN"] for resolver in dns for proto in ("udp", "tcp")]
-    rules += [["-i", SANDBOX_INTERFACES, "-d", cidr, "-j", "DROP"] for cidr in BLOCKED_RANGES]
-    rules.append(["-o", SANDBOX_INTERFACES, "-m", "conntrack", "!", "--ctstate",
-                  "RELATED,ESTABLISHED", "-j", "DROP"])
+    i = f"-i {SANDBOX_INTERFACES}"
+    rules = [f"! -s {subnet} {i} -j DROP"]
+    rules += [f"-d {resolver}/32 {i} -p {proto} -m {proto} --dport 53 -j RETURN"
+              for resolver in dns for proto in ("udp", "tcp")]
+    rules += [f"-d {cidr} {i} -j DROP" for cidr in BLOCKED_RANGES]
+    rules.append(f"-o {SANDBOX_INTERFACES} -m conntrack ! --ctstate RELATED,ESTABLISHED "
+                 "-j DROP")
     return rules
 
 
-def accept_rules() -> list[list[str]]:
+def accept_rules() -> list[str]:
     """The filter chain: what passed the drops is forwarded, whatever the default policy."""
-    return [["-i", SANDBOX_INTERFACES, "-j", "ACCEPT"],
-            ["-o", SANDBOX_INTERFACES, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-             "-j", "ACCEPT"]]
+    return [f"-i {SANDBOX_INTERFACES} -j ACCEPT",
+            f"-o {SANDBOX_INTERFACES} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
 
 
-def hook_rules(subnet: str) -> list[tuple[str, str, list[str]]]:
-    """(table, chain, rule), each kept first in its chain."""
-    return [
-        ("mangle", "INPUT", ["-i", SANDBOX_INTERFACES, "-j", "DROP"]),
-        ("mangle", "FORWARD", ["-j", CHAIN]),
-        ("filter", "FORWARD", ["-j", CHAIN]),
-        ("nat", "POSTROUTING", ["-s", subnet, "!", "-o", SANDBOX_INTERFACES,
-                                "-j", "MASQUERADE"]),
-    ]
+#: (table, chain, rule) kept at the top of their chains, in this order.
+HOOKS = (
+    ("mangle", "INPUT", f"-i {SANDBOX_INTERFACES} -j DROP"),
+    ("mangle", "FORWARD", f"-i {SANDBOX_INTERFACES} -j {CHAIN}"),
+    ("mangle", "FORWARD", f"-o {SANDBOX_INTERFACES} -j {CHAIN}"),
+    ("filter", "FORWARD", f"-i {SANDBOX_INTERFACES} -j {CHAIN}"),
+    ("filter", "FORWARD", f"-o {SANDBOX_INTERFACES} -j {CHAIN}"),
+)
 
 
 def ensure_firewall(subnet: str, dns: list[str]) -> None:
     iptables = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
     if iptables is None:
         raise RuntimeError("iptables is required to isolate the sandbox network")
-    # Both chains are replaced whole in one commit (iptables-restore, other chains
-    # untouched): never a moment with half the rules, whatever an earlier start installed.
-    restore = []
+
+    def listed(table: str, chain: str) -> list[str]:
+        printed = subprocess.run([iptables, "-w", XTABLES_WAIT, "-t", table, "-S", chain],
+                                 capture_output=True, text=True)
+        prefix = f"-A {chain} "
+        return [line[len(prefix):] for line in printed.stdout.splitlines()
+                if line.startswith(prefix)]
+
+    restore: list[str] = []
     for table, rules in (("mangle", drop_rules(subnet, dns)), ("filter", accept_rules())):
-        restore += [f"*{table}", f":{CHAIN} - [0:0]",
-                    *(" ".join(["-A", CHAIN, *rule]) for rule in rules), "COMMIT"]
-    subprocess.run([f"{iptables}-restore", "-w", "--noflush"],
-                   input="\n".join([*restore, ""]).encode(), check=True, capture_output=True)
-    for table, chain, rule in hook_rules(subnet):
-        _keep_first(iptables, table, chain, rule)
-    log.debug("sandbox firewall in place for %s", SANDBOX_INTERFACES)
-
-
-def _keep_first(iptables: str, table: str, chain: str, rule: list[str]) -> None:
-    """Rule number 1 of the chain, moved back there if something was inserted above it."""
-    # -w: wait for the xtables lock; several workers of one host start together.
-    listed = subprocess.run([iptables, "-w", "-t", table, "-S", chain], capture_output=True,
-                            text=True, check=True).stdout.splitlines()
-    appended = [line for line in listed if line.startswith("-A ")]
-    first = appended[0].split()[2:] if appended else []
-    if _same_rule(first, rule):
-        return
-    while subprocess.run([iptables, "-w", "-t", table, "-D", chain, *rule],
-                         capture_output=True).returncode == 0:
-        pass  # every copy, wherever it is
-    subprocess.run([iptables, "-w", "-t", table, "-I", chain, "1", *rule], check=True,
-                   capture_output=True)
-
-
-def _same_rule(listed: list[str], rule: list[str]) -> bool:
-    """iptables -S spells a rule its own way (order of matches, `-m` added): compare words."""
-    return sorted(word for word in listed if word not in ("-m", "conntrack")) == sorted(
-        word for word in rule if word not in ("-m", "conntrack"))
+        lines = []
+        if listed(table, CHAIN) != rules:  # declaring the chain empties it, in this commit
+            lines += [f":{CHAIN} - [0:0]", *(f"-A {CHAIN} {rule}" for rule in rules)]
+        for chain in dict.fromkeys(c for t, c, _ in HOOKS if t == table):
+            hooks = [rule for t, c, rule in HOOKS if (t, c) == (table, chain)]
+            present = listed(table, chain)
+            if present[:len(hooks)] != hooks:
+                lines += [f"-D {chain} {rule}" for rule in present if rule in hooks]
+                lines += [f"-I {chain} {n} {rule}" for n, rule in enumerate(hooks, 1)]
+        if lines:
+            restore += [f"*{table}", *lines, "COMMIT"]
+    if restore:
+        subprocess.run([f"{iptables}-restore", "-w", XTABLES_WAIT, "--noflush"],
+                       input="\n".join([*restore, ""]).encode(), check=True,
+                       capture_output=True)
+        log.info("sandbox firewall installed for %s", SANDBOX_INTERFACES)
+    masquerade = ["-s", subnet, "!", "-o", SANDBOX_INTERFACES, "-j", "MASQUERADE"]
+    if subprocess.run([iptables, "-w", XTABLES_WAIT, "-t", "nat", "-C", "POSTROUTING",
+                       *masquerade], capture_output=True).returncode != 0:
+        subprocess.run([iptables, "-w", XTABLES_WAIT, "-t", "nat", "-I", "POSTROUTING", "1",
+                        *masquerade], check=True, capture_output=True)

@@ -70,15 +70,15 @@ class ContainerReaper:
             self._pending += 1
         try:
             self._executor.submit(self._remove, container_id)
-        except RuntimeError:  # shutting down: do it here
-            self._remove(container_id)
+        except RuntimeError:  # shutting down: do it here, now
+            self._remove(container_id, patient=False)
 
-    def _remove(self, container_id: str) -> None:
-        with self._lock:
-            behind = self._pending > self._threads
-        if self._activity is not None and not behind:
-            self._activity.wait_quiet()
+    def _remove(self, container_id: str, patient: bool = True) -> None:
         try:
+            with self._lock:
+                behind = self._pending > self._threads
+            if self._activity is not None and patient and not behind:
+                self._activity.wait_quiet()
             remove_quietly(self._api, container_id)
         finally:
             with self._lock:

@@ -23,6 +23,7 @@ def _policy(client, container_id: str) -> dict:  # noqa: ANN001
     return {
         **{key: host.get(key) for key in HOST_CONFIG_KEYS},
         "Ulimits": sorted((u["Name"], u["Soft"], u["Hard"]) for u in host.get("Ulimits") or []),
+        "Binds": sorted(host.get("Binds") or []),  # the CLI's order is its own
         "LogType": host["LogConfig"]["Type"],
         "User": attrs["Config"]["User"],
     }
