@@ -86,8 +86,11 @@ def _own_platform(base_port: int, state_dir: Path, languages: list[str]) -> Iter
                            check=True, stdout=subprocess.DEVNULL)
         children.append(spawn_child(["api"], env))
         workers = {}
-        for language in languages:
-            child = spawn_child(["worker", "--language", language], env)
+        for index, language in enumerate(languages):
+            # Each worker its own metrics port (they would all take the default one).
+            metrics_port = str(base_port + 20 + index)
+            child = spawn_child(["worker", "--language", language, "--metrics-port",
+                                 metrics_port], env)
             children.append(child)
             workers[language] = child.pid
         platform = BenchPlatform(f"http://127.0.0.1:{api_port}", own=True, env=env,
