@@ -16,7 +16,15 @@ from shared.settings import Settings
 TEXT_ENVIRONMENTS = {"local", "dev", "development", "test"}
 # Client libraries' wire chatter drowns what matters even at debug level.
 NOISY = ("amqp", "kombu", "botocore", "boto3", "urllib3", "docker", "redis", "tornado.access",
-         "celery.utils.functional")
+         "celery.utils.functional", "pyroute2")
+
+
+class NoisyFilter(logging.Filter):
+    """Drops the noisy libraries' records below INFO even where a library resets its own
+    logger's level when imported (pyroute2 does: every netlink message at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO or not record.name.startswith(NOISY)
 
 
 def uses_json(settings: Settings) -> bool:
@@ -47,6 +55,7 @@ def configure_logging(settings: Settings, process: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(json_formatter(process) if uses_json(settings) else text_formatter())
     handler.addFilter(ContextFilter())
+    handler.addFilter(NoisyFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
