@@ -5,7 +5,8 @@ Each networked sandbox is a routed veth (worker/sandbox_link.py) whose host end 
 `casbx…`. Every drop happens in the mangle table, which runs before the filter table's
 FORWARD and INPUT, so an ACCEPT that Docker, kube-proxy or a CNI later inserts at the top of
 filter/FORWARD (Docker does so at each start and network creation) cannot let a sandbox past
-it. There, traffic from a sandbox with a source not its own is dropped; DNS to the resolvers
+it. There, traffic from a sandbox with a source not its own is dropped, as is a new flow
+beyond FLOWS_PER_SANDBOX tracked ones (the host's conntrack table is shared); DNS to the resolvers
 goes on; private, loopback, link-local (cloud metadata), CGNAT and multicast ranges are
 dropped (the sandbox subnet included, so sandboxes never reach each other; a destination is
 checked after Docker's DNAT, so published ports of containers are covered too); nothing new
@@ -63,6 +64,10 @@ FIREWALL_RECHECK = 10.0
 STALE_AFTER = 3 * FIREWALL_RECHECK
 #: Seconds to wait for the xtables lock (Docker and other workers take it too).
 XTABLES_WAIT = "5"
+#: Tracked connections one sandbox may hold at once: one socket can open a flow per
+#: destination, and the host's connection tracking table is shared by everything on it
+#: (full, the host stops making connections).
+FLOWS_PER_SANDBOX = 512
 
 
 @contextlib.contextmanager
@@ -224,7 +229,9 @@ def write_etc_files(settings: Settings, dns: list[str]) -> None:
 def drop_rules(subnet: str, dns: list[str]) -> list[str]:
     """The mangle chain, in order: the first match decides (RETURN lets a packet on)."""
     i = f"-i {SANDBOX_INTERFACES}"
-    rules = [f"! -s {subnet} {i} -j DROP"]
+    rules = [f"! -s {subnet} {i} -j DROP",
+             f"{i} -m conntrack --ctstate NEW -m connlimit --connlimit-above "
+             f"{FLOWS_PER_SANDBOX} --connlimit-mask 32 --connlimit-saddr -j DROP"]
     rules += [f"-d {resolver}/32 {i} -p {proto} -m {proto} --dport 53 -j RETURN"
               for resolver in dns for proto in ("udp", "tcp")]
     rules += [f"-d {cidr} {i} -j DROP" for cidr in BLOCKED_RANGES]

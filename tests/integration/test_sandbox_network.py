@@ -18,11 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute
+from pyroute2 import Conntrack, IPRoute
+from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
 from tests.integration.helpers import call, container_gone, create_code, run_now
 from worker.sandbox_link import INTERFACE_PREFIX
-from worker.sandbox_network import BLOCKED_RANGES, CHAIN, FIREWALL_RECHECK, sandbox_resolvers
+from worker.sandbox_network import (
+    BLOCKED_RANGES,
+    CHAIN,
+    FIREWALL_RECHECK,
+    FLOWS_PER_SANDBOX,
+    sandbox_resolvers,
+)
 
 CLONE_NEWNET = 0x40000000
 PORT = 8080
@@ -160,6 +167,34 @@ def Run(engine):
     assert got["localhost"] == "127.0.0.1"
 
 
+def test_a_sandbox_cannot_fill_the_hosts_connection_tracking(platform, outside):
+    """One socket, a datagram to each of 2,000 ports: each would be a tracked flow; past
+    FLOWS_PER_SANDBOX the rest are dropped before conntrack keeps them."""
+    with outside("198.51.100.6") as host:
+        code = create_code(platform, f'''
+import socket
+def Run(engine):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = 0
+    for port in range(20000, 22000):
+        try:
+            s.sendto(b"x", ({host.address!r}, port))
+            sent += 1
+        except OSError:
+            pass
+    s.connect(({host.address!r}, 9))
+    engine.result.set({{"address": s.getsockname()[0], "sent": sent}}, content_type="json")
+''', timeout=60)
+        run = run_now(platform, code["id"])
+        got = json.loads(run["result"])
+        with Conntrack() as tracker:
+            flows = sum(1 for _ in tracker.dump_entries(
+                tuple_orig=NFCTAttrTuple(saddr=got["address"])))
+        assert got["sent"] > FLOWS_PER_SANDBOX  # the datagrams left the code
+        # Tracked flows of that sandbox (unreplied UDP stays 30 s): at the limit, not past it.
+        assert FLOWS_PER_SANDBOX // 2 < flows <= FLOWS_PER_SANDBOX, flows
+
+
 def _rules(table: str, chain: str) -> list[str]:
     return [line for line in subprocess.run(
         ["iptables", "-w", "-t", table, "-S", chain], capture_output=True, text=True,
@@ -173,6 +208,7 @@ def test_sandbox_firewall_rules_are_in_place(platform):
     chain = _rules("mangle", CHAIN)
     drops = [f"-A {CHAIN} -d {cidr} -i {INTERFACE_PREFIX}+ -j DROP" for cidr in BLOCKED_RANGES]
     assert chain[0].startswith(f"-A {CHAIN} ! -s ") and chain[0].endswith("-j DROP"), chain
+    assert f"--connlimit-above {FLOWS_PER_SANDBOX}" in chain[1], chain
     assert chain[-len(drops) - 1:-1] == drops
     assert "RELATED,ESTABLISHED -j DROP" in chain[-1] and "! --ctstate" in chain[-1]
     assert _rules("mangle", "INPUT")[0] == f"-A INPUT -i {INTERFACE_PREFIX}+ -j DROP"
