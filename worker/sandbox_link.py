@@ -39,6 +39,8 @@ SCOPE_LINK = 253
 ADDRESS_ATTEMPTS = 64
 EEXIST = 17
 CONFIGURE_TIMEOUT = 10.0
+#: The kernel registers a new namespace's loopback first, always as interface 1.
+LOOPBACK_INDEX = 1
 
 
 class LinkError(RuntimeError):
@@ -51,22 +53,23 @@ class SandboxLink:
         self._counter = lock_directory() / (
             f"codeactions-sandbox-{str(self.subnet).replace('/', '_')}")
         self._libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        self._ipv6 = Path("/proc/sys/net/ipv6").is_dir()  # a host without IPv6 needs nothing
 
     def attach(self, container_id: str, pid: int) -> str:
         """Give the started container `pid` its eth0; return its address. LinkError if it
         cannot be done: the caller removes the container (it never runs unplugged)."""
         netns = self._open_netns(container_id, pid)
         try:
-            host_end = f"{INTERFACE_PREFIX}{container_id[:10]}"
+            name = host_end(container_id)
             with IPRoute() as ipr:
-                ipr.link("add", ifname=host_end, kind="veth",
+                ipr.link("add", ifname=name, kind="veth",
                          peer={"ifname": "eth0", "net_ns_fd": netns})
-                index = ipr.link_lookup(ifname=host_end)[0]
-                if Path("/proc/sys/net/ipv6").is_dir():  # a host without IPv6 needs nothing
-                    _sysctl(f"ipv6/conf/{host_end}/disable_ipv6", "1")
-                _sysctl(f"ipv4/conf/{host_end}/proxy_arp", "1")
+                index = ipr.link_lookup(ifname=name)[0]
+                if self._ipv6:
+                    _sysctl(f"ipv6/conf/{name}/disable_ipv6", "1")
+                _sysctl(f"ipv4/conf/{name}/proxy_arp", "1")
                 # Answer the sandbox's ARP for its gateway at once, not after up to 0.8 s.
-                _sysctl(f"ipv4/neigh/{host_end}/proxy_delay", "0")
+                _sysctl(f"ipv4/neigh/{name}/proxy_delay", "0")
                 ipr.link("set", index=index, state="up")
                 address = self._claim_address(ipr, index)
             self._inside(netns, address)
@@ -131,7 +134,7 @@ class SandboxLink:
                 if self._libc.setns(netns, CLONE_NEWNET) != 0:
                     raise OSError(ctypes.get_errno(), "setns")
                 with IPRoute() as ipr:
-                    ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                    ipr.link("set", index=LOOPBACK_INDEX, state="up")
                     eth0 = ipr.link_lookup(ifname="eth0")[0]
                     ipr.addr("add", index=eth0, address=address, prefixlen=32)
                     ipr.link("set", index=eth0, state="up")
@@ -147,6 +150,11 @@ class SandboxLink:
             raise LinkError("configuring the sandbox's side of its link did not finish")
         if failure:
             raise failure[0]
+
+
+def host_end(container_id: str) -> str:
+    """The host-side interface of a container's link (15 characters, the kernel's limit)."""
+    return f"{INTERFACE_PREFIX}{container_id[:10]}"
 
 
 def lock_directory() -> Path:

@@ -164,7 +164,8 @@ def checked_subnet(value: str) -> ipaddress.IPv4Network:
     return subnet
 
 
-def _local_addresses() -> set[str]:
+def local_addresses() -> set[str]:
+    """This host's IPv4 addresses."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
@@ -175,7 +176,7 @@ def sandbox_resolvers(settings: Settings) -> list[str]:
     """`…_SANDBOX_RESOLVERS` if set, else the host's own usable ones. A resolver on the host
     itself is out of a sandbox's reach (everything to the host is dropped): refused."""
     configured = [r.strip() for r in settings.sandbox_resolvers.split(",") if r.strip()]
-    local = _local_addresses()
+    local = local_addresses()
     for resolver in configured:
         address = ipaddress.ip_address(resolver)
         if address.version != 4 or address.is_loopback or resolver in local:

@@ -784,7 +784,7 @@ function parseJob(raw, warm) {
   const bindSize = raw.length >= 4 ? raw.readUInt32BE(0) : 0;
   const bind = jsonParse(raw.subarray(4, 4 + bindSize).toString('utf8'));
   const job = jsonParse(raw.subarray(4 + bindSize).toString('utf8'));
-  if (job !== null && typeof job === 'object' && !Array.isArray(job) && !('source' in job)) {
+  if (job && typeof job === 'object' && !('source' in job)) { // main rejects a non-object
     job.source = bind.source; // the worker never sends one (split_job): a job's own is checked
   }
   return job;

@@ -296,23 +296,16 @@ static int ipc_ids(const char *kind, int *ids, int max) {
     return count;
 }
 
+/* Remove every System V object of the namespace; 1 when none is left. */
 static int remove_ipc(void) {
-    static const char *const kinds[] = {"shm", "msg", "sem"};
     int ids[256];
-    int left = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        left = 0;
-        for (size_t k = 0; k < 3; k++) {
-            int count = ipc_ids(kinds[k], ids, 256);
-            left += count;
-            for (int i = 0; i < count && pass == 0; i++) {
-                if (k == 0) shmctl(ids[i], IPC_RMID, NULL);
-                if (k == 1) msgctl(ids[i], IPC_RMID, NULL);
-                if (k == 2) semctl(ids[i], 0, IPC_RMID);
-            }
-        }
-    }
-    return left == 0;
+    int count = ipc_ids("shm", ids, 256);
+    for (int i = 0; i < count; i++) shmctl(ids[i], IPC_RMID, NULL);
+    count = ipc_ids("msg", ids, 256);
+    for (int i = 0; i < count; i++) msgctl(ids[i], IPC_RMID, NULL);
+    count = ipc_ids("sem", ids, 256);
+    for (int i = 0; i < count; i++) semctl(ids[i], 0, IPC_RMID);
+    return ipc_ids("shm", ids, 256) + ipc_ids("msg", ids, 256) + ipc_ids("sem", ids, 256) == 0;
 }
 
 /* Empty every place a run could leave something; 1 when all of it is empty. */
@@ -369,10 +362,9 @@ static int spawn(struct child *child) {
         if (dup2(job_pipe[0], 0) != 0 || dup2(ready_pipe[1], READY_FD) != READY_FD ||
             fcntl(READY_FD, F_SETFD, 0) != 0) /* dup2 onto itself keeps close-on-exec */
             _exit(70);
-        for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
+        /* The only dispositions the supervisor changes (main); it never blocks any. */
+        signal(SIGPIPE, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
         /* Inherited: 0 (job pipe), 1 and 2 (the container's stdout and stderr), 5 (ready);
          * everything else is close-on-exec. */
         char *const argv[] = {"sh", START_SH, "warm-run", NULL};
@@ -417,8 +409,10 @@ static void report_crash(pid_t pid, int status) {
             const char *at = strstr(line, "\"event\": \"");
             if (!at) continue;
             at += strlen("\"event\": \"");
+            const char *end = strrchr(at, '"'); /* the value's closing quote, not the comma */
+            if (!end) end = at + strlen(at);
             size_t n = 0;
-            for (; *at && *at != '\n' && n + 1 < sizeof event; at++) {
+            for (; at < end && *at != '\n' && n + 1 < sizeof event; at++) {
                 if (*at == '"' || *at == '\\' || (unsigned char)*at < 0x20) continue;
                 event[n++] = *at;
             }

@@ -38,8 +38,8 @@ def docker_run_baseline(image: str, job: dict[str, Any], client: Any, settings: 
 
     flags = Sandbox(client, settings).policy(
         SandboxLimits.for_code(settings, 60, network=False)).run_flags()
-    if network:
-        flags[flags.index("--network") + 1] = "bridge"
+    mode = "bridge" if network else "none"
+    flags[flags.index("--network") + 1] = mode
     payload = json.dumps(job).encode()
     times = []
     for index in range(count + 1):
@@ -51,7 +51,7 @@ def docker_run_baseline(image: str, job: dict[str, Any], client: Any, settings: 
             raise RuntimeError(f"docker run of {image} failed: {proc.stderr[-500:]!r}")
         if index:  # the first one pays for cold caches
             times.append(elapsed * 1000)
-    return {"runs": count, "network": flags[flags.index("--network") + 1],
+    return {"runs": count, "network": mode,
             "p50_ms": round(percentile(times, 0.5), 1), "p99_ms": round(percentile(times, 0.99), 1)}
 
 

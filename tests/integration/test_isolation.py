@@ -4,16 +4,15 @@ timeout, forge the harness's frames, or leave its container behind."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 
 import pytest
 import requests
-from pyroute2 import IPRoute
 
 from tests.integration.helpers import call, container_gone, create_code, run_now
 from worker.sandbox_link import GATEWAY
+from worker.sandbox_network import local_addresses
 
 
 def _run_json(platform, source: str, **kwargs) -> dict:  # noqa: ANN001
@@ -70,9 +69,7 @@ def Run(engine):
 def _host_addresses() -> list[str]:
     """Every IPv4 address of this host (Docker bridges' gateways included) and a sandbox's
     gateway: where a service bound to 0.0.0.0 would answer."""
-    with IPRoute() as ipr:
-        addresses = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
-    return sorted(addresses - {"127.0.0.1"}) + [GATEWAY]
+    return sorted(local_addresses() - {"127.0.0.1"}) + [GATEWAY]
 
 
 def test_cannot_reach_platform_services(platform):

@@ -14,7 +14,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from pyroute2 import Conntrack, IPRoute
 from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
 from tests.integration.helpers import call, container_gone, create_code, run_now
-from worker.sandbox_link import INTERFACE_PREFIX
+from worker.sandbox_link import CLONE_NEWNET, INTERFACE_PREFIX, host_end
 from worker.sandbox_network import (
     BLOCKED_RANGES,
     CHAIN,
@@ -31,7 +30,6 @@ from worker.sandbox_network import (
     sandbox_resolvers,
 )
 
-CLONE_NEWNET = 0x40000000
 PORT = 8080
 
 
@@ -101,11 +99,6 @@ class OutsideHost:
         os.close(self._netns)
 
 
-@pytest.fixture()
-def outside() -> Iterator[type[OutsideHost]]:
-    yield OutsideHost
-
-
 CONNECT = '''
 import socket
 def Run(engine):
@@ -124,9 +117,9 @@ def _from_host(address: str) -> str:
         return conn.recv(100).decode()
 
 
-def test_a_sandbox_reaches_a_public_address_masqueraded_behind_the_host(platform, outside):
+def test_a_sandbox_reaches_a_public_address_masqueraded_behind_the_host(platform):
     # 198.51.100.0/24 (TEST-NET-2) is not a private range: the firewall lets it through.
-    with outside("198.51.100.2") as host:
+    with OutsideHost("198.51.100.2") as host:
         assert _from_host(host.address) == f"hello {host.gateway}"  # the server is up
         code = create_code(platform, CONNECT.format(address=host.address, port=PORT))
         run = run_now(platform, code["id"])
@@ -135,7 +128,7 @@ def test_a_sandbox_reaches_a_public_address_masqueraded_behind_the_host(platform
         assert container_gone(run["container_id"])
         # Its link went with it (a namespace is torn down in the background: wait for it).
         deadline = time.monotonic() + 20
-        while list(Path("/sys/class/net").glob(f"{INTERFACE_PREFIX}{run['container_id']}*")):
+        while Path("/sys/class/net", host_end(run["container_id"])).exists():
             assert time.monotonic() < deadline, "the sandbox's host end outlived it"
             time.sleep(0.2)
 
@@ -143,8 +136,8 @@ def test_a_sandbox_reaches_a_public_address_masqueraded_behind_the_host(platform
 # Private ranges, and the cloud metadata address (link-local).
 @pytest.mark.parametrize("address", ["192.168.231.2", "172.31.231.2", "10.214.231.2",
                                      "169.254.169.254"])
-def test_a_sandbox_cannot_reach_a_private_address(platform, outside, address):
-    with outside(address) as host:
+def test_a_sandbox_cannot_reach_a_private_address(platform, address):
+    with OutsideHost(address) as host:
         assert _from_host(host.address) == f"hello {host.gateway}"  # reachable, but not for it
         code = create_code(platform, CONNECT.format(address=host.address, port=PORT))
         run = run_now(platform, code["id"])
@@ -167,10 +160,10 @@ def Run(engine):
     assert got["localhost"] == "127.0.0.1"
 
 
-def test_a_sandbox_cannot_fill_the_hosts_connection_tracking(platform, outside):
+def test_a_sandbox_cannot_fill_the_hosts_connection_tracking(platform):
     """One socket, a datagram to each of 2,000 ports: each would be a tracked flow; past
     FLOWS_PER_SANDBOX the rest are dropped before conntrack keeps them."""
-    with outside("198.51.100.6") as host:
+    with OutsideHost("198.51.100.6") as host:
         code = create_code(platform, f'''
 import socket
 def Run(engine):
@@ -217,13 +210,13 @@ def test_sandbox_firewall_rules_are_in_place(platform):
     assert set(hooks) <= set(_rules("filter", "FORWARD"))
 
 
-def test_an_accept_inserted_above_ours_opens_nothing(platform, outside):
+def test_an_accept_inserted_above_ours_opens_nothing(platform):
     """Docker (at each start, at each network it creates) and kube-proxy insert ACCEPT rules
     at the top of filter/FORWARD; the drops live in mangle, which runs first."""
     ahead = ["FORWARD", "-i", f"{INTERFACE_PREFIX}+", "-j", "ACCEPT"]
     subprocess.run(["iptables", "-w", "-I", *ahead[:1], "1", *ahead[1:]], check=True)
     try:
-        with outside("192.168.232.2") as host:
+        with OutsideHost("192.168.232.2") as host:
             assert _from_host(host.address) == f"hello {host.gateway}"  # the server is up
             code = create_code(platform, CONNECT.format(address=host.address, port=PORT))
             run = run_now(platform, code["id"])

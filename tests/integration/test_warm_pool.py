@@ -21,7 +21,7 @@ from worker.images import engine_image_tag
 from worker.preparation import remove_leftovers
 from worker.run_executor import engine_job
 from worker.sandbox import Sandbox, SandboxLimits
-from worker.sandbox_link import INTERFACE_PREFIX
+from worker.sandbox_link import host_end
 from worker.warm_pool import ContainerReaper, WarmPool
 
 HELLO = engine_job("def Run(engine):\n    engine.result.set('hi')\n")
@@ -175,7 +175,7 @@ def test_codes_without_network_get_containers_without_network(make_pool):
     assert first.status == "completed"
     assert container_gone(first.container_id)
     assert wait_for(lambda: under.pool.ready_count(under.image, offline) == 1)
-    linked = {c: Path("/sys/class/net", f"{INTERFACE_PREFIX}{c[:10]}").exists()
+    linked = {c: Path("/sys/class/net", host_end(c)).exists()
               for c in under.containers()}
     assert sorted(linked.values()) == [False, True]  # one of each, ready
     taken = under.pool.take(under.image, offline)
