@@ -17,7 +17,9 @@ from shared.stores import code_store
 
 blp = Blueprint("codes", __name__, description="Code actions")
 
-FIELDS = ("name", "language", "type", "project_uuid", "timeout", "url", "network", "warm")
+FIELDS = (
+    "name", "language", "type", "project_uuid", "timeout", "url", "network", "warm", "compat",
+)
 
 
 def _input_from_request(for_update: bool) -> CodeInput:

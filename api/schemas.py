@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from shared.models.code import CODE_TYPES, TIMEOUT_MAX, TIMEOUT_MIN
+from shared.models.code import CODE_TYPES, COMPAT_MODES, TIMEOUT_MAX, TIMEOUT_MIN
 from shared.models.codelog import LOG_TYPES
 from shared.models.coderun import RUN_STATUSES
 from shared.run_document import RunDocumentSchema
@@ -23,6 +23,7 @@ class CodeSchema(Schema):
     timeout = fields.Integer()
     network = fields.Boolean()
     warm = fields.Boolean()
+    compat = fields.String(validate=validate.OneOf(COMPAT_MODES))
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 
@@ -43,6 +44,9 @@ class CodeCreateQuerySchema(Schema):
     )
     warm = fields.String(
         metadata={"description": "true runs the code in a warm environment (default false)"}
+    )
+    compat = fields.String(
+        metadata={"description": "strict (default) or legacy: the Go service's engine leniency"}
     )
 
 

@@ -20,6 +20,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.models.base import Base, Timestamps, UuidPk
 
 CODE_TYPES = ("flow", "endpoint")
+#: How leniently the engine treats a code: `legacy` behaves as the Go service's engine did
+#: (adopted codes), `strict` is ours (new codes).
+COMPAT_MODES = ("strict", "legacy")
 TIMEOUT_DEFAULT, TIMEOUT_MIN, TIMEOUT_MAX = 60, 5, 300
 
 
@@ -29,6 +32,7 @@ class Code(UuidPk, Timestamps, Base):
         CheckConstraint("type IN ('flow', 'endpoint')", name="type"),
         CheckConstraint("language IN ('python', 'go', 'javascript')", name="language"),
         CheckConstraint(f"timeout BETWEEN {TIMEOUT_MIN} AND {TIMEOUT_MAX}", name="timeout"),
+        CheckConstraint("compat IN ('strict', 'legacy')", name="compat"),
         Index("ix_codes_project_uuid_type", "project_uuid", "type"),
     )
 
@@ -48,4 +52,8 @@ class Code(UuidPk, Timestamps, Base):
     # a fresh container each run; see engines/PROTOCOL.md "Warm environments".
     warm: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=false()
+    )
+    # `legacy`: the old engine's leniency (codes adopted from the Go service); `strict`: ours.
+    compat: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="strict", server_default="strict"
     )

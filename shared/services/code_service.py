@@ -10,7 +10,7 @@ from shared.db import Database
 from shared.errors import InvalidInput, NotFound
 from shared.ids import EntityId
 from shared.models import Code
-from shared.models.code import CODE_TYPES, TIMEOUT_DEFAULT, TIMEOUT_MAX, TIMEOUT_MIN
+from shared.models.code import CODE_TYPES, COMPAT_MODES, TIMEOUT_DEFAULT, TIMEOUT_MAX, TIMEOUT_MIN
 from shared.settings import LANGUAGES, Settings
 from shared.stores import code_store
 
@@ -26,6 +26,7 @@ class CodeInput:
     url: str | None = None
     network: bool | str | None = None
     warm: bool | str | None = None
+    compat: str | None = None
 
 
 def _check_source(settings: Settings, source: str) -> None:
@@ -63,6 +64,14 @@ def _check_timeout(value: int | str | None) -> int:
             field="timeout",
         )
     return timeout
+
+
+def _check_compat(value: str | None) -> str:
+    if value not in COMPAT_MODES:
+        raise InvalidInput(
+            f"compat must be one of {', '.join(COMPAT_MODES)}, got {value!r}", field="compat"
+        )
+    return value
 
 
 def _check_url(value: str | None) -> str | None:
@@ -111,6 +120,7 @@ def create(db: Database, settings: Settings, data: CodeInput) -> Code:
         source=data.source or "",
         network=_check_bool(data.network, "network") if _given(data.network) else True,
         warm=_check_bool(data.warm, "warm") if _given(data.warm) else False,
+        compat=_check_compat(data.compat) if _given(data.compat) else "strict",
     )
     _check_source(settings, code.source)
     with db.session() as session:
@@ -138,6 +148,8 @@ def update(db: Database, settings: Settings, code_id: EntityId, data: CodeInput)
             code.network = _check_bool(data.network, "network")
         if _given(data.warm):
             code.warm = _check_bool(data.warm, "warm")
+        if _given(data.compat):
+            code.compat = _check_compat(data.compat)
         if data.source:
             _check_source(settings, data.source)
             code.source = data.source

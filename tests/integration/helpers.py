@@ -20,6 +20,7 @@ def create_code(
     name: str | None = None,
     warm: bool | None = None,
     network: bool | None = None,
+    compat: str | None = None,
 ) -> dict:
     params = {
         "name": name or f"test-{uuid.uuid4().hex[:8]}",
@@ -33,6 +34,8 @@ def create_code(
         params["warm"] = str(warm).lower()
     if network is not None:
         params["network"] = str(network).lower()
+    if compat is not None:
+        params["compat"] = compat
     response = requests.post(platform.url("/code"), params=params, data=source.encode(),
                              timeout=10)
     assert response.status_code == 201, response.text

@@ -173,3 +173,17 @@ def test_health_docs_and_openapi(platform):
     spec = requests.get(platform.url("/openapi.json")).json()
     assert "/code" in spec["paths"] and "/action/endpoint/{code_id}" in spec["paths"]
     assert requests.get(platform.url("/docs")).status_code == 200
+
+
+def test_compat_defaults_to_strict_and_is_settable_on_create_and_patch(platform):
+    code = create_code(platform, SOURCE)
+    assert code["compat"] == "strict"
+    legacy = create_code(platform, SOURCE, compat="legacy")
+    assert legacy["compat"] == "legacy"
+    patched = requests.patch(
+        platform.url(f"/code/{legacy['id']}"), params={"compat": "strict"}, timeout=10
+    )
+    assert patched.status_code == 200 and patched.json()["compat"] == "strict"
+    bad = requests.patch(platform.url(f"/code/{code['id']}"), params={"compat": "loose"})
+    assert bad.status_code == 400 and bad.json()["field"] == "compat"
+    assert requests.get(platform.url(f"/code/{code['id']}")).json()["compat"] == "strict"
