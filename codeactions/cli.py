@@ -6,11 +6,8 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import IO
 
 from shared.settings import LANGUAGES, Settings, load_settings
 
@@ -33,11 +30,6 @@ def _setup_logging(
         from celery import signals
 
         signals.setup_logging.connect(lambda **_: None, weak=False)
-
-
-def built_languages() -> list[str]:
-    """Languages whose engine is defined in this checkout (engines/<language>/Dockerfile)."""
-    return [lang for lang in LANGUAGES if (REPO_ROOT / "engines" / lang / "Dockerfile").exists()]
 
 
 # --- subcommands ----------------------------------------------------------------------
@@ -212,7 +204,10 @@ def cmd_images(args: argparse.Namespace) -> int:
 
     _setup_logging(load_settings(), "images", level="info")
     client = docker.from_env()
-    tags = ensure_images(client, args.language or built_languages())
+    from worker.images import available_languages
+
+    defined = available_languages()
+    tags = ensure_images(client, args.language or [lang for lang in LANGUAGES if lang in defined])
     for language, tag in tags.items():
         print(f"{language}: {tag}")
     if args.prune:
@@ -222,6 +217,7 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_standalone(args: argparse.Namespace) -> int:
+    from codeactions.local.children import built_languages
     from codeactions.local.platform import run_local_platform
 
     return run_local_platform(
@@ -231,12 +227,14 @@ def cmd_standalone(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from codeactions.bench.runner import run_bench
+    from codeactions.local.children import REPO_ROOT as CHECKOUT
+    from codeactions.local.children import built_languages
 
     _setup_logging(load_settings(), "bench", level="warning")
     return run_bench(
         url=args.url, base_port=args.base_port, state_dir=Path(args.state_dir),
         languages=args.language or built_languages(), quick=args.quick,
-        results_dir=REPO_ROOT / "bench" / "results",
+        results_dir=CHECKOUT / "bench" / "results",
     )
 
 
@@ -293,40 +291,6 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     return args.func(args)
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it if the supervisor dies (even by SIGKILL)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def spawn_child(
-    argv: list[str], env: dict[str, str], output: IO[bytes] | None = None
-) -> subprocess.Popen:
-    """A child of the local platform, in its own process group so Ctrl-C is ours to relay,
-    and tied to our life so a crashed supervisor leaves no API or worker behind. `output`
-    (a file) takes its stdout and stderr instead of ours."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "codeactions.cli", *argv], env=env, cwd=REPO_ROOT,
-        start_new_session=True, preexec_fn=_die_with_parent,
-        stdout=output, stderr=subprocess.STDOUT if output else None,
-    )
-
-
-def stop_children(children: list[subprocess.Popen], grace: float = 15.0) -> None:
-    for child in reversed(children):
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for child in reversed(children):
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
 
 
 if __name__ == "__main__":

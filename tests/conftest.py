@@ -52,7 +52,7 @@ def _start_platform() -> Platform:
     """Services, schema, engine images, workers and API. Called once per session, before the
     first test (see `pytest_collection_finish`): on a fresh machine the image builds alone take
     minutes, which no single test's timeout should have to absorb."""
-    from codeactions.cli import built_languages, spawn_child
+    from codeactions.local.children import built_languages, spawn_child
     from codeactions.local.platform import (
         local_environment,
         stack_urls,
@@ -110,7 +110,7 @@ def _start_platform() -> Platform:
 
 
 def _stop_platform(platform: Platform) -> None:
-    from codeactions.cli import stop_children
+    from codeactions.local.children import stop_children
 
     stop_children(platform.children)
     platform.stack.stop()

@@ -55,7 +55,7 @@ def bench_platform(url: str | None, base_port: int, state_dir: Path,
 
 
 def _own_platform(base_port: int, state_dir: Path, languages: list[str]) -> Iterator[BenchPlatform]:
-    from codeactions.cli import REPO_ROOT, spawn_child, stop_children
+    from codeactions.local.children import REPO_ROOT, spawn_child, stop_children
     from codeactions.local.platform import (
         local_environment,
         stack_urls,

@@ -28,7 +28,7 @@ from codeactions.bench.cpu import CpuMeter
 from codeactions.bench.load import Client, concurrent, percentile, sequential
 from codeactions.bench.platform import BenchPlatform, bench_platform
 from codeactions.bench.segments import segments
-from codeactions.cli import REPO_ROOT
+from codeactions.local.children import REPO_ROOT
 
 HELLO = {
     "python": 'def Run(engine):\n    engine.result.set("hello")\n',

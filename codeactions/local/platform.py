@@ -80,7 +80,7 @@ def say(message: str, err: bool = False) -> None:
 
 
 def _run_step(argv: list[str], env: dict[str, str]) -> None:
-    from codeactions.cli import REPO_ROOT
+    from codeactions.local.children import REPO_ROOT
 
     subprocess.run([sys.executable, "-m", "codeactions.cli", *argv], env=env, cwd=REPO_ROOT,
                    check=True)
@@ -102,7 +102,7 @@ def flower_credentials(state_dir: Path, env: dict[str, str]) -> str:
 
 
 def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) -> int:
-    from codeactions.cli import spawn_child, stop_children
+    from codeactions.local.children import spawn_child, stop_children
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = load_settings()

@@ -41,7 +41,7 @@ def own_services() -> Iterator[tuple]:
 
 @pytest.fixture(scope="module")
 def health_api(platform, own_services) -> Iterator[str]:  # noqa: ANN001
-    from codeactions.cli import spawn_child, stop_children
+    from codeactions.local.children import spawn_child, stop_children
 
     postgres, rabbitmq = own_services
     env = {k: v for k, v in platform.env.items() if k != "FLOWS_CODE_ACTIONS_API_METRICS_DIR"}

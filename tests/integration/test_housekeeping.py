@@ -17,7 +17,7 @@ import redis
 import requests
 from sqlalchemy import select
 
-from codeactions.cli import spawn_child, stop_children
+from codeactions.local.children import spawn_child, stop_children
 from shared.housekeeping import jobs as housekeeping
 from shared.logs.model import CodeLog
 from shared.runs.model import CodeRun

@@ -24,7 +24,7 @@ QUICK = "def Run(engine):\n    engine.result.set('quick')\n"
 @pytest.fixture(scope="module")
 def capped(platform, private_broker):  # noqa: ANN001, ANN201
     """An API client whose runs go to a capped python worker."""
-    from codeactions.cli import spawn_child, stop_children
+    from codeactions.local.children import spawn_child, stop_children
     from shared.messaging.celery_app import make_celery
     from worker.preparation import worker_name
 

@@ -20,7 +20,7 @@ LIMIT, WINDOW = 3, 10
 
 
 def test_two_api_processes_share_one_count(platform):  # noqa: ANN001
-    from codeactions.cli import spawn_child, stop_children
+    from codeactions.local.children import spawn_child, stop_children
 
     ports = (TEST_BASE_PORT + 30, TEST_BASE_PORT + 31)
     children = []
