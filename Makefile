@@ -21,12 +21,13 @@ install: $(STAMP) ## create the virtualenv with pinned dependencies (cached)
 run: install ## start the whole platform locally (API on 127.0.0.1:8050); Ctrl-C stops it
 	$(BIN)/codeactions standalone
 
-test: install ## bring up real services (installing what is missing) and run every test
-	$(BIN)/ruff check api worker shared codeactions tests migrations
-	$(BIN)/lint-imports
-	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
+test: lint test-fast ## lint, the fast layer, then real services (installing what is missing) and every other test
+	$(BIN)/pytest -p no:cacheprovider --ignore=tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff
+test-fast: install ## services against a real PostgreSQL, each test rolled back; no stack (under a minute)
+	$(BIN)/pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+lint: install ## ruff, the architecture's import rules (import-linter)
 	$(BIN)/ruff check api worker shared codeactions tests migrations
 	$(BIN)/lint-imports
 
@@ -42,4 +43,4 @@ bench: install ## fast-path figures (own platform in .state/bench; BENCH_ARGS="-
 clean: ## remove local state (databases, logs) of make run / make test
 	rm -rf .state
 
-.PHONY: help install run test lint images migrate clean bench
+.PHONY: help install run test test-fast lint images migrate clean bench

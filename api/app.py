@@ -5,23 +5,18 @@ from __future__ import annotations
 from flask import Flask
 from flask_smorest import Api
 
-from shared.settings import Settings, load_settings
+from shared.platform import Platform
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    import redis
-
+def create_app(platform: Platform) -> Flask:
     from api import codelibs, codelogs, coderuns, codes, endpoints, health, run_submissions
     from api.authorization import install as install_authorization
     from api.context import ApiContext
     from api.errors import register_error_handlers
     from api.rate_limit import CodeRateLimiter
-    from shared.db import Database
-    from shared.logs.archive import LogArchive
-    from shared.messaging.celery_app import make_celery
     from shared.messaging.queue_depth import QueueDepth
 
-    settings = settings or load_settings()
+    settings = platform.settings
     app = Flask("codeactions")
     app.config.update(
         API_TITLE="Code Actions",
@@ -37,17 +32,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         + 64 * 1024,
         JSON_SORT_KEYS=False,
     )
-    celery = make_celery(settings)
     app.extensions["codeactions"] = ApiContext(
-        settings=settings,
-        db=Database(settings),
-        redis=redis.Redis.from_url(settings.redis, socket_timeout=5, health_check_interval=30),
-        celery=celery,
+        platform=platform,
         limiter=CodeRateLimiter(
             settings.redis, settings.code_limiter_max_requests, settings.code_limiter_window
         ),
-        archive=LogArchive(settings),
-        queue_depth=QueueDepth(celery),
+        queue_depth=QueueDepth(platform.celery),
     )
     api = Api(app)
     for module in (health, codes, coderuns, run_submissions, codelogs, codelibs, endpoints):

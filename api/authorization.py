@@ -19,14 +19,14 @@ from flask import Flask, current_app, g, request
 
 from api.context import ctx
 from api.user_info import IdentityProviderDown, TokenRejected, UserInfo, UserInfoClient
-from shared.access import permission_store
+from shared.access import roles
 from shared.access.permission import MODERATOR, VIEWER
-from shared.codes import store as code_store
+from shared.codes import service as code_service
 from shared.codes.model import Code
 from shared.codes.service import parse_project_uuid
 from shared.errors import Forbidden, NotFound, Saturated, Unauthorized
 from shared.ids import parse_id
-from shared.runs import store as run_store
+from shared.runs import reading as run_reading
 from shared.runs.model import CodeRun
 
 READ, WRITE = VIEWER, MODERATOR
@@ -109,8 +109,7 @@ def authorize(project_uuid: uuid.UUID | str | None, role: int) -> None:
     project = parse_project_uuid(str(project_uuid) if project_uuid else None)
     held = None
     if user.email:
-        with ctx().db.session() as session:
-            held = permission_store.role_of(session, project, user.email)
+        held = roles.role_of(ctx().db, project, user.email)
     if not allows(held, role):
         needed = "read" if role == READ else "change"
         raise Forbidden(f"you may not {needed} what belongs to project {project}",
@@ -130,10 +129,7 @@ def authorize_code(code: Code | str, role: int) -> None:
     if _checked_user() is None:
         return
     if not isinstance(code, Code):
-        with ctx().db.session() as session:
-            code = code_store.get(session, parse_id(code, "code id"))
-        if code is None:
-            raise NotFound("code not found")
+        code = code_service.get(ctx().db, parse_id(code, "code id"))
     authorize(code.project_uuid, role)
 
 
@@ -141,12 +137,8 @@ def authorize_run(run: CodeRun | str, role: int) -> None:
     """Like `authorize`, for the project of a run's code, the run given itself or by id."""
     if _checked_user() is None:
         return
-    with ctx().db.session() as session:
-        if not isinstance(run, CodeRun):
-            run = run_store.get(session, parse_id(run, "run id"))
-            if run is None:
-                raise NotFound("run not found")
-        code = session.get(Code, run.code_id)
+    run_id = parse_id(str(run.id) if isinstance(run, CodeRun) else run, "run id")
+    _, code = run_reading.get_with_code(ctx().db, run_id)
     if code is None:
         raise NotFound("code not found")
     authorize(code.project_uuid, role)

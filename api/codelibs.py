@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from flask_smorest import Blueprint
-from sqlalchemy import select
 
 from api.context import ctx
 from api.schemas import CodeLibQuerySchema, CodeLibSchema
-from shared.codelibs.model import CodeLib
+from shared.codelibs import catalog
 
 blp = Blueprint("codelibs", __name__, description="Libraries available to actions")
 
@@ -16,8 +15,4 @@ blp = Blueprint("codelibs", __name__, description="Libraries available to action
 @blp.arguments(CodeLibQuerySchema, location="query")
 @blp.response(200, CodeLibSchema(many=True))
 def list_libraries(query: dict):
-    statement = select(CodeLib).order_by(CodeLib.language, CodeLib.name)
-    if query.get("language"):
-        statement = statement.where(CodeLib.language == query["language"])
-    with ctx().db.session() as session:
-        return list(session.scalars(statement))
+    return catalog.list_libraries(ctx().db, query.get("language"))

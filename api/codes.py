@@ -10,9 +10,7 @@ from api.context import ctx
 from api.request_input import json_object_body, raw_body
 from api.schemas import CodeCreateJsonSchema, CodeCreateQuerySchema, CodeListQuerySchema, CodeSchema
 from shared.codes import service as code_service
-from shared.codes import store as code_store
 from shared.codes.service import CodeInput
-from shared.errors import NotFound
 from shared.ids import parse_id
 
 blp = Blueprint("codes", __name__, description="Code actions")
@@ -55,7 +53,7 @@ def create(**_query: object):
     c = ctx()
     data = _input_from_request(for_update=False)
     authorize(data.project_uuid, WRITE)
-    return code_service.create(c.db, c.settings, data)
+    return code_service.create(c.platform, data)
 
 
 @blp.route("/code", methods=["GET"])
@@ -63,18 +61,14 @@ def create(**_query: object):
 @blp.response(200, CodeSchema(many=True))
 def list_codes(query: dict):
     authorize(query["project_uuid"], READ)
-    with ctx().db.session() as session:
-        return code_store.list_for_project(session, query["project_uuid"], query.get("code_type"))
+    return code_service.list_for_project(ctx().db, query["project_uuid"], query.get("code_type"))
 
 
 @blp.route("/code/<code_id>", methods=["GET"])
 @blp.route("/admin/code/<code_id>", methods=["GET"], endpoint="admin_get")
 @blp.response(200, CodeSchema)
 def get_code(code_id: str):
-    with ctx().db.session() as session:
-        code = code_store.get(session, parse_id(code_id, "code id"))
-        if code is None:
-            raise NotFound("code not found")
+    code = code_service.get(ctx().db, parse_id(code_id, "code id"))
     authorize_code(code, READ)
     return code
 
@@ -90,7 +84,7 @@ def update_code(code_id: str, **_query: object):
     data = _input_from_request(for_update=True)
     data.language = None  # the language of stored code never changes
     data.project_uuid = None
-    return code_service.update(c.db, c.settings, parse_id(code_id, "code id"), data)
+    return code_service.update(c.platform, parse_id(code_id, "code id"), data)
 
 
 @blp.route("/code/<code_id>", methods=["DELETE"])
@@ -98,5 +92,5 @@ def update_code(code_id: str, **_query: object):
 @blp.response(204)
 def delete_code(code_id: str):
     authorize_code(code_id, WRITE)
-    code_service.delete(ctx().db, parse_id(code_id, "code id"))
+    code_service.delete(ctx().platform, parse_id(code_id, "code id"))
     return ""

@@ -11,11 +11,11 @@ from api.context import ctx
 from api.errors import error_response
 from api.schemas import RunNowSchema
 from api.sync_run import run_and_wait
-from shared.codes import store as code_store
+from shared.codes import service as code_service
 from shared.codes.model import Code
 from shared.errors import NotFound
 from shared.ids import parse_id
-from shared.runs.model import FAILED
+from shared.runs.statuses import RunStatus
 
 blp = Blueprint("endpoints", __name__, description="Run code actions")
 
@@ -29,9 +29,8 @@ TIMEOUT_MESSAGE = "timeout: request context timeout limit exceeded"
 
 
 def _endpoint_code(code_id: str) -> Code:
-    with ctx().db.session() as session:
-        code = code_store.get(session, parse_id(code_id, "code id"))
-    if code is None or code.type != "endpoint":
+    code = code_service.get(ctx().db, parse_id(code_id, "code id"))
+    if code.type != "endpoint":  # flow codes are never public
         raise NotFound("code not found")
     return code
 
@@ -57,7 +56,7 @@ def _run_endpoint(code_id: str, as_text: bool):  # noqa: ANN202
         return error_response(499, "client closed the request; the run was cancelled")
     if outcome.timed_out:
         return error_response(408, TIMEOUT_MESSAGE, run_id=str(run.id))
-    if run.status == FAILED:
+    if run.status == RunStatus.FAILED:
         return error_response(
             500, "action execution failed", run_id=str(run.id), error=run.result or None
         )
@@ -94,10 +93,7 @@ def run_now(code_id: str):
             response = jsonify({"message": "invalid or missing token"})
             response.status_code = 401
             return response
-    with c.db.session() as session:
-        code = code_store.get(session, parse_id(code_id, "code id"))
-    if code is None:
-        raise NotFound("code not found")
+    code = code_service.get(c.db, parse_id(code_id, "code id"))
     outcome = run_and_wait(c, code)
     if outcome.abandoned:
         return error_response(499, "client closed the request; the run was cancelled")

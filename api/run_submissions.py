@@ -12,12 +12,13 @@ from api.context import ApiContext, ctx
 from api.schemas import ApiErrorSchema, CodeRunSchema, RunBatchSchema, RunSubmitSchema
 from api.sync_run import wait_for_end
 from shared.callbacks.target import check_submitted_url
-from shared.codes import store as code_store
+from shared.codes import service as code_service
 from shared.errors import InvalidInput, NotFound
 from shared.ids import InvalidId, parse_id
 from shared.runs import cancellation as run_cancellation
 from shared.runs import submission as run_submission
-from shared.runs.model import FINISHED, CodeRun
+from shared.runs.model import CodeRun
+from shared.runs.statuses import FINISHED
 
 blp = Blueprint("run_submissions", __name__, description="Queue runs without waiting")
 
@@ -29,31 +30,30 @@ def _prepared(
 ) -> list[run_submission.RunRequest]:
     """Validate every item (codes exist, limits hold) before anything is created."""
     prepared = []
-    with c.db.session() as session:
-        for index, item in enumerate(items):
-            at = f"{prefix}{index}." if prefix else ""  # a batch names the item's fields
-            field = f"{at}code_id"
-            callback_url = item.get("callback_url")
-            if callback_url is not None:
-                callback_url = check_submitted_url(
-                    callback_url, c.settings.callback_networks, field=f"{at}callback_url"
-                )
-            try:
-                code = code_store.get(session, parse_id(item["code_id"], field))
-            except InvalidId as exc:
-                raise InvalidInput(str(exc), field=field) from None
-            if code is None:
-                raise NotFound(f"code {item['code_id']} not found", field=field)
-            authorize_code(code, WRITE)  # running a code may have effects: moderators only
-            body = item["body"]
-            run_submission.check_body(body, c.settings.request_body_max_bytes)
-            headers = {
-                name: value if isinstance(value, list) else [value]
-                for name, value in item["headers"].items()
-            }
-            prepared.append(run_submission.RunRequest(
-                code, item["params"], body.strip(), headers, callback_url
-            ))
+    for index, item in enumerate(items):
+        at = f"{prefix}{index}." if prefix else ""  # a batch names the item's fields
+        field = f"{at}code_id"
+        callback_url = item.get("callback_url")
+        if callback_url is not None:
+            callback_url = check_submitted_url(
+                callback_url, c.settings.callback_networks, field=f"{at}callback_url"
+            )
+        try:
+            code = code_service.get(c.db, parse_id(item["code_id"], field))
+        except InvalidId as exc:
+            raise InvalidInput(str(exc), field=field) from None
+        except NotFound:
+            raise NotFound(f"code {item['code_id']} not found", field=field) from None
+        authorize_code(code, WRITE)  # running a code may have effects: moderators only
+        body = item["body"]
+        run_submission.check_body(body, c.settings.request_body_max_bytes)
+        headers = {
+            name: value if isinstance(value, list) else [value]
+            for name, value in item["headers"].items()
+        }
+        prepared.append(run_submission.RunRequest(
+            code, item["params"], body.strip(), headers, callback_url
+        ))
     for language in {item.code.language for item in prepared}:
         run_submission.ensure_capacity(
             c.queue_depth, language, c.settings.worker_pool_queue_size
@@ -62,10 +62,7 @@ def _prepared(
 
 
 def _submit(c: ApiContext, prepared: list[run_submission.RunRequest]) -> list[CodeRun]:
-    runs = run_submission.create_runs(c.db, prepared)
-    languages = [item.code.language for item in prepared]
-    run_submission.enqueue_all(c.db, c.celery, list(zip(runs, languages, strict=True)))
-    return runs
+    return run_submission.submit(c.platform, prepared)
 
 
 @blp.route("/coderun", methods=["POST"])
@@ -95,7 +92,7 @@ def submit_batch(batch: dict):
 def cancel_run(run_id: str):
     authorize_run(run_id, WRITE)
     c = ctx()
-    run = run_cancellation.cancel(c.db, c.redis, c.celery, parse_id(run_id, "run id"))
+    run = run_cancellation.cancel(c.platform, parse_id(run_id, "run id"))
     # The worker polls the flag a few times a second: wait briefly for the kill to land.
     run = wait_for_end(c, run, CANCEL_WAIT_SECONDS)
     return run, 200 if run.status in FINISHED else 202

@@ -7,7 +7,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from shared.codes.model import CODE_TYPES, COMPAT_MODES, TIMEOUT_MAX, TIMEOUT_MIN
 from shared.logs.model import LOG_TYPES
 from shared.runs.document import RunDocumentSchema
-from shared.runs.model import RUN_STATUSES
+from shared.runs.statuses import RunStatus
 from shared.settings import LANGUAGES
 
 
@@ -81,7 +81,7 @@ class CodeRunListQuerySchema(Schema):
     code_id = fields.String(required=True)
     after = fields.NaiveDateTime(format="%Y-%m-%dT%H:%M:%S")
     before = fields.NaiveDateTime(format="%Y-%m-%dT%H:%M:%S")
-    status = fields.String(validate=validate.OneOf(RUN_STATUSES))
+    status = fields.String(validate=validate.OneOf([status.value for status in RunStatus]))
 
 
 class RunNowSchema(Schema):

@@ -10,13 +10,15 @@ from api.client_connection import ClientConnection
 from api.context import ApiContext
 from api.request_input import first_query_values, header_lists, raw_body
 from shared.codes.model import Code
-from shared.errors import Conflict
+from shared.errors import Conflict, Gone
 from shared.ids import EntityId
 from shared.observability import log_context, metrics
 from shared.runs import cancellation as run_cancellation
+from shared.runs import reading as run_reading
 from shared.runs import submission as run_submission
 from shared.runs.completion import CompletionWaiter
-from shared.runs.model import FINISHED, CodeRun
+from shared.runs.model import CodeRun
+from shared.runs.statuses import FINISHED
 
 
 @dataclass
@@ -33,14 +35,14 @@ def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
         c.queue_depth, code.language, c.settings.worker_pool_queue_size
     )
     begun = time.monotonic()
-    run = run_submission.create_run(c.db, run_submission.RunRequest(
+    request = run_submission.RunRequest(
         code, params=first_query_values(), body=body.strip(), headers=header_lists()
-    ))
-    log_context.bind(run_id=run.id, code_id=code.id)
+    )
+    log_context.bind(run_id=request.run_id, code_id=code.id)
     client = ClientConnection.of_request()
-    # Subscribe before enqueueing: the signal cannot fire before we listen.
-    with CompletionWaiter(c.redis, str(run.id)) as waiter:
-        run_submission.enqueue(c.db, c.celery, run, code.language)
+    # Listen before the run exists: its end cannot be signalled before we listen.
+    with CompletionWaiter(c.redis, str(request.run_id)) as waiter:
+        (run,) = run_submission.submit(c.platform, [request])
         waiter.wait(timeout=float(code.timeout), should_stop=client.gone)
     if client.closed:
         return SyncOutcome(run=_abandon(c, run), timed_out=False, abandoned=True)
@@ -53,7 +55,7 @@ def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
 def _abandon(c: ApiContext, run: CodeRun) -> CodeRun:
     """Nobody waits for this run any more: stop it (unless it has just ended)."""
     try:
-        return run_cancellation.cancel(c.db, c.redis, c.celery, EntityId(uuid=run.id))
+        return run_cancellation.cancel(c.platform, EntityId(uuid=run.id))
     except Conflict:
         return _read(c, run.id)
 
@@ -72,5 +74,7 @@ def wait_for_end(c: ApiContext, run: CodeRun, timeout: float) -> CodeRun:
 
 
 def _read(c: ApiContext, run_id: uuid.UUID) -> CodeRun:
-    with c.db.session() as session:
-        return session.get(CodeRun, run_id)
+    run = run_reading.reread(c.db, run_id)
+    if run is None:  # deleted with its code meanwhile
+        raise Gone("the run's code was deleted while it ran")
+    return run

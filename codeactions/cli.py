@@ -62,8 +62,10 @@ def cmd_api(args: argparse.Namespace) -> int:
             self.cfg.set("logger_class", GunicornLogger)
             self.cfg.set("child_exit", mark_worker_dead)
 
-        def load(self):  # noqa: ANN202
-            return create_app(settings)
+        def load(self):  # noqa: ANN202 - in each gunicorn worker process, after the fork
+            from codeactions.bootstrap import bootstrap
+
+            return create_app(bootstrap(settings))
 
     _Server().run()
     return 0
@@ -88,7 +90,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     tags = prepare_worker_host(settings, languages)
     log.info("engine images ready: %s", tags)
     name = worker_name(languages, settings)
-    app = create_worker_app(settings, name, languages)
+    from codeactions.bootstrap import bootstrap
+
+    app = create_worker_app(bootstrap(settings), name, languages)
     concurrency = args.concurrency or settings.worker_pool_size
     _worker_operations(settings, app, name, languages, concurrency, args.metrics_port)
     queues = [*(run_queue(lang) for lang in languages), CALLBACK_QUEUE]
@@ -115,7 +119,7 @@ def _celery_worker_argv(
 
 def cmd_events(args: argparse.Namespace) -> int:
     """Apply the platform's project and permission events until stopped (SIGTERM/Ctrl-C)."""
-    from shared.db import Database
+    from codeactions.bootstrap import bootstrap
     from worker.events_consumer import EventsConsumer
 
     settings = load_settings()
@@ -126,7 +130,8 @@ def cmd_events(args: argparse.Namespace) -> int:
     if not settings.rabbitmq_url:
         log.warning("FLOWS_CODE_ACTIONS_RABBITMQ_URL is empty: event consumers are disabled")
         return 0
-    consumer = EventsConsumer(settings, Database(settings))
+    platform = bootstrap(settings)
+    consumer = EventsConsumer(platform.settings, platform.db)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: consumer.stop())
     consumer.run_forever()
@@ -155,7 +160,9 @@ def cmd_beat(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     _setup_logging(settings, "beat", celery=True)
-    app = create_beat_app(settings)
+    from codeactions.bootstrap import bootstrap
+
+    app = create_beat_app(bootstrap(settings))
     hostname = f"housekeeping-{settings.worker_id or '%h'}-{os.getpid()}@%h"
     app.worker_main(_celery_worker_argv(
         settings, [HOUSEKEEPING_QUEUE], 2, hostname,

@@ -1,11 +1,12 @@
-"""Database engine and sessions. Services own the transaction; stores only add and flush."""
+"""Database engine and sessions. Services own the transaction (shared/unit_of_work.py);
+stores only add and flush."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import Settings
@@ -17,10 +18,28 @@ class Database:
             settings.sqlalchemy_url, pool_pre_ping=True, pool_size=5, max_overflow=10
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._connection: Connection | None = None
+
+    @classmethod
+    def bound_to(cls, connection: Connection) -> Database:
+        """Every session and transaction inside `connection`'s open transaction, each as a
+        savepoint: what the fast tests roll back after each test."""
+        db = cls.__new__(cls)
+        db.engine = connection.engine
+        db._connection = connection
+        db._sessions = sessionmaker(
+            bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
+        return db
+
+    def new_session(self) -> Session:
+        """A session the caller closes (shared/unit_of_work.py)."""
+        return self._sessions()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session for one unit of work; the caller commits, anything raised rolls back."""
+        """A session for reading (writes go through a unit of work); anything raised rolls
+        back."""
         session = self._sessions()
         try:
             yield session
@@ -30,5 +49,16 @@ class Database:
         finally:
             session.close()
 
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A short transaction outside any session (bookkeeping such as the outbox)."""
+        if self._connection is not None:
+            with self._connection.begin_nested():
+                yield self._connection
+            return
+        with self.engine.begin() as connection:
+            yield connection
+
     def dispose(self) -> None:
-        self.engine.dispose()
+        if self._connection is None:
+            self.engine.dispose()

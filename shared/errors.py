@@ -33,6 +33,10 @@ class Conflict(ServiceError):
     status = 409
 
 
+class Gone(ServiceError):
+    status = 410
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
 

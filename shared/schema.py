@@ -3,6 +3,7 @@ imports each feature's model (SPEC.md "Entities")."""
 
 from shared.access.permission import UserPermission
 from shared.access.project import Project
+from shared.after_commit.outbox import OutboxEntry
 from shared.codelibs.model import CodeLib
 from shared.codes.model import Code
 from shared.logs.count import CodeLogCount
@@ -11,5 +12,6 @@ from shared.orm import Base
 from shared.runs.model import CodeRun
 
 __all__ = [
-    "Base", "Code", "CodeLib", "CodeLog", "CodeLogCount", "CodeRun", "Project", "UserPermission",
+    "Base", "Code", "CodeLib", "CodeLog", "CodeLogCount", "CodeRun", "OutboxEntry", "Project",
+    "UserPermission",
 ]

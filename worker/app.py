@@ -1,94 +1,55 @@
-"""The worker's Celery app: the shared factory plus this side's tasks and resources."""
+"""The worker's composition: its Celery tasks and what they run with, built from the process's
+platform once, at start."""
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
 from celery import Celery
 
-from shared.messaging.celery_app import make_celery
-from shared.settings import Settings
+from shared.platform import Platform
+from worker.callback_sender import CallbackSender
+from worker.outbox_sweeper import OutboxSweeper
+from worker.project_concurrency import ProjectGate
+from worker.run_executor import RunExecutor
 
 log = logging.getLogger(__name__)
 
 
-class WorkerContext:
-    """What a worker process holds: connections are made lazily, once per process."""
+class WorkerRuntime:
+    """What a worker process runs runs with: the executor (its sandbox, warm pool and
+    environments), the callback sender, the per-project gate and the outbox sweeper. Built
+    whole by `build`; `start` starts its threads (warm pool, firewall guard, sweeper) and
+    `stop` removes its containers."""
 
     def __init__(
         self,
-        settings: Settings,
-        worker_name: str,
-        celery: Celery,
-        languages: list[str] | None = None,
+        executor: RunExecutor,
+        callback_sender: CallbackSender,
+        project_gate: ProjectGate,
+        sweeper: OutboxSweeper,
+        languages: list[str],
     ) -> None:
-        self.settings = settings
-        self.worker_name = worker_name
-        self.celery = celery
-        self.languages = list(languages or [])
-        self._lock = threading.Lock()
-        self._pid: int | None = None
-        self._executor = None
-        self._callback_sender = None
-        self._gate = None
-        self._closers: list = []
+        self.executor = executor
+        self.callback_sender = callback_sender
+        self.project_gate = project_gate
+        self.sweeper = sweeper
+        self.languages = languages
+        self._started = threading.Event()
 
-    def executor(self):  # noqa: ANN201 - RunExecutor, imported lazily
-        with self._lock:
-            if self._executor is None or self._pid != os.getpid():
-                self._executor = self._build()
-                self._pid = os.getpid()
-            return self._executor
-
-    def callback_sender(self):  # noqa: ANN201 - CallbackSender, imported lazily
-        from worker.callback_sender import CallbackSender
-
-        db = self.executor().db  # one connection pool per process, shared with runs
-        with self._lock:
-            if self._callback_sender is None or self._callback_sender.db is not db:
-                self._callback_sender = CallbackSender(self.settings, db)
-            return self._callback_sender
-
-    def project_gate(self):  # noqa: ANN201 - ProjectGate, imported lazily
-        """The per-project cap, sharing the executor's connections (so, one per process)."""
-        from worker.project_concurrency import ProjectGate
-
-        executor = self.executor()
-        with self._lock:
-            if self._gate is None or self._gate.db is not executor.db:
-                self._gate = ProjectGate(self.settings, executor.db, executor.redis)
-            return self._gate
-
-    def close(self) -> None:
-        """The worker is stopping: remove its warm containers (pool and environments)."""
-        with self._lock:
-            closers, self._closers = self._closers, []
-        for close in closers:
-            try:
-                close()
-            except Exception:
-                log.exception("closing the fast path failed")
-
-    def _build(self):  # noqa: ANN202
+    @classmethod
+    def build(cls, platform: Platform, worker_name: str, languages: list[str]) -> WorkerRuntime:
         import docker
-        import redis
 
-        from shared.callbacks import delivery as callback_delivery
-        from shared.codes.model import TIMEOUT_DEFAULT
-        from shared.db import Database
-        from shared.logs.archive import LogArchive
-        from worker.images import engine_image_tag
         from worker.preparers.go_build import GoBuilder
-        from worker.run_executor import RunExecutor
         from worker.sandbox.run_activity import RunActivity
-        from worker.sandbox.sandbox import Sandbox, SandboxLimits
+        from worker.sandbox.sandbox import Sandbox
         from worker.warm.environments import WarmEnvironments
         from worker.warm.pool import ContainerReaper, WarmPool
 
-        settings = self.settings
+        settings = platform.settings
         client = (
             docker.DockerClient(base_url=settings.docker_host, timeout=30, max_pool_size=32)
             if settings.docker_host
@@ -98,45 +59,66 @@ class WorkerContext:
             client,
             settings,
             Path(settings.go_build_cache or Path(settings.state_dir) / "go-build-cache"),
-            labels={"codeactions.worker": self.worker_name},
+            labels={"codeactions.worker": worker_name},
         )
         activity = RunActivity()
-        reaper = ContainerReaper(client.api, activity=activity)
-        sandbox = Sandbox(client, settings, reaper=reaper, activity=activity)
-        sandbox.pool = WarmPool(
-            sandbox, self.worker_name, settings.warm_pool_size, settings.warm_pool_max_age
+        sandbox = Sandbox(
+            client, settings, reaper=ContainerReaper(client.api, activity=activity),
+            activity=activity,
+            pool=lambda sandbox: WarmPool(
+                sandbox, worker_name, settings.warm_pool_size, settings.warm_pool_max_age
+            ),
+            environments=lambda sandbox: WarmEnvironments(sandbox, settings, worker_name),
         )
-        sandbox.environments = WarmEnvironments(sandbox, settings, self.worker_name)
-        # Ready before the first run: the worker's own languages, networked (the default).
-        default_limits = SandboxLimits.for_code(settings, TIMEOUT_DEFAULT, network=True)
+        executor = RunExecutor(platform, sandbox, worker_name, preparers={"go": go_builder})
+        return cls(
+            executor=executor,
+            callback_sender=CallbackSender(settings, platform.db),
+            project_gate=ProjectGate(settings, platform.db, platform.redis),
+            sweeper=OutboxSweeper(platform.after_commit),
+            languages=languages,
+        )
+
+    def start(self) -> None:
+        """Ready before the first run: the worker's own languages, networked (the default)."""
+        from shared.codes.model import TIMEOUT_DEFAULT
+        from worker.images import engine_image_tag
+        from worker.sandbox.sandbox import SandboxLimits
+
+        sandbox = self.executor.sandbox
+        limits = SandboxLimits.for_code(self.executor.settings, TIMEOUT_DEFAULT, network=True)
         sandbox.firewall.start()
-        sandbox.pool.start([(engine_image_tag(lang), default_limits) for lang in self.languages])
-        self._closers = [sandbox.pool.close, sandbox.environments.close, reaper.close,
-                         sandbox.firewall.stop]
-        return RunExecutor(
-            settings=settings,
-            db=Database(settings),
-            redis_client=redis.Redis.from_url(settings.redis, socket_timeout=5),
-            archive=LogArchive(settings),
-            sandbox=sandbox,
-            worker_name=self.worker_name,
-            preparers={"go": go_builder},
-            on_callback=lambda run_id: callback_delivery.schedule(self.celery, run_id),
-        )
+        if sandbox.pool is not None:
+            sandbox.pool.start([(engine_image_tag(lang), limits) for lang in self.languages])
+        self.sweeper.start()
+        self._started.set()
+
+    def stop(self) -> None:
+        """The worker is stopping: remove its warm containers (pool and environments)."""
+        sandbox = self.executor.sandbox
+        closers = [self.sweeper.stop, sandbox.firewall.stop]
+        if sandbox.pool is not None:
+            closers.insert(0, sandbox.pool.close)
+        if sandbox.environments is not None:
+            closers.insert(1, sandbox.environments.close)
+        if sandbox.reaper is not None:
+            closers.append(sandbox.reaper.close)
+        for close in closers:
+            try:
+                close()
+            except Exception:
+                log.exception("stopping the worker's runtime failed")
 
 
-def create_worker_app(
-    settings: Settings, worker_name: str, languages: list[str] | None = None
-) -> Celery:
+def create_worker_app(platform: Platform, worker_name: str, languages: list[str]) -> Celery:
+    """The platform's Celery app with the worker's tasks, and the runtime they use."""
     from celery.signals import worker_ready, worker_shutdown
 
     from worker import tasks
 
-    app = make_celery(settings)
-    context = WorkerContext(settings, worker_name, app, languages)
-    app.conf.codeactions_context = context
-    tasks.register(app)
-    # Start the warm pool with the worker, not at its first run; empty it when it stops.
-    worker_ready.connect(lambda **_: context.executor(), weak=False)
-    worker_shutdown.connect(lambda **_: context.close(), weak=False)
-    return app
+    runtime = WorkerRuntime.build(platform, worker_name, languages)
+    tasks.register(platform.celery, runtime)
+    # The warm pool starts with the worker, not at its first run; it is emptied at the end.
+    worker_ready.connect(lambda **_: runtime.start(), weak=False)
+    worker_shutdown.connect(lambda **_: runtime.stop(), weak=False)
+    return platform.celery

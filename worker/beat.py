@@ -9,40 +9,15 @@ one is harmless (see `shared.housekeeping.jobs`).
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from celery import Celery
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
-from shared.messaging.celery_app import make_celery
 from shared.messaging.tasks import CLEAN_RETENTION, HOUSEKEEPING_QUEUE, REAP_STUCK_RUNS
+from shared.platform import Platform
 from shared.settings import Settings
-
-
-class HousekeepingContext:
-    """Connections of the beat process, made on first use."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._lock = threading.Lock()
-        self._parts: tuple | None = None
-
-    def parts(self):  # noqa: ANN201 - (Database, redis.Redis, LogArchive)
-        with self._lock:
-            if self._parts is None:
-                import redis
-
-                from shared.db import Database
-                from shared.logs.archive import LogArchive
-
-                self._parts = (
-                    Database(self.settings),
-                    redis.Redis.from_url(self.settings.redis, socket_timeout=10),
-                    LogArchive(self.settings),
-                )
-            return self._parts
 
 
 def schedule_file(settings: Settings) -> Path:
@@ -51,8 +26,8 @@ def schedule_file(settings: Settings) -> Path:
     return path
 
 
-def create_beat_app(settings: Settings) -> Celery:
-    app = make_celery(settings)
+def create_beat_app(platform: Platform) -> Celery:
+    settings, app = platform.settings, platform.celery
     hour, minute = settings.cleaner_schedule_time.split(":")
     interval = settings.stuck_run_check_interval
     app.conf.update(
@@ -77,19 +52,17 @@ def create_beat_app(settings: Settings) -> Celery:
             },
         },
     )
-    context = HousekeepingContext(settings)
 
     @app.task(name=CLEAN_RETENTION, ignore_result=True)
     def clean_retention() -> dict:
         from shared.housekeeping.jobs import run_cleaner
 
-        return run_cleaner(settings, *context.parts())
+        return run_cleaner(settings, platform.db, platform.redis, platform.archive)
 
     @app.task(name=REAP_STUCK_RUNS, ignore_result=True)
     def reap_stuck_runs() -> list[str]:
         from shared.housekeeping.jobs import run_reaper
 
-        db, redis_client, _ = context.parts()
-        return run_reaper(settings, db, redis_client, app)
+        return run_reaper(platform)
 
     return app

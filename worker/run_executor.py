@@ -1,8 +1,9 @@
 """Execute one run: claim it, run the code in the sandbox, store the outcome, signal the end.
 
 A redelivered task finds the run already claimed and does nothing, so the code never runs
-twice. Database writes per run: the claim, then one transaction with the logs and the final
-status. Logs go to S3 as one object. One completion signal.
+twice. Database writes per run: the claim, then one unit of work with the logs and the final
+status, whose after-commit steps signal the end, archive the logs to S3 as one object and
+schedule the callback.
 """
 
 from __future__ import annotations
@@ -11,21 +12,19 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
-from shared.db import Database
+from shared.after_commit.steps import Step, StepKind
 from shared.logs import store as log_store
-from shared.logs.archive import LogArchive
 from shared.observability import log_context
+from shared.platform import Platform
 from shared.runs import cancel_flag as cancellation
-from shared.runs import completion
 from shared.runs import store as run_store
-from shared.runs.model import COMPLETED, FAILED
-from shared.settings import Settings
+from shared.runs.ending import after_end
+from shared.runs.statuses import ExitReason, RunStatus
 from worker.images import engine_image_tag
 from worker.metrics import record_run
 from worker.preparers.preparer import CodePreparer, PreparationError
@@ -58,24 +57,18 @@ def engine_job(
 class RunExecutor:
     def __init__(
         self,
-        settings: Settings,
-        db: Database,
-        redis_client: redis.Redis,
-        archive: LogArchive,
+        platform: Platform,
         sandbox: Sandbox,
         worker_name: str | None = None,
         preparers: dict[str, CodePreparer] | None = None,
-        on_callback: Callable[[uuid.UUID], None] | None = None,
     ) -> None:
-        self.settings = settings
-        self.db = db
-        self.redis = redis_client
-        self.archive = archive
+        self.platform = platform
+        self.settings = platform.settings
+        self.db = platform.db
+        self.redis = platform.redis
         self.sandbox = sandbox
         self.worker_name = worker_name or socket.gethostname()
         self.preparers = preparers or {}
-        # Called after a run that asked for a callback is stored (schedules the delivery).
-        self.on_callback = on_callback
         self._image_tags: dict[str, str] = {}
 
     def image_for(self, language: str) -> str:
@@ -87,22 +80,17 @@ class RunExecutor:
     def execute(self, run_id: str) -> str | None:
         """Returns the final status, or None when the run was not ours to execute."""
         with self.sandbox.activity.running():
-            status, wants_callback = self._execute(run_id)
-        if wants_callback and self.on_callback is not None:
-            self.on_callback(uuid.UUID(run_id))
-        return status
+            return self._execute(run_id)
 
-    def _execute(self, run_id: str) -> tuple[str | None, bool]:
+    def _execute(self, run_id: str) -> str | None:
         rid = uuid.UUID(run_id)
-        with self.db.session() as session:
-            claimed = run_store.claim_with_code(session, rid, self.worker_name)
+        with self.platform.unit_of_work() as uow:
+            claimed = run_store.claim_with_code(uow.session, rid, self.worker_name)
             if claimed is None:  # claimed already, finished, or deleted with its code
-                session.rollback()
                 log.info("run %s already claimed or finished; skipping", run_id)
-                return None, False
-            session.commit()
+                return None
+            uow.commit()
             run, code = claimed
-            wants_callback = bool(run.callback)
             job = engine_job(code.source, run.params, run.body, run.headers)
             language, source = code.language, code.source
             log_context.bind(code_id=code.id)
@@ -128,20 +116,22 @@ class RunExecutor:
                 warm=warm,
             )
         except PreparationError as exc:
-            outcome = _failure("error", f"Action execution failed: {exc}")
+            outcome = _failure(ExitReason.ERROR, f"Action execution failed: {exc}")
             outcome.logs.append({"type": "error", "content": outcome.error, "at": time.time()})
         except Exception as exc:  # docker down, image missing: the run fails, the worker lives
             log.exception("sandbox failure for run %s", run_id)
-            outcome = _failure("sandbox_error", f"the sandbox could not run the code: {exc}")
+            outcome = _failure(
+                ExitReason.SANDBOX_ERROR, f"the sandbox could not run the code: {exc}"
+            )
         record_run(language, outcome.status, outcome.exit_reason, queue_wait,
                    time.monotonic() - begun, outcome.startup_seconds)
         try:
-            return self._store(rid, code_id, outcome), wants_callback
+            return self._store(rid, code_id, outcome)
         except Exception:
             # Never leave a claimed run `started`: record the failure without the output.
             log.exception("storing the outcome of run %s failed", run_id)
-            failure = _failure("store_error", "the run's output could not be stored")
-            return self._store(rid, None, failure), wants_callback
+            failure = _failure(ExitReason.STORE_ERROR, "the run's output could not be stored")
+            return self._store(rid, None, failure)
 
     def _cancelled(self, run_id: str) -> bool:
         try:
@@ -149,23 +139,23 @@ class RunExecutor:
         except redis.RedisError:  # cannot tell: keep running (the timeout still holds)
             return False
 
-
     def _store(self, run_id: uuid.UUID, code_id: uuid.UUID | None, outcome: SandboxOutcome) -> str:
-        status = COMPLETED if outcome.status == "completed" else FAILED
+        status = RunStatus.COMPLETED if outcome.status == "completed" else RunStatus.FAILED
         logs = self._log_rows(run_id, code_id, outcome)
-        if status == FAILED and outcome.exit_reason != "error":
+        if status == RunStatus.FAILED and outcome.exit_reason != ExitReason.ERROR:
             # Limits and kills become an error log too, so the run's logs tell the story.
             logs.append(self._row(run_id, code_id, len(logs), "error", outcome.error))
-        result = outcome.result if status == COMPLETED else (outcome.error or outcome.result)
+        completed = status == RunStatus.COMPLETED
+        result = outcome.result if completed else (outcome.error or outcome.result)
         extra = {"status_code": outcome.status_code, "content_type": outcome.content_type}
-        if status == FAILED:
+        if status == RunStatus.FAILED:
             extra = {"status_code": 500, "content_type": "json", "error": outcome.error}
-        with self.db.session() as session:
+        with self.platform.unit_of_work() as uow:
             # The run first: a run the reaper already ended writes nothing, and the insert's
             # trigger (the code's log count row, shared by its concurrent runs) holds its lock
             # only from here to the commit.
             finished = run_store.finish(
-                session,
+                uow.session,
                 run_id,
                 status,
                 result=result,
@@ -174,18 +164,14 @@ class RunExecutor:
                 container_id=outcome.container_id or None,
             )
             if not finished:  # someone else (the stuck-run reaper) already ended it
-                session.rollback()
                 return status
+            # Waiters first (steps run in the order registered): the logs are in PostgreSQL
+            # with the run, the S3 archive can follow.
+            after_end(uow, run_id, status, finished.wants_callback)
             if code_id is not None and logs:
-                log_store.add_batch(session, logs)
-            session.commit()
-        # Waiters first: the logs are in PostgreSQL already, the archive can follow.
-        try:
-            completion.publish_done(self.redis, str(run_id), status)
-        except redis.RedisError as exc:  # waiters fall back to re-reading the run
-            log.warning("completion signal for run %s not sent: %s", run_id, exc)
-        if code_id is not None and logs:
-            self._archive(run_id, code_id, logs)
+                log_store.add_batch(uow.session, logs)
+                uow.after_commit(Step(StepKind.ARCHIVE_LOGS, run_id, payload=logs))
+            uow.commit()
         return status
 
     def _log_rows(
@@ -221,16 +207,6 @@ class RunExecutor:
             "created_at": at,
             "updated_at": at,
         }
-
-    def _archive(self, run_id: uuid.UUID, code_id: uuid.UUID, logs: list[dict[str, Any]]) -> None:
-        try:
-            self.archive.put_run_logs(
-                str(run_id), str(code_id), logs[0]["created_at"],
-                [{**row, "id": str(row["id"]), "run_id": str(run_id), "code_id": str(code_id)}
-                 for row in logs],
-            )
-        except Exception as exc:  # the index in PostgreSQL already holds every log
-            log.warning("log archive for run %s failed: %s", run_id, exc)
 
 
 def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:

@@ -1,8 +1,8 @@
 """Run callbacks: when a run ends, a worker POSTs it to the caller's URL, retrying with
 backoff; every attempt is recorded on the run (`callback.attempts`).
 
-The API only stores the URL and, when it ends a run itself (cancelling a queued run),
-schedules the delivery; the sending is always done by a worker (worker/callback_sender.py).
+Whoever ends a run schedules its delivery as an after-commit step (shared/runs/ending.py);
+the sending is always done by a worker (worker/callback_sender.py).
 """
 
 from __future__ import annotations
@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from celery import Celery
-
+from shared.after_commit.steps import Step
 from shared.db import Database
-from shared.messaging.tasks import CALLBACK_QUEUE, DELIVER_CALLBACK
 from shared.runs import store as run_store
-from shared.runs.model import FINISHED, CodeRun
+from shared.runs.model import CodeRun
+from shared.runs.statuses import FINISHED
+
+if TYPE_CHECKING:
+    from shared.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +30,6 @@ MAX_DELAY_SECONDS = 600.0
 def new_callback(url: str) -> dict[str, Any]:
     """What a run stores when its caller asked for a callback."""
     return {"url": url, "status": PENDING, "attempts": []}
-
-
-def schedule(celery: Celery, run_id: uuid.UUID | str, countdown: float = 0) -> None:
-    """Hand the delivery to the workers. A broker failure is logged, not raised: the run
-    itself has ended and is stored; only its notification is late (the run stays
-    `callback.status = pending`, visible to whoever polls)."""
-    try:
-        celery.send_task(
-            DELIVER_CALLBACK, args=[str(run_id)], queue=CALLBACK_QUEUE,
-            routing_key=CALLBACK_QUEUE, countdown=countdown or None,
-        )
-    except Exception as exc:  # kombu raises many types; all mean "not enqueued"
-        log.error("callback of run %s not scheduled: %s", run_id, exc)
 
 
 def retry_delay(attempt: int, first_delay: float) -> float:
@@ -83,3 +72,17 @@ def record_attempt(
         recorded = run_store.record_callback_attempt(session, run_id, entry, status)
         session.commit()
     return status if recorded else GAVE_UP
+
+
+def give_up_unscheduled(uow: UnitOfWork, steps: list[Step], error: str) -> None:
+    """Expiry of SCHEDULE_CALLBACK: the broker never took the delivery; the callback is
+    recorded as failed with the reason, instead of staying `pending` for ever."""
+    entry = {
+        "attempt": 0,
+        "at": datetime.now(UTC).isoformat(),
+        "status_code": None,
+        "error": f"could not be scheduled: {error}",
+        "duration_ms": 0,
+    }
+    for step in steps:
+        run_store.record_callback_attempt(uow.session, step.run_id, entry, GAVE_UP)

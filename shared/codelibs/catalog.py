@@ -40,3 +40,11 @@ def sync_catalog(settings: Settings) -> int:
             return len(wanted)
     finally:
         db.dispose()
+
+
+def list_libraries(db: Database, language: str | None) -> list[CodeLib]:
+    statement = select(CodeLib).order_by(CodeLib.language, CodeLib.name)
+    if language:
+        statement = statement.where(CodeLib.language == language)
+    with db.session() as session:
+        return list(session.scalars(statement))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared.codes import store as code_store
 from shared.codes.model import (
@@ -19,6 +20,9 @@ from shared.errors import InvalidInput, NotFound
 from shared.ids import EntityId
 from shared.observability import metrics
 from shared.settings import LANGUAGES, Settings
+
+if TYPE_CHECKING:
+    from shared.platform import Platform
 
 
 @dataclass
@@ -111,7 +115,21 @@ def parse_project_uuid(value: str | None) -> uuid.UUID:
         raise InvalidInput(f"project_uuid must be a UUID, got {value!r}", "project_uuid") from None
 
 
-def create(db: Database, settings: Settings, data: CodeInput) -> Code:
+def get(db: Database, code_id: EntityId) -> Code:
+    with db.session() as session:
+        code = code_store.get(session, code_id)
+    if code is None:
+        raise NotFound("code not found")
+    return code
+
+
+def list_for_project(db: Database, project_uuid: uuid.UUID, code_type: str | None) -> list[Code]:
+    with db.session() as session:
+        return code_store.list_for_project(session, project_uuid, code_type)
+
+
+def create(platform: Platform, data: CodeInput) -> Code:
+    settings = platform.settings
     if data.language not in LANGUAGES:
         raise InvalidInput(
             f"language must be one of {', '.join(LANGUAGES)}, got {data.language!r}", "language"
@@ -129,17 +147,18 @@ def create(db: Database, settings: Settings, data: CodeInput) -> Code:
         compat=_check_compat(data.compat) if _given(data.compat) else "strict",
     )
     _check_source(settings, code.source)
-    with db.session() as session:
-        code_store.add(session, code)
-        session.commit()
+    with platform.unit_of_work() as uow:
+        code_store.add(uow.session, code)
+        uow.commit()
     metrics.record_code_created(code.project_uuid, code.id)
     return code
 
 
-def update(db: Database, settings: Settings, code_id: EntityId, data: CodeInput) -> Code:
+def update(platform: Platform, code_id: EntityId, data: CodeInput) -> Code:
     """Change only what was given; an empty source keeps the stored one (seed behaviour)."""
-    with db.session() as session:
-        code = code_store.get(session, code_id)
+    settings = platform.settings
+    with platform.unit_of_work() as uow:
+        code = code_store.get(uow.session, code_id)
         if code is None:
             raise NotFound("code not found")
         if data.name is not None:
@@ -159,16 +178,16 @@ def update(db: Database, settings: Settings, code_id: EntityId, data: CodeInput)
         if data.source:
             _check_source(settings, data.source)
             code.source = data.source
-        session.flush()
-        session.commit()
-        metrics.record_code_updated(code.project_uuid, code.id)
-        return code
+        uow.session.flush()
+        uow.commit()
+    metrics.record_code_updated(code.project_uuid, code.id)
+    return code
 
 
-def delete(db: Database, code_id: EntityId) -> None:
-    with db.session() as session:
-        code = code_store.get(session, code_id)
+def delete(platform: Platform, code_id: EntityId) -> None:
+    with platform.unit_of_work() as uow:
+        code = code_store.get(uow.session, code_id)
         if code is None:
             raise NotFound("code not found")
-        code_store.delete(session, code)
-        session.commit()
+        code_store.delete(uow.session, code)
+        uow.commit()

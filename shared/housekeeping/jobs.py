@@ -12,16 +12,18 @@ import logging
 import os
 import socket
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-from celery import Celery
 
 from shared.db import Database
 from shared.housekeeping import retention
 from shared.logs.archive import LogArchive
 from shared.runs import stuck_runs
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +87,8 @@ def run_cleaner(
     return result
 
 
-def run_reaper(
-    settings: Settings, db: Database, redis_client: redis.Redis, celery: Celery
-) -> list[str]:
-    reaped = stuck_runs.reap(db, redis_client, settings.stuck_run_margin, celery)
+def run_reaper(platform: Platform) -> list[str]:
+    reaped = stuck_runs.reap(platform, platform.settings.stuck_run_margin)
     if reaped:
         log.warning("ended %d lost runs", len(reaped),
                     extra={"event": "reaper.done", "runs": [str(r) for r in reaped]})

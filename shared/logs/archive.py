@@ -7,10 +7,14 @@ walk `{prefix}/logs/{YYYY}/{MM}/{DD}/{run_id}/{code_id}/` keep working.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.db import Database
 
 
 class LogArchive:
@@ -118,3 +122,24 @@ class LogArchive:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
             for entry in page.get("Contents", [])
         ]
+
+
+def archive_run_logs(
+    archive: LogArchive, db: Database, run_id: uuid.UUID, logs: list[dict[str, Any]] | None
+) -> None:
+    """Write a run's logs to S3 as one object (read from PostgreSQL unless given)."""
+    if not archive.enabled:
+        return
+    if logs is None:
+        from shared.logs import store as log_store
+
+        with db.session() as session:
+            logs = log_store.for_run(session, run_id)
+    if not logs:
+        return
+    code_id = str(logs[0]["code_id"])
+    archive.put_run_logs(
+        str(run_id), code_id, logs[0]["created_at"],
+        [{**row, "id": str(row["id"]), "run_id": str(run_id), "code_id": code_id}
+         for row in logs],
+    )

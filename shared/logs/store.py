@@ -88,3 +88,12 @@ def delete_for_runs(session: Session, run_ids: list[uuid.UUID]) -> int:
     if not run_ids:
         return 0
     return session.execute(delete(CodeLog).where(CodeLog.run_id.in_(run_ids))).rowcount or 0
+
+
+def for_run(session: Session, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    """A run's logs in call order, as the rows the worker wrote (to archive them again)."""
+    table = CodeLog.__table__
+    rows = session.connection().execute(
+        select(table).where(table.c.run_id == run_id).order_by(table.c.seq)
+    )
+    return [dict(row._mapping) for row in rows]

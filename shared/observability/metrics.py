@@ -109,3 +109,14 @@ def record_rate_limit_fail_open() -> None:
 
 def record_run_elapsed(project_uuid: object, code_id: object, seconds: float) -> None:
     request_metrics().run_elapsed.labels(str(project_uuid), str(code_id)).observe(seconds)
+
+
+@functools.cache
+def after_commit_failures() -> Counter:
+    """Steps after a commit that failed (any process): a broker, Redis or S3 in trouble."""
+    return Counter(
+        "codeactions_after_commit_failures",
+        "After-commit steps (enqueue, completion signal, callback scheduling, log archiving) "
+        "that failed and were retried or expired by the outbox policy",
+        ["step"],
+    )

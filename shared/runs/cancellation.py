@@ -2,42 +2,45 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import redis
-from celery import Celery
 
-from shared.callbacks import delivery as callback_delivery
-from shared.db import Database
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, Unavailable
 from shared.ids import EntityId
-from shared.runs import cancel_flag as cancellation
-from shared.runs import completion
+from shared.runs import cancel_flag
 from shared.runs import store as run_store
-from shared.runs.model import FAILED, FINISHED, QUEUED, CodeRun
+from shared.runs.ending import after_end
+from shared.runs.model import CodeRun
+from shared.runs.statuses import FINISHED, ExitReason, RunStatus
 
-CANCELLED = "cancelled"
+if TYPE_CHECKING:
+    from shared.platform import Platform
 
 
-def cancel(
-    db: Database, redis_client: redis.Redis, celery: Celery, run_id: EntityId
-) -> CodeRun:
+def cancel(platform: Platform, run_id: EntityId) -> CodeRun:
     """Returns the run as it stands; `Conflict` if it had already ended otherwise."""
-    with db.session() as session:
-        run = run_store.get(session, run_id)
+    with platform.unit_of_work() as uow:
+        run = run_store.get(uow.session, run_id)
         if run is None:
             raise NotFound("run not found")
         # Only a still-queued run can be ended here; the worker's claim then finds it taken.
-        ended_here = run_store.finish(
-            session, run.id, FAILED, from_status=QUEUED, result=CANCELLED, exit_reason=CANCELLED
+        ended = run_store.finish(
+            uow.session, run.id, RunStatus.FAILED, from_status=RunStatus.QUEUED,
+            result=ExitReason.CANCELLED, exit_reason=ExitReason.CANCELLED,
         )
-        session.commit()
-        session.refresh(run)
-    if ended_here:
-        completion.publish_done(redis_client, str(run.id), FAILED)
-        if run.callback:  # no worker will touch this run: schedule its callback here
-            callback_delivery.schedule(celery, run.id)
-    elif run.status in FINISHED:
-        if run.exit_reason != CANCELLED:  # a second cancel changes nothing
+        if ended:  # no worker will touch this run: wake its waiters, send its callback
+            after_end(uow, run.id, RunStatus.FAILED, ended.wants_callback)
+        uow.commit()
+        uow.session.refresh(run)
+    if ended:
+        return run
+    if run.status in FINISHED:
+        if run.exit_reason != ExitReason.CANCELLED:  # a second cancel changes nothing
             raise Conflict(f"run already {run.status}", field="status")
-    else:
-        cancellation.request_cancel(redis_client, str(run.id))
+        return run
+    try:
+        cancel_flag.request_cancel(platform.redis, str(run.id))
+    except redis.RedisError as exc:
+        raise Unavailable("cannot reach the running run's worker (Redis unavailable)") from exc
     return run

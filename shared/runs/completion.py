@@ -34,6 +34,17 @@ def publish_done(client: redis.Redis, run_id: str, status: str) -> None:
     client.publish(channel(run_id), status)
 
 
+def publish_many(client: redis.Redis, done: list[tuple[str, str]]) -> None:
+    """(run id, status) pairs in one round trip."""
+    if len(done) == 1:
+        publish_done(client, *done[0])
+        return
+    pipeline = client.pipeline(transaction=False)
+    for run_id, status in done:
+        pipeline.publish(channel(run_id), status)
+    pipeline.execute()
+
+
 class _Waiting:
     def __init__(self) -> None:
         self.event = threading.Event()

@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from shared.runs.model import RUN_STATUSES
+from shared.runs.statuses import RunStatus
 
 
 class RunDocumentSchema(Schema):
@@ -15,7 +15,7 @@ class RunDocumentSchema(Schema):
     mongo_object_id = fields.String(allow_none=True)
     code_id = fields.UUID()
     code_mongo_id = fields.String(allow_none=True)
-    status = fields.String(validate=validate.OneOf(RUN_STATUSES))
+    status = fields.String(validate=validate.OneOf([status.value for status in RunStatus]))
     result = fields.String()
     extra = fields.Dict()
     params = fields.Dict()

@@ -12,10 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.codes import model as _codes  # noqa: F401 - registers `codes`, its FK's table
 from shared.orm import Base, Timestamps, UuidPk
-
-QUEUED, STARTED, COMPLETED, FAILED = "queued", "started", "completed", "failed"
-RUN_STATUSES = (QUEUED, STARTED, COMPLETED, FAILED)
-FINISHED = (COMPLETED, FAILED)
+from shared.runs.statuses import RunStatus
 
 
 class CodeRun(UuidPk, Timestamps, Base):
@@ -36,7 +33,7 @@ class CodeRun(UuidPk, Timestamps, Base):
         Uuid, ForeignKey("codes.id", ondelete="CASCADE"), nullable=False
     )
     code_mongo_id: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default=QUEUED)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=RunStatus.QUEUED)
     result: Mapped[str] = mapped_column(Text, nullable=False, default="")
     extra: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
     params: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
@@ -50,4 +47,5 @@ class CodeRun(UuidPk, Timestamps, Base):
     exit_reason: Mapped[str | None] = mapped_column(String(64))
     # Where the finished run is POSTed, and how each delivery attempt went:
     # {"url": …, "status": pending|delivered|failed, "attempts": [{…}, …]}; None: no callback.
-    callback: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # none_as_null: "no callback" is SQL NULL, never the JSON `null` (which IS NOT NULL).
+    callback: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))

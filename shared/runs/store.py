@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from shared.codes.model import Code
 from shared.ids import EntityId
-from shared.runs.model import QUEUED, STARTED, CodeRun
+from shared.runs.model import CodeRun
+from shared.runs.statuses import RunStatus
 
 
 def get(session: Session, run_id: EntityId) -> CodeRun | None:
@@ -95,26 +97,39 @@ def _claim_statement() -> Any:
     runs, codes = CodeRun.__table__, Code.__table__
     return (
         update(runs)
-        .where(runs.c.id == bindparam("claimed_run_id"), runs.c.status == QUEUED,
+        .where(runs.c.id == bindparam("claimed_run_id"), runs.c.status == RunStatus.QUEUED,
                codes.c.id == runs.c.code_id)
-        .values(status=STARTED, started_at=func.now(), worker=bindparam("claiming_worker"),
-                updated_at=func.now())
+        .values(status=RunStatus.STARTED, started_at=func.now(),
+                worker=bindparam("claiming_worker"), updated_at=func.now())
         .returning(*(c.label("run_" + c.name) for c in runs.c),
                    *(c.label("code_" + c.name) for c in codes.c))
     )
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A run this call ended (it was still in `from_status`)."""
+
+    wants_callback: bool
+
+
 def finish(
-    session: Session, run_id: uuid.UUID, status: str, from_status: str = STARTED, **values: Any
-) -> bool:
-    """Move a run from `from_status` to its final status; False if it was no longer there."""
+    session: Session, run_id: uuid.UUID, status: str, from_status: str = RunStatus.STARTED,
+    **values: Any,
+) -> Finished | None:
+    """Move a run from `from_status` to its final status; None if it was no longer there."""
     params = {f"set_{name}": value for name, value in values.items()}
     finished = session.connection().execute(
         _finish_statement(tuple(sorted(values))),
         {"finished_run_id": run_id, "from_status": from_status, "final_status": status,
          **params},
     ).first()
-    return finished is not None
+    return None if finished is None else Finished(wants_callback=finished.wants_callback)
+
+
+def _wants_callback(callback: Any) -> Any:
+    """A callback object (older rows may hold a JSON `null` for "none")."""
+    return func.coalesce(func.jsonb_typeof(callback) == "object", False)
 
 
 @functools.cache
@@ -127,7 +142,7 @@ def _finish_statement(names: tuple[str, ...]) -> Any:
                runs.c.status == bindparam("from_status"))
         .values(status=bindparam("final_status"), finished_at=func.now(), updated_at=func.now(),
                 **{name: bindparam(f"set_{name}", type_=runs.c[name].type) for name in names})
-        .returning(runs.c.id)
+        .returning(runs.c.id, _wants_callback(runs.c.callback).label("wants_callback"))
     )
 
 
@@ -162,7 +177,7 @@ def project_of_queued(session: Session, run_id: uuid.UUID) -> uuid.UUID | None:
     return session.scalar(
         select(Code.project_uuid)
         .join(CodeRun, CodeRun.code_id == Code.id)
-        .where(CodeRun.id == run_id, CodeRun.status == QUEUED)
+        .where(CodeRun.id == run_id, CodeRun.status == RunStatus.QUEUED)
     )
 
 
@@ -194,9 +209,9 @@ def stuck_started(
     )
     query = (
         select(CodeRun.id, CodeRun.code_id, CodeRun.worker,
-               CodeRun.callback.isnot(None).label("wants_callback"))
+               _wants_callback(CodeRun.callback).label("wants_callback"))
         .join(Code, Code.id == CodeRun.code_id)
-        .where(CodeRun.status == STARTED, overdue)
+        .where(CodeRun.status == RunStatus.STARTED, overdue)
         .order_by(CodeRun.started_at).limit(limit)
     )
     return [(row.id, row.code_id, row.worker, row.wants_callback)

@@ -1,23 +1,27 @@
-"""Create a run and hand it to its language's queue: commit first, enqueue after."""
+"""Create runs and hand them to their language's queue: commit first, enqueue after (an
+after-commit step of the same unit of work)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from celery import Celery
-
+from shared.after_commit.steps import Step, StepKind
 from shared.callbacks import delivery as callback_delivery
 from shared.codes.model import Code
-from shared.db import Database
 from shared.errors import PayloadTooLarge, Saturated, Unavailable
 from shared.messaging.queue_depth import QueueDepth
-from shared.messaging.tasks import RUN_CODE, run_queue
 from shared.observability import metrics
 from shared.runs import store as run_store
-from shared.runs.model import FAILED, QUEUED, CodeRun
+from shared.runs.ending import after_end
+from shared.runs.model import CodeRun
+from shared.runs.statuses import ExitReason, RunStatus
+
+if TYPE_CHECKING:
+    from shared.platform import Platform
+    from shared.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +57,21 @@ class RunRequest:
     body: str = ""
     headers: dict[str, list[str]] = field(default_factory=dict)
     callback_url: str | None = None
+    #: Known before the run exists, so a waiter can listen for its end before it is queued.
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
-def create_run(db: Database, request: RunRequest) -> CodeRun:
-    return create_runs(db, [request])[0]
-
-
-def create_runs(db: Database, requests: list[RunRequest]) -> list[CodeRun]:
-    """All the runs in one transaction: a batch is created whole or not at all."""
+def submit(platform: Platform, requests: list[RunRequest]) -> list[CodeRun]:
+    """Create the runs in one transaction and enqueue them after its commit, all in one
+    broker transaction: a batch is created and enqueued whole. If the broker refuses, every
+    run of the call is ended (`enqueue_failed`, its waiters signalled, its callback sent) and
+    the caller gets `Unavailable`: nothing of it will ever execute."""
     runs = [
         CodeRun(
-            id=uuid.uuid4(),
+            id=item.run_id,
             code_id=item.code.id,
             code_mongo_id=item.code.mongo_object_id,
-            status=QUEUED,
+            status=RunStatus.QUEUED,
             params=item.params,
             body=item.body,
             headers=item.headers,
@@ -77,43 +82,27 @@ def create_runs(db: Database, requests: list[RunRequest]) -> list[CodeRun]:
         )
         for item in requests
     ]
-    with db.session() as session:
-        for run in runs:
-            run_store.add(session, run)
-        session.commit()
+    with platform.unit_of_work() as uow:
+        for run, item in zip(runs, requests, strict=True):
+            run_store.add(uow.session, run)
+            uow.after_commit(Step(StepKind.ENQUEUE_RUN, run.id, {"language": item.code.language}))
+        uow.commit()
     for item in requests:
         metrics.record_run_requested(item.code.project_uuid, item.code.id)
+    if uow.failed(StepKind.ENQUEUE_RUN):
+        raise Unavailable("the run queue is unavailable, try again later")
     return runs
 
 
-def enqueue_all(db: Database, celery: Celery, runs: list[tuple[CodeRun, str]]) -> None:
-    """Enqueue in order; if the broker fails midway, the rest end failed too, none stuck."""
-    for index, (run, language) in enumerate(runs):
-        try:
-            enqueue(db, celery, run, language)
-        except Unavailable:
-            for rest, _ in runs[index + 1 :]:
-                _mark_not_enqueued(db, rest.id)
-            raise
-
-
-def enqueue(db: Database, celery: Celery, run: CodeRun, language: str) -> None:
-    """Publish the run's task; if the broker refuses, the run ends failed, not stuck queued."""
-    try:
-        celery.send_task(
-            RUN_CODE, args=[str(run.id)], queue=run_queue(language), routing_key=run_queue(language)
+def end_undispatched(uow: UnitOfWork, steps: list[Step], error: str) -> None:
+    """Expiry of ENQUEUE_RUN: runs that never reached their queue end `failed` (if still
+    queued), their waiters are woken and their callbacks sent."""
+    message = f"could not enqueue the run: {error}"
+    for step in steps:
+        ended = run_store.finish(
+            uow.session, step.run_id, RunStatus.FAILED, from_status=RunStatus.QUEUED,
+            result=message, exit_reason=ExitReason.ENQUEUE_FAILED,
+            extra={"status_code": 503, "content_type": "json", "error": message},
         )
-    except Exception as exc:  # kombu raises many types; all mean "not enqueued"
-        log.error("enqueue failed for run %s: %s", run.id, exc)
-        _mark_not_enqueued(db, run.id)
-        raise Unavailable("the run queue is unavailable, try again later") from exc
-    metrics.record_submitted(language)
-
-
-def _mark_not_enqueued(db: Database, run_id: uuid.UUID) -> None:
-    with db.session() as session:
-        run_store.finish(
-            session, run_id, FAILED, from_status=QUEUED,
-            result="could not enqueue the run: broker unavailable", exit_reason="enqueue_failed",
-        )
-        session.commit()
+        if ended:
+            after_end(uow, step.run_id, RunStatus.FAILED, ended.wants_callback)

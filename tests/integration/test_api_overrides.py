@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from api.app import create_app
+from codeactions.bootstrap import bootstrap
 from tests.integration.helpers import create_code
 
 
@@ -14,7 +15,7 @@ def make_client(platform):  # noqa: ANN001, ANN201
     apps = []
 
     def _make(**overrides: object):  # noqa: ANN202
-        app = create_app(platform.settings(**overrides))
+        app = create_app(bootstrap(platform.settings(**overrides)))
         apps.append(app)
         return app.test_client()
 

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from api.app import create_app
+from codeactions.bootstrap import bootstrap
 from shared.access.permission_sync import apply_permission_event
 from tests.integration.identity_provider import REALM
 
@@ -24,7 +25,7 @@ def apps(platform, idp):  # noqa: ANN001, ANN201
 
     def _make(**overrides: object):  # noqa: ANN202
         settings = dict(oidc_auth_enabled=True, oidc_host=idp.url, oidc_realm=REALM)
-        app = create_app(platform.settings(**{**settings, **overrides}))
+        app = create_app(bootstrap(platform.settings(**{**settings, **overrides})))
         made.append(app)
         return app.test_client()
 

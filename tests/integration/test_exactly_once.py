@@ -6,13 +6,14 @@ import time
 import uuid
 
 import docker
-import redis
 from sqlalchemy import func, select
 
+from codeactions.bootstrap import bootstrap
 from shared.codes.model import Code
 from shared.logs.model import CodeLog
+from shared.messaging import dispatch
 from shared.messaging.celery_app import make_celery
-from shared.runs import submission as run_submission
+from shared.runs import store as run_store
 from shared.runs.model import CodeRun
 from tests.integration.helpers import create_code
 from worker.run_executor import RunExecutor
@@ -22,9 +23,14 @@ SOURCE = "def Run(engine):\n    engine.log.info('executed')\n"
 
 
 def _new_run(db, code_id: str) -> CodeRun:  # noqa: ANN001
+    """A queued run that nobody enqueued (the test delivers it itself)."""
     with db.session() as session:
         code = session.get(Code, uuid.UUID(code_id))
-    return run_submission.create_run(db, run_submission.RunRequest(code))
+        run = CodeRun(id=uuid.uuid4(), code_id=code.id, status="queued", params={}, body="",
+                      headers={}, extra={}, result="")
+        run_store.add(session, run)
+        session.commit()
+    return run
 
 
 def _log_count(db, run_id: uuid.UUID) -> int:  # noqa: ANN001
@@ -33,12 +39,12 @@ def _log_count(db, run_id: uuid.UUID) -> int:  # noqa: ANN001
             select(func.count()).select_from(CodeLog).where(CodeLog.run_id == run_id))
 
 
-def test_executing_a_claimed_run_again_does_nothing(platform, db, s3):
+def test_executing_a_claimed_run_again_does_nothing(platform, db):
     code = create_code(platform, SOURCE, type="flow")
     run = _new_run(db, code["id"])
     settings = platform.settings()
-    executor = RunExecutor(settings, db, redis.Redis.from_url(settings.redis), s3,
-                           Sandbox(docker.from_env(), settings), worker_name="test-executor")
+    executor = RunExecutor(bootstrap(settings), Sandbox(docker.from_env(), settings),
+                           worker_name="test-executor")
     assert executor.execute(str(run.id)) == "completed"
     assert executor.execute(str(run.id)) is None  # the redelivery finds it claimed
     assert _log_count(db, run.id) == 1
@@ -49,7 +55,7 @@ def test_duplicate_deliveries_through_the_broker_execute_once(platform, db):
     run = _new_run(db, code["id"])
     celery = make_celery(platform.settings())
     for _ in range(3):  # the same task delivered three times
-        run_submission.enqueue(db, celery, run, "python")
+        dispatch.publish_runs(celery, [(run.id, "python")])
     deadline = time.monotonic() + 60
     status = None
     while time.monotonic() < deadline:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from api.app import create_app
+from codeactions.bootstrap import bootstrap
 from shared.access.permission import UserPermission
 from shared.access.project import Project
 from tests.integration.event_broker import ConsumerProcess, Publisher, eventually
@@ -60,8 +61,8 @@ def broker(platform, consumer) -> Iterator[Publisher]:  # noqa: ANN001
 
 @pytest.fixture(scope="module")
 def api(platform, idp):  # noqa: ANN001, ANN201
-    app = create_app(platform.settings(oidc_auth_enabled=True, oidc_host=idp.url,
-                                       oidc_realm=REALM))
+    app = create_app(bootstrap(platform.settings(oidc_auth_enabled=True, oidc_host=idp.url,
+                                       oidc_realm=REALM)))
     yield app.test_client()
     app.extensions["codeactions"].db.dispose()
 

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from api.app import create_app
+from codeactions.bootstrap import bootstrap
 from shared.runs.model import CodeRun
 from tests.integration.event_broker import eventually
 from tests.integration.helpers import create_code
@@ -35,7 +36,7 @@ def capped(platform, private_broker):  # noqa: ANN001, ANN201
     worker = spawn_child(["worker", "--language", "python", "--concurrency", "4"], env)
     settings = platform.settings(rabbitmq_url=private_broker.url,
                                  worker_id=env["FLOWS_CODE_ACTIONS_WORKER_ID"])
-    app = create_app(settings)
+    app = create_app(bootstrap(settings))
     try:
         destination = [f"{worker_name(['python'], settings)}@{socket.gethostname()}"]
         control = make_celery(settings).control

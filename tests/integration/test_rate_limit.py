@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from api.app import create_app
 from api.rate_limit import CodeRateLimiter
+from codeactions.bootstrap import bootstrap
 from codeactions.local.platform import wait_for_http
 from tests.conftest import TEST_BASE_PORT
 from tests.integration.helpers import create_code
@@ -55,7 +56,7 @@ def test_an_unreachable_redis_fails_open_with_a_log_and_a_metric(platform, caplo
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         dead = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
-    app = create_app(platform.settings(code_limiter_max_requests=1))
+    app = create_app(bootstrap(platform.settings(code_limiter_max_requests=1)))
     # Only the limiter loses Redis; the run still completes through the real one.
     app.extensions["codeactions"].limiter = CodeRateLimiter(dead, 1, 60)
     client = app.test_client()

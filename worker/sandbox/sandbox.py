@@ -195,18 +195,21 @@ class Sandbox:
         settings: Settings,
         reaper: ContainerReaper | None = None,
         activity: RunActivity | None = None,
+        pool: Callable[[Sandbox], WarmPool] | None = None,
+        environments: Callable[[Sandbox], WarmEnvironments] | None = None,
     ) -> None:
+        """`pool` and `environments` make the fast paths from this sandbox (they start
+        containers through it); without them every run starts its own container."""
         self.client = client  # docker.DockerClient
         self.settings = settings
         self.reaper = reaper
         # Runs in flight (the executor marks them): pool refills and container removals
         # wait for a quiet moment.
         self.activity = activity or RunActivity()
-        # Set by the worker once built (they need this sandbox themselves).
-        self.pool: WarmPool | None = None
-        self.environments: WarmEnvironments | None = None
         # Checked on the spot when stale; a worker also keeps it checked in the background.
         self.firewall = FirewallGuard(settings)
+        self.pool: WarmPool | None = pool(self) if pool else None
+        self.environments: WarmEnvironments | None = environments(self) if environments else None
 
     @functools.cached_property
     def link(self) -> SandboxLink:

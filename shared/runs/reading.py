@@ -1,0 +1,54 @@
+"""Reading runs: one by id (UUID or legacy ObjectID), a code's runs page by page."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from shared.codes.model import Code
+from shared.db import Database
+from shared.errors import NotFound
+from shared.ids import EntityId
+from shared.runs import store as run_store
+from shared.runs.model import CodeRun
+
+
+def get(db: Database, run_id: EntityId) -> CodeRun:
+    with db.session() as session:
+        run = run_store.get(session, run_id)
+    if run is None:
+        raise NotFound("run not found")
+    return run
+
+
+def get_with_code(db: Database, run_id: EntityId) -> tuple[CodeRun, Code | None]:
+    """The run and its code (None when the code was deleted)."""
+    with db.session() as session:
+        run = run_store.get(session, run_id)
+        if run is None:
+            raise NotFound("run not found")
+        return run, session.get(Code, run.code_id)
+
+
+def reread(db: Database, run_id: uuid.UUID) -> CodeRun | None:
+    """The run as stored now (after a wait)."""
+    with db.session() as session:
+        return session.get(CodeRun, run_id)
+
+
+def page_for_code(
+    db: Database,
+    code_id: uuid.UUID,
+    *,
+    after: datetime | None,
+    before: datetime | None,
+    status: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[CodeRun], int]:
+    """A page of a code's runs, newest first, and how many there are in all."""
+    filters = {"after": after, "before": before, "status": status}
+    with db.session() as session:
+        total = run_store.count_for_code(session, code_id, **filters)
+        runs = run_store.list_for_code(session, code_id, **filters, offset=offset, limit=limit)
+    return runs, total

@@ -1,0 +1,70 @@
+"""One unit of work: one transaction, and the steps that must follow its commit.
+
+Services own the transaction: they open a unit of work, change rows through the stores,
+register what must happen once the change is durable (`after_commit`), and commit. Nothing
+registered runs unless the commit succeeds; durable steps go to the outbox in the same
+transaction, so a crash right after the commit cannot lose them. What a failed step leads
+to is decided once, in shared/after_commit/steps.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session
+
+from shared.after_commit import outbox
+from shared.after_commit.runner import StepFailure
+from shared.after_commit.steps import POLICIES, Step, StepKind
+
+if TYPE_CHECKING:
+    from shared.after_commit.runner import AfterCommitRunner
+    from shared.db import Database
+
+
+class UnitOfWork:
+    def __init__(self, db: Database, runner: AfterCommitRunner) -> None:
+        self._db = db
+        self._runner = runner
+        self._steps: list[Step] = []
+        self._session: Session | None = None
+        self._committed = False
+        #: Steps that failed after the commit (already handled by the failure policy).
+        self.failures: list[StepFailure] = []
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("a unit of work is used inside its `with` block")
+        return self._session
+
+    def __enter__(self) -> UnitOfWork:
+        self._session = self._db.new_session()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            if not self._committed:
+                session.rollback()
+            session.close()  # objects stay usable, detached with what they hold
+        self._steps = []
+
+    def after_commit(self, step: Step) -> None:
+        """Run `step` once this unit of work has committed (never if it does not)."""
+        self._steps.append(step)
+
+    def commit(self) -> list[StepFailure]:
+        """Commit, then run the registered steps; returns those that failed."""
+        steps, self._steps = self._steps, []
+        durable = [step for step in steps if POLICIES[step.kind].durable]
+        ids = iter(outbox.add(self.session, durable))
+        self.session.commit()
+        self._committed = True
+        numbered = [(step, next(ids) if POLICIES[step.kind].durable else None)
+                    for step in steps]
+        self.failures = self._runner.run(numbered) if numbered else []
+        return self.failures
+
+    def failed(self, kind: StepKind) -> list[StepFailure]:
+        return [failure for failure in self.failures if failure.kind == kind]
