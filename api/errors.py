@@ -34,6 +34,8 @@ def register_error_handlers(app: Flask) -> None:
     def _service_error(err: ServiceError):  # noqa: ANN202
         response, status = error_response(err.status, err.message, field=err.field)
         retry_after = getattr(err, "retry_after", None)
+        if retry_after is None and err.status == 503:  # every 503 says when to come back
+            retry_after = RETRY_AFTER_SECONDS
         if retry_after:
             response.headers["Retry-After"] = str(retry_after)
         response.headers.update(getattr(err, "headers", {}))
@@ -54,5 +56,37 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):  # noqa: ANN202
+        down = dependency_down(err)
+        if down is not None:  # an outage, not a bug: the caller may retry
+            log.warning("%s unavailable: %s", down, err)
+            response, status = error_response(
+                503, f"{down} is unavailable, try again shortly", unavailable=down
+            )
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response, status
         log.exception("unhandled error")
         return error_response(500, "internal error")
+
+
+#: What a caller is told to wait during a dependency outage (services restart in seconds).
+RETRY_AFTER_SECONDS = 5
+
+
+def dependency_down(err: BaseException) -> str | None:
+    """The name of the dependency whose outage raised `err` (None: not an outage)."""
+    import kombu.exceptions
+    import redis
+    import sqlalchemy.exc
+
+    if isinstance(err, sqlalchemy.exc.DBAPIError) and (
+        err.connection_invalidated
+        or isinstance(err, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
+    ):
+        return "PostgreSQL"
+    if isinstance(err, sqlalchemy.exc.TimeoutError | sqlalchemy.exc.DisconnectionError):
+        return "PostgreSQL"
+    if isinstance(err, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+        return "Redis"
+    if isinstance(err, kombu.exceptions.OperationalError | kombu.exceptions.ConnectionError):
+        return "the broker (RabbitMQ)"
+    return None

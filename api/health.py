@@ -70,6 +70,25 @@ def _workers(c: ApiContext) -> dict[str, Any]:
     return {"queues": live}
 
 
+def _docker(c: ApiContext) -> dict[str, Any]:
+    """Each language has a live worker whose Docker engine answers (from their heartbeats)."""
+    from shared.observability import worker_registry
+
+    languages = [x.strip() for x in c.settings.health_worker_languages.split(",") if x.strip()]
+    answering = {
+        language: sum(
+            w.docker_ok
+            for w in worker_registry.live(c.redis, language, c.settings.worker_heartbeat_ttl)
+        )
+        for language in languages
+    }
+    lacking = [language for language, count in answering.items() if count == 0]
+    if lacking:
+        raise NoLiveWorker(f"no worker with a working Docker for {', '.join(lacking)}",
+                           {"workers_with_docker": answering})
+    return {"workers_with_docker": answering}
+
+
 def _check_all(c: ApiContext) -> dict[str, Any]:
     from sqlalchemy import text
 
@@ -86,7 +105,7 @@ def _check_all(c: ApiContext) -> dict[str, Any]:
             c.archive.ping()
 
     checks = {"database": database, "redis": c.redis.ping, "broker": broker, "s3": s3,
-              "workers": lambda: _workers(c)}
+              "workers": lambda: _workers(c), "docker": lambda: _docker(c)}
     return {name: _timed(check) for name, check in checks.items()}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from api.client_connection import ClientConnection
 from api.context import ApiContext
 from api.request_input import first_query_values, header_lists, raw_body
 from shared.codes.model import Code
-from shared.errors import Conflict, Gone
+from shared.errors import Conflict, Gone, NotFound, Unavailable
 from shared.ids import EntityId
 from shared.observability import log_context, metrics
 from shared.runs import cancellation as run_cancellation
@@ -18,7 +19,7 @@ from shared.runs import reading as run_reading
 from shared.runs import submission as run_submission
 from shared.runs.completion import CompletionWaiter
 from shared.runs.model import CodeRun
-from shared.runs.statuses import FINISHED
+from shared.runs.statuses import FINISHED, ExitReason
 
 
 @dataclass
@@ -41,13 +42,14 @@ def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
     log_context.bind(run_id=request.run_id, code_id=code.id)
     client = ClientConnection.of_request()
     # Listen before the run exists: its end cannot be signalled before we listen.
-    with CompletionWaiter(c.redis, str(request.run_id)) as waiter:
+    ended = functools.partial(run_reading.has_ended, c.db, request.run_id)
+    with CompletionWaiter(c.redis, str(request.run_id), ended) as waiter:
         (run,) = run_submission.submit(c.platform, [request])
         waiter.wait(timeout=float(code.timeout), should_stop=client.gone)
     if client.closed:
         return SyncOutcome(run=_abandon(c, run), timed_out=False, abandoned=True)
     # The signal only wakes us; the row is the truth (and covers a lost signal).
-    stored = _read(c, run.id)
+    stored = _outcome(c, run.id)
     metrics.record_run_elapsed(code.project_uuid, code.id, time.monotonic() - begun)
     return SyncOutcome(run=stored, timed_out=stored.status not in FINISHED)
 
@@ -56,8 +58,8 @@ def _abandon(c: ApiContext, run: CodeRun) -> CodeRun:
     """Nobody waits for this run any more: stop it (unless it has just ended)."""
     try:
         return run_cancellation.cancel(c.platform, EntityId(uuid=run.id))
-    except Conflict:
-        return _read(c, run.id)
+    except (Conflict, Unavailable):  # ended meanwhile, or its worker is out of reach
+        return _outcome(c, run.id)
 
 
 def wait_for_end(c: ApiContext, run: CodeRun, timeout: float) -> CodeRun:
@@ -65,7 +67,8 @@ def wait_for_end(c: ApiContext, run: CodeRun, timeout: float) -> CodeRun:
     if timeout <= 0 or run.status in FINISHED:
         return run
     # Subscribe, then re-read: a run that ended in between is not missed.
-    with CompletionWaiter(c.redis, str(run.id)) as waiter:
+    ended = functools.partial(run_reading.has_ended, c.db, run.id)
+    with CompletionWaiter(c.redis, str(run.id), ended) as waiter:
         run = _read(c, run.id)
         if run.status not in FINISHED:
             waiter.wait(timeout=timeout)
@@ -73,8 +76,16 @@ def wait_for_end(c: ApiContext, run: CodeRun, timeout: float) -> CodeRun:
     return run
 
 
+def _outcome(c: ApiContext, run_id: uuid.UUID) -> CodeRun:
+    """The run a sync caller waited for; 410 when its code was deleted meanwhile."""
+    run = run_reading.reread(c.db, run_id)
+    if run is None or run.exit_reason == ExitReason.CODE_DELETED:
+        raise Gone("the code was deleted while its run was waiting", field="code_id")
+    return run
+
+
 def _read(c: ApiContext, run_id: uuid.UUID) -> CodeRun:
     run = run_reading.reread(c.db, run_id)
-    if run is None:  # deleted with its code meanwhile
-        raise Gone("the run's code was deleted while it ran")
+    if run is None:
+        raise NotFound("run not found")
     return run

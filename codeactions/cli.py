@@ -92,9 +92,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     name = worker_name(languages, settings)
     from codeactions.bootstrap import bootstrap
 
-    app = create_worker_app(bootstrap(settings), name, languages)
     concurrency = args.concurrency or settings.worker_pool_size
-    _worker_operations(settings, app, name, languages, concurrency, args.metrics_port)
+    app = create_worker_app(bootstrap(settings), name, languages, concurrency)
+    _serve_worker_metrics(settings, languages, args.metrics_port)
     queues = [*(run_queue(lang) for lang in languages), CALLBACK_QUEUE]
     app.worker_main(_celery_worker_argv(settings, queues, concurrency, f"{name}@%h"))
     return 0
@@ -138,13 +138,11 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_operations(settings, app, name: str, languages: list[str], concurrency: int,  # noqa: ANN001
-                       metrics_port: int | None) -> None:
-    """Heartbeats for /health, metrics on the worker's own port."""
+def _serve_worker_metrics(settings: Settings, languages: list[str], metrics_port: int | None
+                          ) -> None:
+    """A worker's metrics on its own port."""
     from worker import metrics
-    from worker.heartbeat import Heartbeat
 
-    Heartbeat(settings, name, languages, concurrency).connect(app)
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
     if port:
         try:

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     # A run still `started` this long past its code's timeout lost its worker.
     stuck_run_margin: int = Field(60, validation_alias=_env("STUCK_RUN_MARGIN"))
     stuck_run_check_interval: float = Field(60, validation_alias=_env("STUCK_RUN_CHECK_INTERVAL"))
+    # A started run's lease: its worker extends it while the run executes; a run whose lease
+    # ran out (its worker died) is ended by any worker within a few seconds.
+    run_lease_seconds: float = Field(20, ge=5, validation_alias=_env("RUN_LEASE_SECONDS"))
+    # How long a worker keeps trying to store a finished run's outcome while PostgreSQL is
+    # unreachable, before it gives the outcome up.
+    store_retry_seconds: float = Field(120, ge=0, validation_alias=_env("STORE_RETRY_SECONDS"))
     # Celery beat's schedule store; empty means `<state_dir>/beat/schedule`.
     beat_schedule_file: str = Field("", validation_alias=_env("BEAT_SCHEDULE_FILE"))
 

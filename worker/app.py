@@ -11,38 +11,44 @@ from celery import Celery
 
 from shared.platform import Platform
 from worker.callback_sender import CallbackSender
-from worker.outbox_sweeper import OutboxSweeper
+from worker.leases import RunLeases
 from worker.project_concurrency import ProjectGate
 from worker.run_executor import RunExecutor
+from worker.upkeep import Upkeep
+from worker.watchdog import ConsumptionWatchdog
 
 log = logging.getLogger(__name__)
 
 
 class WorkerRuntime:
     """What a worker process runs runs with: the executor (its sandbox, warm pool and
-    environments), the callback sender, the per-project gate and the outbox sweeper. Built
-    whole by `build`; `start` starts its threads (warm pool, firewall guard, sweeper) and
-    `stop` removes its containers."""
+    environments), the callback sender, the per-project gate and the upkeep thread (leases,
+    outbox, lost runs, leftovers, Docker's health). Built whole by `build`; `start` starts
+    its threads (warm pool, firewall guard, upkeep) and `stop` removes its containers."""
 
     def __init__(
         self,
         executor: RunExecutor,
         callback_sender: CallbackSender,
         project_gate: ProjectGate,
-        sweeper: OutboxSweeper,
+        upkeep: Upkeep,
         languages: list[str],
     ) -> None:
         self.executor = executor
         self.callback_sender = callback_sender
         self.project_gate = project_gate
-        self.sweeper = sweeper
+        self.upkeep = upkeep
         self.languages = languages
         self._started = threading.Event()
 
     @classmethod
-    def build(cls, platform: Platform, worker_name: str, languages: list[str]) -> WorkerRuntime:
+    def build(
+        cls, platform: Platform, worker_name: str, languages: list[str], concurrency: int
+    ) -> WorkerRuntime:
         import docker
 
+        from shared.messaging.queue_depth import QueueDepth
+        from worker.preparation import sweep_leftovers
         from worker.preparers.go_build import GoBuilder
         from worker.sandbox.run_activity import RunActivity
         from worker.sandbox.sandbox import Sandbox
@@ -70,12 +76,24 @@ class WorkerRuntime:
             ),
             environments=lambda sandbox: WarmEnvironments(sandbox, settings, worker_name),
         )
-        executor = RunExecutor(platform, sandbox, worker_name, preparers={"go": go_builder})
+        leases = RunLeases()
+        executor = RunExecutor(
+            platform, sandbox, worker_name, preparers={"go": go_builder}, leases=leases
+        )
+        depth = QueueDepth(platform.celery, cache_seconds=1.0)
+        watchdog = ConsumptionWatchdog(
+            ready_messages=lambda: sum(depth.ready_messages(lang) for lang in languages),
+            free_slots=lambda: concurrency - len(leases.held()),
+        )
+        watchdog.connect(platform.celery)
+        upkeep = Upkeep(platform, leases, ping_docker=client.ping,
+                        sweep_leftovers=lambda: sweep_leftovers(client, worker_name),
+                        watchdog=watchdog)
         return cls(
             executor=executor,
             callback_sender=CallbackSender(settings, platform.db),
             project_gate=ProjectGate(settings, platform.db, platform.redis),
-            sweeper=OutboxSweeper(platform.after_commit),
+            upkeep=upkeep,
             languages=languages,
         )
 
@@ -90,13 +108,13 @@ class WorkerRuntime:
         sandbox.firewall.start()
         if sandbox.pool is not None:
             sandbox.pool.start([(engine_image_tag(lang), limits) for lang in self.languages])
-        self.sweeper.start()
+        self.upkeep.start()
         self._started.set()
 
     def stop(self) -> None:
         """The worker is stopping: remove its warm containers (pool and environments)."""
         sandbox = self.executor.sandbox
-        closers = [self.sweeper.stop, sandbox.firewall.stop]
+        closers = [self.upkeep.stop, sandbox.firewall.stop]
         if sandbox.pool is not None:
             closers.insert(0, sandbox.pool.close)
         if sandbox.environments is not None:
@@ -110,14 +128,20 @@ class WorkerRuntime:
                 log.exception("stopping the worker's runtime failed")
 
 
-def create_worker_app(platform: Platform, worker_name: str, languages: list[str]) -> Celery:
-    """The platform's Celery app with the worker's tasks, and the runtime they use."""
+def create_worker_app(
+    platform: Platform, worker_name: str, languages: list[str], concurrency: int
+) -> Celery:
+    """The platform's Celery app with the worker's tasks, the runtime they use, and the
+    heartbeat that tells /health this worker (and its Docker) is alive."""
     from celery.signals import worker_ready, worker_shutdown
 
     from worker import tasks
+    from worker.heartbeat import Heartbeat
 
-    runtime = WorkerRuntime.build(platform, worker_name, languages)
+    runtime = WorkerRuntime.build(platform, worker_name, languages, concurrency)
     tasks.register(platform.celery, runtime)
+    Heartbeat(platform.settings, platform.redis, worker_name, languages, concurrency,
+              docker_ok=lambda: runtime.upkeep.docker_ok).connect(platform.celery)
     # The warm pool starts with the worker, not at its first run; it is emptied at the end.
     worker_ready.connect(lambda **_: runtime.start(), weak=False)
     worker_shutdown.connect(lambda **_: runtime.stop(), weak=False)

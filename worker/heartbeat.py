@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
+import redis
 from celery import Celery, signals
 
 from shared.messaging.tasks import RUN_CODE
@@ -23,8 +25,18 @@ WRITE_EVERY = 5.0
 
 
 class Heartbeat:
-    def __init__(self, settings: Settings, name: str, languages: list[str], pool: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis_client: redis.Redis,
+        name: str,
+        languages: list[str],
+        pool: int,
+        docker_ok: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.settings = settings
+        self._redis = redis_client
+        self.docker_ok = docker_ok
         self.name = name
         self.languages = languages
         self.pool = pool
@@ -74,11 +86,7 @@ class Heartbeat:
         except Exception as exc:
             log.debug("could not leave the worker registry: %s", exc)
 
-    def _client(self):  # noqa: ANN202 - redis.Redis
-        import redis
-
-        if not hasattr(self, "_redis"):
-            self._redis = redis.Redis.from_url(self.settings.redis, socket_timeout=3)
+    def _client(self) -> redis.Redis:
         return self._redis
 
     def _loop(self) -> None:
@@ -90,7 +98,8 @@ class Heartbeat:
             if time.monotonic() - self._last_heart <= ttl / 2:
                 try:
                     worker_registry.beat(
-                        self._client(), self.name, self.languages, self.pool, self.busy, ttl
+                        self._client(), self.name, self.languages, self.pool, self.busy, ttl,
+                        docker_ok=self.docker_ok(),
                     )
                 except Exception as exc:
                     log.warning("heartbeat to Redis failed: %s", exc)

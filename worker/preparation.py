@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from datetime import UTC, datetime
 
 from shared.codes.model import TIMEOUT_MAX
 from shared.settings import Settings
@@ -63,3 +64,47 @@ def is_leftover(labels: dict[str, str], created: float, name: str, oldest_live: 
     if labels.get(KIND_LABEL) in LONG_LIVED_KINDS:
         return owner_gone(labels.get(OWNER_LABEL, ""))
     return created < oldest_live
+
+
+#: An exited sandbox of this worker older than this is nobody's any more (a run reads its
+#: container's end within seconds; a Docker restart leaves the killed ones behind).
+EXITED_GRACE_SECONDS = 30
+
+
+def sweep_leftovers(client, name: str) -> int:  # noqa: ANN001
+    """While the worker runs: what `remove_leftovers` removes of other (dead) workers, and
+    this worker's own sandboxes that exited over `EXITED_GRACE_SECONDS` ago."""
+    removed = 0
+    oldest_live = time.time() - (TIMEOUT_MAX + 120)
+    now = datetime.now(UTC)
+    for container in client.api.containers(all=True, filters={"label": "codeactions.sandbox"}):
+        labels = container.get("Labels") or {}
+        if labels.get("codeactions.worker") == name:
+            if container.get("State") not in ("exited", "dead"):
+                continue
+            try:
+                finished = client.api.inspect_container(container["Id"])["State"]["FinishedAt"]
+            except Exception:  # gone meanwhile
+                continue
+            if (now - _docker_time(finished)).total_seconds() < EXITED_GRACE_SECONDS:
+                continue
+        elif not is_leftover(labels, container["Created"], name, oldest_live):
+            continue
+        try:
+            client.api.remove_container(container["Id"], force=True)
+            removed += 1
+        except Exception as exc:
+            log.debug("leftover sandbox %s not removed: %s", container["Id"][:12], exc)
+    if removed:
+        log.info("removed %d leftover sandboxes", removed)
+    return removed
+
+
+def _docker_time(text: str) -> datetime:
+    """Docker's RFC 3339 times carry nanoseconds, which `fromisoformat` does not take."""
+    value = text.replace("Z", "+00:00")
+    if "." in value:
+        head, fraction = value.split(".", 1)
+        digits, _, zone = fraction.partition("+")
+        value = f"{head}.{digits[:6]}+{zone or '00:00'}"
+    return datetime.fromisoformat(value)

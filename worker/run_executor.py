@@ -16,22 +16,35 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+import sqlalchemy.exc
 
 from shared.after_commit.steps import Step, StepKind
+from shared.codes.model import Code
 from shared.logs import store as log_store
 from shared.observability import log_context
 from shared.platform import Platform
 from shared.runs import cancel_flag as cancellation
 from shared.runs import store as run_store
 from shared.runs.ending import after_end
+from shared.runs.model import CodeRun
 from shared.runs.statuses import ExitReason, RunStatus
 from worker.images import engine_image_tag
+from worker.leases import RunLeases
 from worker.metrics import record_run
 from worker.preparers.preparer import CodePreparer, PreparationError
-from worker.sandbox.sandbox import Sandbox, SandboxLimits, SandboxOutcome
+from worker.sandbox.sandbox import NotStarted, Sandbox, SandboxLimits, SandboxOutcome
 from worker.warm.environments import WarmSpec
 
 log = logging.getLogger(__name__)
+
+#: PostgreSQL out of reach (not a bad statement): worth waiting for.
+DATABASE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                 sqlalchemy.exc.TimeoutError)
+DOCKER_WAIT_POLL = 0.5
+
+
+class StorageUnavailable(Exception):
+    """PostgreSQL could not be reached to claim a run: it stays queued, try again later."""
 
 
 #: Longest log line the engines keep (engines/PROTOCOL.md, `limits`).
@@ -61,6 +74,7 @@ class RunExecutor:
         sandbox: Sandbox,
         worker_name: str | None = None,
         preparers: dict[str, CodePreparer] | None = None,
+        leases: RunLeases | None = None,
     ) -> None:
         self.platform = platform
         self.settings = platform.settings
@@ -69,6 +83,7 @@ class RunExecutor:
         self.sandbox = sandbox
         self.worker_name = worker_name or socket.gethostname()
         self.preparers = preparers or {}
+        self.leases = leases or RunLeases()
         self._image_tags: dict[str, str] = {}
 
     def image_for(self, language: str) -> str:
@@ -78,43 +93,65 @@ class RunExecutor:
         return self._image_tags[language]
 
     def execute(self, run_id: str) -> str | None:
-        """Returns the final status, or None when the run was not ours to execute."""
-        with self.sandbox.activity.running():
-            return self._execute(run_id)
-
-    def _execute(self, run_id: str) -> str | None:
+        """Returns the final status, or None when the run was not ours to execute. Raises
+        `StorageUnavailable` when PostgreSQL cannot be reached for the claim (the task is
+        retried: the run is still queued)."""
         rid = uuid.UUID(run_id)
-        with self.platform.unit_of_work() as uow:
-            claimed = run_store.claim_with_code(uow.session, rid, self.worker_name)
+        with self.sandbox.activity.running():
+            claimed = self._claim(rid)
             if claimed is None:  # claimed already, finished, or deleted with its code
                 log.info("run %s already claimed or finished; skipping", run_id)
                 return None
-            uow.commit()
-            run, code = claimed
-            job = engine_job(code.source, run.params, run.body, run.headers)
-            language, source = code.language, code.source
-            log_context.bind(code_id=code.id)
-            queue_wait = _seconds_between(run.created_at, run.started_at)
-            image = self.image_for(code.language)
-            limits = SandboxLimits.for_code(self.settings, code.timeout, network=code.network)
-            labels = {
-                "codeactions.run_id": run_id,
-                "codeactions.code_id": str(code.id),
-                "codeactions.worker": self.worker_name,
-            }
-            code_id = code.id
-            warm = None
-            if code.warm or self.settings.warm_environments:
-                warm = WarmSpec(code.language, str(code.id), str(code.project_uuid))
-        begun = time.monotonic()
+            self.leases.hold(rid)
+            try:
+                outcome = self._run(run_id, *claimed)
+                return self._store_durably(rid, claimed[1].id, outcome)
+            finally:
+                self.leases.release(rid)
+
+    def _claim(self, run_id: uuid.UUID) -> tuple[CodeRun, Code] | None:
         try:
-            preparer = self.preparers.get(language)
+            with self.platform.unit_of_work() as uow:
+                claimed = run_store.claim_with_code(
+                    uow.session, run_id, self.worker_name, self.settings.run_lease_seconds
+                )
+                if claimed is not None:
+                    uow.commit()
+                return claimed
+        except DATABASE_DOWN as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    def _run(self, run_id: str, run: CodeRun, code: Code) -> SandboxOutcome:
+        job = engine_job(code.source, run.params, run.body, run.headers)
+        log_context.bind(code_id=code.id)
+        queue_wait = _seconds_between(run.created_at, run.started_at)
+        limits = SandboxLimits.for_code(self.settings, code.timeout, network=code.network)
+        labels = {
+            "codeactions.run_id": run_id,
+            "codeactions.code_id": str(code.id),
+            "codeactions.worker": self.worker_name,
+        }
+        warm = None
+        if code.warm or self.settings.warm_environments:
+            warm = WarmSpec(code.language, str(code.id), str(code.project_uuid))
+        begun = time.monotonic()
+        deadline = begun + code.timeout
+        try:
+            preparer = self.preparers.get(code.language)
             if preparer is not None:
-                job.update(preparer.job_fields(source))
-            outcome = self.sandbox.run(
-                image, job, limits, labels, should_stop=lambda: self._cancelled(run_id),
-                warm=warm,
-            )
+                job.update(preparer.job_fields(code.source))
+            while True:
+                try:
+                    outcome = self.sandbox.run(
+                        self.image_for(code.language), job, limits, labels,
+                        should_stop=lambda: self._cancelled(run_id), warm=warm,
+                    )
+                    break
+                except NotStarted:
+                    # The code did not start: if Docker is away, wait for it within the
+                    # run's own timeout rather than failing every run of the outage.
+                    if not self._wait_for_docker(deadline):
+                        raise
         except PreparationError as exc:
             outcome = _failure(ExitReason.ERROR, f"Action execution failed: {exc}")
             outcome.logs.append({"type": "error", "content": outcome.error, "at": time.time()})
@@ -123,15 +160,45 @@ class RunExecutor:
             outcome = _failure(
                 ExitReason.SANDBOX_ERROR, f"the sandbox could not run the code: {exc}"
             )
-        record_run(language, outcome.status, outcome.exit_reason, queue_wait,
+        record_run(code.language, outcome.status, outcome.exit_reason, queue_wait,
                    time.monotonic() - begun, outcome.startup_seconds)
-        try:
-            return self._store(rid, code_id, outcome)
-        except Exception:
-            # Never leave a claimed run `started`: record the failure without the output.
-            log.exception("storing the outcome of run %s failed", run_id)
-            failure = _failure(ExitReason.STORE_ERROR, "the run's output could not be stored")
-            return self._store(rid, None, failure)
+        return outcome
+
+    def _wait_for_docker(self, deadline: float) -> bool:
+        """True once Docker answers again (retry the run), False if it answers already (the
+        failure was not an outage) or not before `deadline`."""
+        if self.sandbox.docker_answers():
+            return False
+        log.warning("Docker does not answer: the run waits for it")
+        while time.monotonic() < deadline - 1:
+            time.sleep(DOCKER_WAIT_POLL)
+            if self.sandbox.docker_answers():
+                return True
+        return False
+
+    def _store_durably(
+        self, run_id: uuid.UUID, code_id: uuid.UUID, outcome: SandboxOutcome
+    ) -> str | None:
+        """Store the outcome, retrying while PostgreSQL is unreachable (for at most
+        `store_retry_seconds`): a run whose code finished keeps its outcome."""
+        deadline = time.monotonic() + self.settings.store_retry_seconds
+        delay = 0.5
+        while True:
+            try:
+                return self._store(run_id, code_id, outcome)
+            except DATABASE_DOWN as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error("the outcome of run %s is lost: PostgreSQL unreachable for %ds "
+                              "(%s)", run_id, self.settings.store_retry_seconds, exc)
+                    return None
+                log.warning("storing run %s waits for PostgreSQL: %s", run_id, exc)
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
+            except Exception:
+                # Never leave a claimed run `started`: record the failure without the output.
+                log.exception("storing the outcome of run %s failed", run_id)
+                failure = _failure(ExitReason.STORE_ERROR, "the run's output could not be stored")
+                return self._store(run_id, None, failure)
 
     def _cancelled(self, run_id: str) -> bool:
         try:

@@ -10,6 +10,7 @@ from celery import Celery
 from shared.messaging.tasks import DELIVER_CALLBACK, RUN_CODE
 from shared.observability import log_context
 from worker.project_concurrency import retry_delay
+from worker.run_executor import StorageUnavailable
 
 if TYPE_CHECKING:
     from worker.app import WorkerRuntime
@@ -27,7 +28,11 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
             with runtime.project_gate.admit(run_id) as admitted:
                 if not admitted:  # its project is at its cap: stay queued, try again shortly
                     raise self.retry(countdown=retry_delay(self.request.retries))
-                status = runtime.executor.execute(run_id)
+                try:
+                    status = runtime.executor.execute(run_id)
+                except StorageUnavailable as exc:  # the run is still queued: later
+                    log.warning("claim waits for PostgreSQL: %s", exc)
+                    raise self.retry(countdown=retry_delay(self.request.retries)) from exc
             log.info("run %s", status or "skipped (not ours to execute)")
             return status
 

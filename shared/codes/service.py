@@ -19,6 +19,9 @@ from shared.db import Database
 from shared.errors import InvalidInput, NotFound
 from shared.ids import EntityId
 from shared.observability import metrics
+from shared.runs import store as run_store
+from shared.runs.ending import after_end
+from shared.runs.statuses import ExitReason, RunStatus
 from shared.settings import LANGUAGES, Settings
 
 if TYPE_CHECKING:
@@ -185,9 +188,20 @@ def update(platform: Platform, code_id: EntityId, data: CodeInput) -> Code:
 
 
 def delete(platform: Platform, code_id: EntityId) -> None:
+    """Its runs still in flight end first (`code_deleted`), so whoever waits for one is
+    answered at once instead of at its timeout."""
     with platform.unit_of_work() as uow:
         code = code_store.get(uow.session, code_id)
         if code is None:
             raise NotFound("code not found")
+        message = "the run's code was deleted before the run ended"
+        for run_id, status in run_store.unfinished_of_code(uow.session, code.id):
+            ended = run_store.finish(
+                uow.session, run_id, RunStatus.FAILED, from_status=status, result=message,
+                exit_reason=ExitReason.CODE_DELETED,
+                extra={"status_code": 410, "content_type": "json", "error": message},
+            )
+            if ended:
+                after_end(uow, run_id, RunStatus.FAILED, ended.wants_callback)
         code_store.delete(uow.session, code)
         uow.commit()

@@ -33,6 +33,17 @@ def make_celery(settings: Settings) -> Celery:
         task_create_missing_queues=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"confirm_publish": True},
+        # A publish while the broker is away fails within seconds (the caller gets a 503),
+        # instead of Celery's default retries.
+        broker_connection_timeout=3,
+        task_publish_retry_policy={
+            "max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1,
+        },
+        # celery/celery#9512: after a broker reconnect with tasks in flight, Celery lowers the
+        # prefetch count and restores it ack by ack; with the thread pool the restore could
+        # block the consumer for good (seen: a worker that never consumed again). Reconnect
+        # at the full prefetch instead; the watchdog (worker/watchdog.py) catches the rest.
+        worker_enable_prefetch_count_reduction=False,
         worker_hijack_root_logger=False,
         # Task events cost a broker message (with its confirm) per task state, on the API and
         # the worker: off unless asked for. Flower turns the workers' on while it watches.

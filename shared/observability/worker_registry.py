@@ -22,17 +22,20 @@ class LiveWorker:
     name: str
     pool_size: int
     busy: int
+    docker_ok: bool = True
 
 
 def beat(
-    client: redis.Redis, name: str, languages: list[str], pool_size: int, busy: int, ttl: float
+    client: redis.Redis, name: str, languages: list[str], pool_size: int, busy: int, ttl: float,
+    docker_ok: bool = True,
 ) -> None:
     now = time.time()
     with client.pipeline(transaction=False) as pipe:
         for language in languages:
             pipe.zadd(QUEUE_WORKERS.format(language=language), {name: now})
         info = WORKER_INFO.format(name=name)
-        pipe.hset(info, mapping={"pool_size": pool_size, "busy": busy, "at": now})
+        pipe.hset(info, mapping={"pool_size": pool_size, "busy": busy, "at": now,
+                                 "docker": int(docker_ok)})
         pipe.expire(info, max(1, int(ttl)))
         pipe.execute()
 
@@ -59,9 +62,10 @@ def live(client: redis.Redis, language: str, ttl: float) -> list[LiveWorker]:
         return []
     with client.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.hmget(WORKER_INFO.format(name=name), "pool_size", "busy")
+            pipe.hmget(WORKER_INFO.format(name=name), "pool_size", "busy", "docker")
         infos = pipe.execute()
     return [
-        LiveWorker(name=name, pool_size=int(pool or 0), busy=int(busy or 0))
-        for name, (pool, busy) in zip(names, infos, strict=True)
+        LiveWorker(name=name, pool_size=int(pool or 0), busy=int(busy or 0),
+                   docker_ok=docker in (None, b"1", "1"))
+        for name, (pool, busy, docker) in zip(names, infos, strict=True)
     ]

@@ -6,7 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, String, Text, Uuid, text
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -45,6 +55,14 @@ class CodeRun(UuidPk, Timestamps, Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     container_id: Mapped[str | None] = mapped_column(String(80))
     exit_reason: Mapped[str | None] = mapped_column(String(64))
+    # A started run belongs to its worker until then; the worker extends it while the run
+    # executes, so a run whose lease ran out has lost its worker (shared/runs/stuck_runs.py).
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # How many times a worker took the run to execute (the claim counts): exactly-once means
+    # never more than 1, which `make chaos` checks.
+    executions: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
     # Where the finished run is POSTed, and how each delivery attempt went:
     # {"url": …, "status": pending|delivered|failed, "attempts": [{…}, …]}; None: no callback.
     # none_as_null: "no callback" is SQL NULL, never the JSON `null` (which IS NOT NULL).

@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from sqlalchemy import select
+
 from shared.codes.model import Code
 from shared.db import Database
 from shared.errors import NotFound
 from shared.ids import EntityId
 from shared.runs import store as run_store
 from shared.runs.model import CodeRun
+from shared.runs.statuses import FINISHED
 
 
 def get(db: Database, run_id: EntityId) -> CodeRun:
@@ -34,6 +37,13 @@ def reread(db: Database, run_id: uuid.UUID) -> CodeRun | None:
     """The run as stored now (after a wait)."""
     with db.session() as session:
         return session.get(CodeRun, run_id)
+
+
+def has_ended(db: Database, run_id: uuid.UUID) -> bool:
+    """Finished, or gone with its code: nothing more to wait for."""
+    with db.session() as session:
+        status = session.scalar(select(CodeRun.status).where(CodeRun.id == run_id))
+    return status is None or status in FINISHED
 
 
 def page_for_code(

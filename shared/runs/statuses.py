@@ -34,3 +34,4 @@ class ExitReason(StrEnum):
     STORE_ERROR = "store_error"  # the outcome could not be stored
     ENQUEUE_FAILED = "enqueue_failed"  # the run never reached its queue
     WORKER_LOST = "worker_lost"  # its worker died while the run was started
+    CODE_DELETED = "code_deleted"  # its code was deleted before it ended

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select, text, update
+from sqlalchemy import Connection, Select, bindparam, func, or_, select, text, update
 from sqlalchemy import delete as delete_
 from sqlalchemy.orm import Session
 
-from shared.codes.model import Code
+from shared.codes.model import TIMEOUT_DEFAULT, Code
 from shared.ids import EntityId
 from shared.runs.model import CodeRun
 from shared.runs.statuses import RunStatus
@@ -74,7 +74,7 @@ def add(session: Session, run: CodeRun) -> CodeRun:
 
 
 def claim_with_code(
-    session: Session, run_id: uuid.UUID, worker: str
+    session: Session, run_id: uuid.UUID, worker: str, lease_seconds: float
 ) -> tuple[CodeRun, Code] | None:
     """Move a run queued → started and return it with its code, in one statement; exactly
     one caller ever gets them for a given run (None: claimed already, ended, or deleted).
@@ -82,7 +82,8 @@ def claim_with_code(
     The worker's hot path: a prepared Core statement (the ORM's bulk-update machinery cost
     more CPU than the query); the objects returned are detached copies of the rows."""
     row = session.connection().execute(
-        _claim_statement(), {"claimed_run_id": run_id, "claiming_worker": worker}
+        _claim_statement(),
+        {"claimed_run_id": run_id, "claiming_worker": worker, "lease_seconds": lease_seconds},
     ).first()
     if row is None:
         return None
@@ -100,7 +101,9 @@ def _claim_statement() -> Any:
         .where(runs.c.id == bindparam("claimed_run_id"), runs.c.status == RunStatus.QUEUED,
                codes.c.id == runs.c.code_id)
         .values(status=RunStatus.STARTED, started_at=func.now(),
-                worker=bindparam("claiming_worker"), updated_at=func.now())
+                worker=bindparam("claiming_worker"), updated_at=func.now(),
+                lease_expires_at=func.now() + _seconds(bindparam("lease_seconds")),
+                executions=runs.c.executions + 1)
         .returning(*(c.label("run_" + c.name) for c in runs.c),
                    *(c.label("code_" + c.name) for c in codes.c))
     )
@@ -172,6 +175,14 @@ def record_callback_attempt(
     return row is not None
 
 
+def unfinished_of_code(session: Session, code_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
+    """(run id, status) of a code's runs still queued or started."""
+    query = select(CodeRun.id, CodeRun.status).where(
+        CodeRun.code_id == code_id, CodeRun.status.in_([RunStatus.QUEUED, RunStatus.STARTED])
+    )
+    return [(row.id, row.status) for row in session.execute(query)]
+
+
 def project_of_queued(session: Session, run_id: uuid.UUID) -> uuid.UUID | None:
     """The project of a run still waiting to start; None if it started, ended or is gone."""
     return session.scalar(
@@ -199,20 +210,37 @@ def delete(session: Session, run_ids: list[uuid.UUID]) -> int:
     return session.execute(delete_(CodeRun).where(CodeRun.id.in_(run_ids))).rowcount or 0
 
 
+def renew_leases(connection: Connection, run_ids: list[uuid.UUID], seconds: float) -> None:
+    """Extend the leases of runs this worker is executing (one statement for all)."""
+    if run_ids:
+        connection.execute(
+            update(CodeRun.__table__)
+            .where(CodeRun.id.in_(run_ids), CodeRun.status == RunStatus.STARTED)
+            .values(lease_expires_at=func.now() + _seconds(seconds))
+        )
+
+
 def stuck_started(
     session: Session, margin_seconds: int, limit: int
 ) -> list[tuple[uuid.UUID, uuid.UUID, str | None, bool]]:
-    """Runs `started` longer than their code's timeout plus `margin_seconds`: whoever
-    claimed them is gone. (run id, code id, worker, wants a callback), oldest first."""
-    overdue = CodeRun.started_at < func.now() - func.make_interval(
-        0, 0, 0, 0, 0, 0, Code.timeout + margin_seconds
+    """Runs `started` whose worker is gone: their lease ran out, or (rows without a lease,
+    such as the old service's) they are older than their code's timeout plus
+    `margin_seconds`. (run id, code id, worker, wants a callback), oldest first."""
+    timeout = func.coalesce(Code.timeout, TIMEOUT_DEFAULT)
+    overdue = func.coalesce(CodeRun.started_at, CodeRun.created_at) < func.now() - _seconds(
+        timeout + margin_seconds
     )
+    lease_lost = CodeRun.lease_expires_at < func.now()
     query = (
         select(CodeRun.id, CodeRun.code_id, CodeRun.worker,
                _wants_callback(CodeRun.callback).label("wants_callback"))
-        .join(Code, Code.id == CodeRun.code_id)
-        .where(CodeRun.status == RunStatus.STARTED, overdue)
+        .outerjoin(Code, Code.id == CodeRun.code_id)
+        .where(CodeRun.status == RunStatus.STARTED, or_(lease_lost, overdue))
         .order_by(CodeRun.started_at).limit(limit)
     )
     return [(row.id, row.code_id, row.worker, row.wants_callback)
             for row in session.execute(query)]
+
+
+def _seconds(value: Any) -> Any:
+    return func.make_interval(0, 0, 0, 0, 0, 0, value)

@@ -24,7 +24,7 @@ def a_code(db: Database, **values: object) -> Code:
 
 
 def a_run(db: Database, code: Code, status: str = "queued", callback: str | None = None,
-          started_ago: float | None = None) -> CodeRun:
+          started_ago: float | None = None, lease_left: float | None = None) -> CodeRun:
     with db.session() as session:
         run = run_store.add(session, CodeRun(
             id=uuid.uuid4(), code_id=code.id, status=status, params={}, body="", headers={},
@@ -34,6 +34,9 @@ def a_run(db: Database, code: Code, status: str = "queued", callback: str | None
         if started_ago is not None:
             session.execute(update(CodeRun).where(CodeRun.id == run.id).values(
                 started_at=datetime.now(UTC) - timedelta(seconds=started_ago)))
+        if lease_left is not None:
+            session.execute(update(CodeRun).where(CodeRun.id == run.id).values(
+                lease_expires_at=datetime.now(UTC) + timedelta(seconds=lease_left)))
         session.commit()
     return run
 

@@ -188,6 +188,11 @@ class LaunchedContainer:
     created: float = field(default_factory=time.monotonic)
 
 
+class NotStarted(Exception):
+    """No container could be had for the run (Docker away, image missing): its code never
+    got its job, so trying again cannot run it twice."""
+
+
 class Sandbox:
     def __init__(
         self,
@@ -268,7 +273,10 @@ class Sandbox:
         if limits.network:
             self.firewall.ensure_fresh()
             link = self.link
-        container_id = self.create(image, limits, labels, command=command, init=init)
+        try:
+            container_id = self.create(image, limits, labels, command=command, init=init)
+        except Exception as exc:
+            raise NotStarted(str(exc)) from exc
         try:
             attached = AttachedContainer(self.client.api, container_id)
             try:
@@ -279,10 +287,20 @@ class Sandbox:
             except Exception:
                 attached.hang_up()
                 raise
-        except Exception:
-            self.remove(container_id)
-            raise
+        except Exception as exc:
+            try:
+                self.remove(container_id)
+            except Exception:  # Docker itself may be what failed
+                log.debug("container %s not removed after a failed start", container_id[:12])
+            raise NotStarted(str(exc)) from exc
         return LaunchedContainer(container_id, attached)
+
+    def docker_answers(self) -> bool:
+        try:
+            self.client.ping()
+        except Exception:
+            return False
+        return True
 
     def run(
         self,
