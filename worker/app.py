@@ -83,7 +83,7 @@ class WorkerRuntime:
         depth = QueueDepth(platform.celery, cache_seconds=1.0)
         watchdog = ConsumptionWatchdog(
             ready_messages=lambda: sum(depth.ready_messages(lang) for lang in languages),
-            free_slots=lambda: concurrency - len(leases.held()),
+            concurrency=concurrency,
         )
         watchdog.connect(platform.celery)
         upkeep = Upkeep(platform, leases, ping_docker=client.ping,

@@ -10,7 +10,7 @@ from celery import Celery
 from shared.messaging.tasks import DELIVER_CALLBACK, RUN_CODE
 from shared.observability import log_context
 from worker.project_concurrency import retry_delay
-from worker.run_executor import StorageUnavailable
+from worker.run_executor import DATABASE_DOWN, StorageUnavailable
 
 if TYPE_CHECKING:
     from worker.app import WorkerRuntime
@@ -25,14 +25,14 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
     def run_code(self, run_id: str) -> str | None:  # noqa: ANN001
         # Every log line of this run carries its run id (and code id, once known).
         with log_context.bound(run_id=run_id):
-            with runtime.project_gate.admit(run_id) as admitted:
-                if not admitted:  # its project is at its cap: stay queued, try again shortly
-                    raise self.retry(countdown=retry_delay(self.request.retries))
-                try:
+            try:
+                with runtime.project_gate.admit(run_id) as admitted:
+                    if not admitted:  # its project is at its cap: stay queued, try shortly
+                        raise self.retry(countdown=retry_delay(self.request.retries))
                     status = runtime.executor.execute(run_id)
-                except StorageUnavailable as exc:  # the run is still queued: later
-                    log.warning("claim waits for PostgreSQL: %s", exc)
-                    raise self.retry(countdown=retry_delay(self.request.retries)) from exc
+            except (StorageUnavailable, *DATABASE_DOWN) as exc:  # still queued: try later
+                log.warning("the run waits for PostgreSQL: %s", exc)
+                raise self.retry(countdown=retry_delay(self.request.retries)) from exc
             log.info("run %s", status or "skipped (not ours to execute)")
             return status
 

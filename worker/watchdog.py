@@ -30,12 +30,14 @@ class ConsumptionWatchdog:
     def __init__(
         self,
         ready_messages: Callable[[], int],
-        free_slots: Callable[[], int],
+        concurrency: int,
         patience: float = PATIENCE,
         on_stuck: Callable[[], None] | None = None,
     ) -> None:
         self._ready_messages = ready_messages
-        self._free_slots = free_slots
+        self._concurrency = concurrency
+        self._in_flight = 0  # tasks of any kind (runs, callback deliveries) being executed
+        self._lock = threading.Lock()
         self._patience = patience
         self._on_stuck = on_stuck or _restart_process
         self._last_received = time.monotonic()
@@ -44,9 +46,23 @@ class ConsumptionWatchdog:
 
     def connect(self, app: Celery) -> None:
         signals.task_received.connect(self._received, weak=False)
+        signals.task_prerun.connect(self._task_started, weak=False)
+        signals.task_postrun.connect(self._task_ended, weak=False)
 
     def _received(self, **_: object) -> None:
         self._last_received = time.monotonic()
+
+    def _task_started(self, **_: object) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def _task_ended(self, **_: object) -> None:
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self._concurrency - self._in_flight
 
     def check(self, now: float) -> None:
         if self._fired:

@@ -100,3 +100,38 @@ def test_outages_are_named_and_bugs_are_not():
     assert dependency_down(database_down.value) == "PostgreSQL"
     assert "RabbitMQ" in dependency_down(broker_down.value)
     assert dependency_down(KeyError("a bug")) is None
+
+
+def test_the_watchdog_restarts_a_worker_that_stops_consuming_and_only_then():
+    from worker.watchdog import ConsumptionWatchdog
+
+    fired: list[bool] = []
+    ready = {"n": 3}
+    dog = ConsumptionWatchdog(lambda: ready["n"], concurrency=2, patience=30,
+                              on_stuck=lambda: fired.append(True))
+    t0 = time.monotonic()
+    dog.check(t0)  # work waits, slots are free: the clock starts
+    dog._received()  # a task arrives: it consumes, the clock starts again
+    dog.check(t0 + 20)
+    dog.check(t0 + 49)
+    assert fired == []
+    ready["n"] = 0  # nothing waits: nothing to judge
+    dog.check(t0 + 100)
+    ready["n"] = 1
+    dog.check(t0 + 110)
+    dog.check(t0 + 141)  # 31 s with work waiting, free slots and nothing received
+    assert fired == [True]
+    dog.check(t0 + 200)
+    assert fired == [True]  # once
+
+
+def test_the_watchdog_does_not_judge_a_busy_worker():
+    from worker.watchdog import ConsumptionWatchdog
+
+    fired: list[bool] = []
+    dog = ConsumptionWatchdog(lambda: 5, concurrency=1, patience=30,
+                              on_stuck=lambda: fired.append(True))
+    dog._task_started()
+    for now in (0.0, 40.0, 80.0):
+        dog.check(now)
+    assert fired == []
