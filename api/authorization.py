@@ -30,6 +30,8 @@ READ, WRITE = VIEWER, MODERATOR
 MANAGEMENT_PREFIXES = ("code", "coderun", "codelog", "codelib", "admin")
 EXTENSION = "codeactions.user_info"
 IDP_RETRY_AFTER = 5
+ORPHAN_READERS = ("the code of this run was deleted, so it belongs to no project: only "
+                  "trusted services may read it")
 
 
 def install(app: Flask) -> None:
@@ -134,6 +136,19 @@ def authorize_code(code: Code | str, role: int) -> None:
     authorize(code.project_uuid, role)
 
 
+def authorize_code_id(code_id: uuid.UUID, role: int) -> None:
+    """Like `authorize_code`, for the code of a run or log, which may be gone: runs adopted
+    from the Go service outlived their deleted code (shared/adoption/orphan_runs.py) and
+    belong to no project we know, so only trusted services may read them."""
+    if _checked_user() is None:
+        return
+    with ctx().db.session() as session:
+        code = session.get(Code, code_id)
+    if code is None:
+        raise Forbidden(ORPHAN_READERS, field="code_id")
+    authorize(code.project_uuid, role)
+
+
 def authorize_run(run: CodeRun | str, role: int) -> None:
     """Like `authorize`, for the project of a run's code, the run given itself or by id."""
     if _checked_user() is None:
@@ -145,5 +160,5 @@ def authorize_run(run: CodeRun | str, role: int) -> None:
                 raise NotFound("run not found")
         code = session.get(Code, run.code_id)
     if code is None:
-        raise NotFound("code not found")
+        raise Forbidden(ORPHAN_READERS, field="code_id")
     authorize(code.project_uuid, role)

@@ -6,7 +6,7 @@ import math
 
 from flask_smorest import Blueprint
 
-from api.authorization import READ, authorize_code, authorize_run
+from api.authorization import READ, authorize_code_id, authorize_run
 from api.context import ctx
 from api.schemas import CodeLogListQuerySchema, CodeLogPageSchema, CodeLogSchema
 from shared.errors import InvalidInput, NotFound
@@ -23,7 +23,7 @@ def get_log(log_id: str):
         entry = log_store.get(session, parse_id(log_id, "log id"))
         if entry is None:
             raise NotFound("log not found")
-    authorize_code(str(entry.code_id), READ)
+    authorize_code_id(entry.code_id, READ)
     return entry
 
 
@@ -40,15 +40,15 @@ def list_logs(query: dict):
             authorize_run(run, READ)
             rows, total = log_store.page(session, run_id=run.id, page=page)
         elif query.get("code_id"):
-            authorize_code(query["code_id"], READ)
             code_id = parse_id(query["code_id"], "code_id")
-            if code_id.uuid is None:  # legacy ids are resolved once, then the index is used
+            uuid_value = code_id.uuid
+            if uuid_value is None:  # legacy ids are resolved once, then the index is used
                 code = code_store.get(session, code_id)
-                if code is None:
+                # or the code was deleted, and its adopted runs still point at it
+                uuid_value = code.id if code else run_store.orphaned_code_id(session, code_id)
+                if uuid_value is None:
                     raise NotFound("code not found")
-                uuid_value = code.id
-            else:
-                uuid_value = code_id.uuid
+            authorize_code_id(uuid_value, READ)
             rows, total = log_store.page(session, code_id=uuid_value, page=page)
         else:
             raise InvalidInput("run_id or code_id is required", field="run_id")

@@ -62,9 +62,11 @@ def create(**_query: object):
 @blp.arguments(CodeListQuerySchema, location="query")
 @blp.response(200, CodeSchema(many=True))
 def list_codes(query: dict):
-    authorize(query["project_uuid"], READ)
     with ctx().db.session() as session:
-        return code_store.list_for_project(session, query["project_uuid"], query.get("code_type"))
+        project = code_service.project_for_listing(session, query["project_uuid"])
+    authorize(project, READ)
+    with ctx().db.session() as session:
+        return code_store.list_for_project(session, project, query.get("code_type"))
 
 
 @blp.route("/code/<code_id>", methods=["GET"])

@@ -12,3 +12,4 @@ from shared.models.user_permission import UserPermission
 __all__ = [
     "Base", "Code", "CodeLib", "CodeLog", "CodeLogCount", "CodeRun", "Project", "UserPermission",
 ]
+

@@ -5,7 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from shared import metrics
+from shared.adoption import project_ids
+from shared.adoption.legacy_values import as_uuid
 from shared.db import Database
 from shared.errors import InvalidInput, NotFound
 from shared.ids import EntityId
@@ -103,6 +107,16 @@ def parse_project_uuid(value: str | None) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise InvalidInput(f"project_uuid must be a UUID, got {value!r}", "project_uuid") from None
+
+
+def project_for_listing(session: Session, value: str | None) -> uuid.UUID:
+    """A project id as clients of the Go service send it: a UUID, or one of its old ids
+    that were not UUIDs (adopted under a UUIDv5 of the text, `legacy_project_ids`)."""
+    if value and as_uuid(value) is None:
+        adopted = project_ids.resolve(session, value)
+        if adopted is not None:
+            return adopted
+    return parse_project_uuid(value)
 
 
 def create(db: Database, settings: Settings, data: CodeInput) -> Code:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from shared.ids import EntityId
 from shared.models import Code, CodeRun
+from shared.models.code import TIMEOUT_MAX
 from shared.models.coderun import QUEUED, STARTED
 
 
@@ -21,6 +22,16 @@ def get(session: Session, run_id: EntityId) -> CodeRun | None:
     if run_id.uuid is not None:
         return session.get(CodeRun, run_id.uuid)
     return session.scalar(select(CodeRun).where(CodeRun.mongo_object_id == run_id.mongo_object_id))
+
+
+def orphaned_code_id(session: Session, code_ref: EntityId) -> uuid.UUID | None:
+    """The id of a deleted code that runs still point at (runs adopted from the Go service,
+    which kept them; ours go with their code), by its UUID or its legacy ObjectID."""
+    if code_ref.uuid is not None:
+        where = CodeRun.code_id == code_ref.uuid
+    else:
+        where = CodeRun.code_mongo_id == code_ref.mongo_object_id
+    return session.scalar(select(CodeRun.code_id).where(where).limit(1))
 
 
 def _for_code(
@@ -189,13 +200,15 @@ def stuck_started(
 ) -> list[tuple[uuid.UUID, uuid.UUID, str | None, bool]]:
     """Runs `started` longer than their code's timeout plus `margin_seconds`: whoever
     claimed them is gone. (run id, code id, worker, wants a callback), oldest first."""
+    # An outer join: a run adopted from the Go service may outlive its code (orphan runs);
+    # it is given the longest timeout a code may have.
     overdue = CodeRun.started_at < func.now() - func.make_interval(
-        0, 0, 0, 0, 0, 0, Code.timeout + margin_seconds
+        0, 0, 0, 0, 0, 0, func.coalesce(Code.timeout, TIMEOUT_MAX) + margin_seconds
     )
     query = (
         select(CodeRun.id, CodeRun.code_id, CodeRun.worker,
                CodeRun.callback.isnot(None).label("wants_callback"))
-        .join(Code, Code.id == CodeRun.code_id)
+        .outerjoin(Code, Code.id == CodeRun.code_id)
         .where(CodeRun.status == STARTED, overdue)
         .order_by(CodeRun.started_at).limit(limit)
     )
