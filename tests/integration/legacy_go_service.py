@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
+import subprocess
+import sys
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -284,3 +290,57 @@ def snapshot(url: str) -> dict[str, object]:
                 f'ORDER BY t::text)), \'\') FROM "{table}" t')).scalar_one()
     engine.dispose()
     return state
+
+
+# --- running our commands and our API on such a database --------------------------------
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    from tests.conftest import REPO_ROOT
+
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], env=env, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def env_for(platform, url: str, **extra: str) -> dict[str, str]:  # noqa: ANN001
+    return {**platform.env, "FLOWS_CODE_ACTIONS_DB_URI": url, **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def serve_api(platform, url: str) -> Iterator[str]:  # noqa: ANN001
+    """An API process of ours on the database at `url`; yields its base URL."""
+    from shared.cli import spawn_child, stop_children
+    from shared.local_platform import wait_for_http
+
+    port = free_port()
+    api = spawn_child(["api", "--workers", "1"], env_for(
+        platform, url, FLOWS_CODE_ACTIONS_PORT=str(port),
+        FLOWS_CODE_ACTIONS_API_METRICS_DIR=tempfile.mkdtemp(prefix="adopt-metrics-")))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(base + "/healthz", 60, [api])
+        yield base
+    finally:
+        stop_children([api])
+
+
+@contextmanager
+def adopted_database(platform) -> Iterator[tuple[str, LegacyWorld]]:  # noqa: ANN001
+    """A database the Go service built and filled, already through `codeactions migrate`."""
+    base = platform.settings().sqlalchemy_url
+    name = f"adopt_{uuid.uuid4().hex[:8]}"
+    url = create_database(base, name)
+    try:
+        build_old_schema(url)
+        world = fill(url)
+        migrated = run_cli(env_for(platform, url), "migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        yield url, world
+    finally:
+        drop_database(base, name)

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -20,20 +18,7 @@ from tests.conftest import REPO_ROOT, Platform
 from tests.integration import legacy_go_service as legacy
 from tests.integration.identity_provider import REALM
 
-
-def codeactions(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
-
-
-def env_for(platform: Platform, url: str, **extra: str) -> dict[str, str]:
-    return {**platform.env, "FLOWS_CODE_ACTIONS_DB_URI": url, **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+codeactions, env_for = legacy.run_cli, legacy.env_for
 
 
 class Adopted:
@@ -51,9 +36,6 @@ class Adopted:
 def adopted(platform: Platform) -> Iterator[Adopted]:
     """The old database, its dry run checked to change nothing, then migrated, and an API
     process of ours serving it."""
-    from shared.cli import spawn_child, stop_children
-    from shared.local_platform import wait_for_http
-
     base = platform.settings().sqlalchemy_url
     name = f"adopt_{uuid.uuid4().hex[:8]}"
     url = legacy.create_database(base, name)
@@ -73,16 +55,11 @@ def adopted(platform: Platform) -> Iterator[Adopted]:
     migrated = codeactions(env, "migrate")
     assert migrated.returncode == 0, migrated.stderr
     state = Adopted(url, world, migrated.stdout)
-    port = free_port()
-    api = spawn_child(["api", "--workers", "1"], env_for(
-        platform, url, FLOWS_CODE_ACTIONS_PORT=str(port),
-        FLOWS_CODE_ACTIONS_API_METRICS_DIR=tempfile.mkdtemp(prefix="adopt-metrics-")))
     try:
-        state.api = f"http://127.0.0.1:{port}"
-        wait_for_http(state.api + "/healthz", 60, [api])
-        yield state
+        with legacy.serve_api(platform, url) as api:
+            state.api = api
+            yield state
     finally:
-        stop_children([api])
         legacy.drop_database(base, name)
 
 
