@@ -1,7 +1,17 @@
-"""Every table of the schema, for Alembic: the entity models (shared/models) and the
-feature packages' own (shared/adoption/model.py)."""
+"""Every table, for Alembic and for whoever needs the whole metadata: importing this module
+imports each feature's model (SPEC.md "Entities")."""
 
+from shared.access.permission import UserPermission
+from shared.access.project import Project
 from shared.adoption.model import ImportCheckpoint, LegacyProjectId
-from shared.models import Base
+from shared.codelibs.model import CodeLib
+from shared.codes.model import Code
+from shared.logs.count import CodeLogCount
+from shared.logs.model import CodeLog
+from shared.orm import Base
+from shared.runs.model import CodeRun
 
-__all__ = ["Base", "ImportCheckpoint", "LegacyProjectId"]
+__all__ = [
+    "Base", "Code", "CodeLib", "CodeLog", "CodeLogCount", "CodeRun", "ImportCheckpoint",
+    "LegacyProjectId", "Project", "UserPermission",
+]

@@ -32,8 +32,8 @@ from shared.adoption.legacy_values import (
     parse_time,
     seq_in_run,
 )
-from shared.models import CodeLog, CodeRun
-from shared.models.codelog import LOG_TYPES
+from shared.logs.model import LOG_TYPES, CodeLog
+from shared.runs.model import CodeRun
 from shared.settings import Settings
 
 OUR_ARCHIVE_NAME = "logs.json"  # shared/log_archive.py: one object per run, indexed already

@@ -10,7 +10,7 @@ from sqlalchemy import DateTime, Text, Uuid, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.models.base import Base
+from shared.orm import Base
 
 
 class LegacyProjectId(Base):

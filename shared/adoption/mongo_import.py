@@ -22,6 +22,8 @@ from typing import Any, TextIO
 from sqlalchemy import Connection, Engine, Table, select
 from sqlalchemy.dialects.postgresql import insert
 
+from shared.access.permission import UserPermission
+from shared.access.project import Project
 from shared.adoption import checkpoints, project_ids
 from shared.adoption.legacy_values import (
     LEGACY_WORKER,
@@ -35,10 +37,10 @@ from shared.adoption.legacy_values import (
 )
 from shared.adoption.log_import import find_runs, run_ref_key
 from shared.adoption.orphan_runs import orphans_allowed
-from shared.models import Code, CodeLib, CodeLog, CodeRun, Project, UserPermission
-from shared.models.code import CODE_TYPES, TIMEOUT_DEFAULT, TIMEOUT_MAX, TIMEOUT_MIN
-from shared.models.codelog import LOG_TYPES
-from shared.models.coderun import FINISHED, RUN_STATUSES, STARTED
+from shared.codelibs.model import CodeLib
+from shared.codes.model import CODE_TYPES, TIMEOUT_DEFAULT, TIMEOUT_MAX, TIMEOUT_MIN, Code
+from shared.logs.model import LOG_TYPES, CodeLog
+from shared.runs.model import FINISHED, RUN_STATUSES, STARTED, CodeRun
 from shared.settings import LANGUAGES
 
 #: (what, its table, the collection names to read), in the order they must be imported.

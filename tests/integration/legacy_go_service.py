@@ -298,7 +298,7 @@ def snapshot(url: str) -> dict[str, object]:
 def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     from tests.conftest import REPO_ROOT
 
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], env=env, cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "codeactions.cli", *args], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -315,8 +315,8 @@ def free_port() -> int:
 @contextmanager
 def serve_api(platform, url: str) -> Iterator[str]:  # noqa: ANN001
     """An API process of ours on the database at `url`; yields its base URL."""
-    from shared.cli import spawn_child, stop_children
-    from shared.local_platform import wait_for_http
+    from codeactions.local.children import spawn_child, stop_children
+    from codeactions.local.platform import wait_for_http
 
     port = free_port()
     api = spawn_child(["api", "--workers", "1"], env_for(

@@ -159,9 +159,9 @@ def test_runs_the_old_service_left_unfinished_are_ended_by_the_reaper(
         adopted: Adopted, platform: Platform):
     import redis
 
-    from shared.celery_app import make_celery
     from shared.db import Database
-    from shared.services import stuck_runs
+    from shared.messaging.celery_app import make_celery
+    from shared.runs import stuck_runs
 
     world = adopted.world
     unfinished = {world.runs[k].id for k in ("left_started", "left_queued", "orphan_started")}

@@ -209,7 +209,7 @@ def test_an_interrupted_import_continues_where_it_stopped(platform: Platform, s3
             bucket.logs.append(put_log(s3, bucket, run.id, run.code_id, secrets.token_hex(12),
                                        run.created_at + timedelta(milliseconds=n), f"line {n}"))
         env = legacy.env_for(platform, url)
-        command = [sys.executable, "-m", "shared.cli", "import-logs", "--bucket", bucket.name,
+        command = [sys.executable, "-m", "codeactions.cli", "import-logs", "--bucket", bucket.name,
                    "--prefix", PREFIX, "--page-size", "10", "--readers", "2"]
         first = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
