@@ -27,6 +27,7 @@ class Adopted:
         self.world = world
         self.migrate_output = migrate_output
         self.api = ""
+        self.reader = ""
 
     def get(self, path: str, **params: object) -> requests.Response:
         return requests.get(self.api + path, params=params, timeout=10)
@@ -42,6 +43,12 @@ def adopted(platform: Platform) -> Iterator[Adopted]:
     legacy.build_old_schema(url)
     world = legacy.fill(url)
     env = env_for(platform, url)
+    reader = f"reader_{name}"  # an operator's reporting role, granted on the old tables
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text(f'CREATE ROLE "{reader}"'))
+        connection.execute(text(f'GRANT SELECT ON codes, coderuns TO "{reader}"'))
+    engine.dispose()
 
     before = legacy.snapshot(url)
     dry = codeactions(env, "migrate", "--dry-run")
@@ -55,12 +62,17 @@ def adopted(platform: Platform) -> Iterator[Adopted]:
     migrated = codeactions(env, "migrate")
     assert migrated.returncode == 0, migrated.stderr
     state = Adopted(url, world, migrated.stdout)
+    state.reader = reader
     try:
         with legacy.serve_api(platform, url) as api:
             state.api = api
             yield state
     finally:
         legacy.drop_database(base, name)
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP ROLE IF EXISTS "{reader}"'))
+        admin.dispose()
 
 
 def at(value: str) -> datetime:
@@ -239,6 +251,12 @@ def test_the_migrated_schema_is_exactly_ours(adopted: Adopted, platform: Platfor
         tables = set(connection.execute(text(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars())
     assert "go_service_v5" not in schemas and "schema_migrations" not in tables
+    with create_engine(adopted.url).connect() as connection:
+        granted = connection.execute(text(
+            "SELECT has_table_privilege(:role, 'codes', 'SELECT'), "
+            "has_table_privilege(:role, 'coderuns', 'SELECT'), "
+            "has_table_privilege(:role, 'codes', 'INSERT')"), {"role": adopted.reader}).one()
+    assert tuple(granted) == (True, True, False)  # the old tables' grants, no more
 
 
 def test_a_second_migrate_changes_nothing(adopted: Adopted, platform: Platform):
