@@ -25,7 +25,7 @@ from shared.codes import service as code_service
 from shared.codes.model import Code
 from shared.codes.service import parse_project_uuid
 from shared.errors import Forbidden, NotFound, Saturated, Unauthorized
-from shared.ids import parse_id
+from shared.ids import EntityId, parse_id
 from shared.runs import reading as run_reading
 from shared.runs.model import CodeRun
 
@@ -33,6 +33,8 @@ READ, WRITE = VIEWER, MODERATOR
 MANAGEMENT_PREFIXES = ("code", "coderun", "codelog", "codelib", "admin")
 EXTENSION = "codeactions.user_info"
 IDP_RETRY_AFTER = 5
+ORPHAN_READERS = ("the code of this run was deleted, so it belongs to no project: only "
+                  "trusted services may read it")
 
 
 def install(app: Flask) -> None:
@@ -133,6 +135,19 @@ def authorize_code(code: Code | str, role: int) -> None:
     authorize(code.project_uuid, role)
 
 
+def authorize_code_id(code_id: uuid.UUID, role: int) -> None:
+    """Like `authorize_code`, for the code of a run or log, which may be gone: runs adopted
+    from the Go service outlived their deleted code (shared/adoption/orphan_runs.py) and
+    belong to no project we know, so only trusted services may read them."""
+    if _checked_user() is None:
+        return
+    try:
+        code = code_service.get(ctx().db, EntityId(uuid=code_id))
+    except NotFound:
+        raise Forbidden(ORPHAN_READERS, field="code_id") from None
+    authorize(code.project_uuid, role)
+
+
 def authorize_run(run: CodeRun | str, role: int) -> None:
     """Like `authorize`, for the project of a run's code, the run given itself or by id."""
     if _checked_user() is None:
@@ -140,5 +155,5 @@ def authorize_run(run: CodeRun | str, role: int) -> None:
     run_id = parse_id(str(run.id) if isinstance(run, CodeRun) else run, "run id")
     _, code = run_reading.get_with_code(ctx().db, run_id)
     if code is None:
-        raise NotFound("code not found")
+        raise Forbidden(ORPHAN_READERS, field="code_id")
     authorize(code.project_uuid, role)

@@ -6,10 +6,9 @@ import math
 
 from flask_smorest import Blueprint
 
-from api.authorization import READ, authorize_code, authorize_run
+from api.authorization import READ, authorize_code_id, authorize_run
 from api.context import ctx
 from api.schemas import CodeLogListQuerySchema, CodeLogPageSchema, CodeLogSchema
-from shared.codes import service as code_service
 from shared.errors import InvalidInput
 from shared.ids import parse_id
 from shared.logs import reading as log_reading
@@ -22,7 +21,7 @@ blp = Blueprint("codelogs", __name__, description="Logs written by runs")
 @blp.response(200, CodeLogSchema)
 def get_log(log_id: str):
     entry = log_reading.get(ctx().db, parse_id(log_id, "log id"))
-    authorize_code(str(entry.code_id), READ)
+    authorize_code_id(entry.code_id, READ)
     return entry
 
 
@@ -36,10 +35,11 @@ def list_logs(query: dict):
         authorize_run(run, READ)
         rows, total = log_reading.page_for_run(db, run.id, page)
     elif query.get("code_id"):
-        authorize_code(query["code_id"], READ)
+        # Legacy ids are resolved once, then the index is used; a deleted code's adopted
+        # runs still have their logs.
         code_id = parse_id(query["code_id"], "code_id")
-        # Legacy ids are resolved once, then the index is used.
-        uuid_value = code_id.uuid or code_service.get(db, code_id).id
+        uuid_value = code_id.uuid or run_reading.code_of_runs(db, code_id)[1]
+        authorize_code_id(uuid_value, READ)
         rows, total = log_reading.page_for_code(db, uuid_value, page)
     else:
         raise InvalidInput("run_id or code_id is required", field="run_id")

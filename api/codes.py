@@ -60,8 +60,10 @@ def create(**_query: object):
 @blp.arguments(CodeListQuerySchema, location="query")
 @blp.response(200, CodeSchema(many=True))
 def list_codes(query: dict):
-    authorize(query["project_uuid"], READ)
-    return code_service.list_for_project(ctx().db, query["project_uuid"], query.get("code_type"))
+    db = ctx().db
+    project = code_service.project_for_listing(db, query["project_uuid"])
+    authorize(project, READ)
+    return code_service.list_for_project(db, project, query.get("code_type"))
 
 
 @blp.route("/code/<code_id>", methods=["GET"])

@@ -55,7 +55,10 @@ class CodeCreateJsonSchema(CodeCreateQuerySchema):
 
 
 class CodeListQuerySchema(Schema):
-    project_uuid = fields.UUID(required=True)
+    project_uuid = fields.String(
+        required=True,
+        metadata={"description": "a UUID, or a project id of the Go service that was not one"},
+    )
     code_type = fields.String(validate=validate.OneOf(CODE_TYPES))
 
 

@@ -7,7 +7,10 @@ import logging
 import os
 import signal
 import sys
+from datetime import date
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from shared.settings import LANGUAGES, Settings, load_settings
 
@@ -191,15 +194,73 @@ def cmd_flower(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from alembic import command
-    from alembic.config import Config
+    """Our migrations; on the Go service's database, its conversion (shared/adoption)."""
+    from shared.adoption.migrate import run_migrate
 
-    config = Config(str(REPO_ROOT / "alembic.ini"))
-    command.upgrade(config, args.revision)
-    from shared.codelibs.catalog import sync_catalog
+    settings = load_settings()
+    status = run_migrate(settings, str(REPO_ROOT / "alembic.ini"), args.revision, args.dry_run,
+                         sys.stdout, sys.stderr)
+    if status == 0 and not args.dry_run:
+        from shared.codelibs.catalog import sync_catalog
 
-    sync_catalog(load_settings())
-    return 0
+        sync_catalog(settings)
+    return status
+
+
+def cmd_import_logs(args: argparse.Namespace) -> int:
+    """The Go service's S3 logs (one object per line) into the log index; resumable."""
+    from sqlalchemy import create_engine
+
+    from shared.adoption.log_import import ImportAborted, LogImporter, LogImportOptions, s3_client
+
+    settings = load_settings()
+    options = LogImportOptions(
+        bucket=args.bucket or settings.s3_bucket_name,
+        prefix=settings.s3_prefix if args.prefix is None else args.prefix,
+        since=args.since, until=args.until, page_size=args.page_size, readers=args.readers,
+        restart=args.restart,
+    )
+    engine = create_engine(settings.sqlalchemy_url, pool_size=2)
+    try:
+        counts = LogImporter(engine, s3_client(settings, args.readers), options,
+                             sys.stdout).run()
+    except ImportAborted as exc:
+        print(f"import-logs stopped: {exc}. Committed pages are kept: run it again to "
+              "continue.", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 1 if counts.errors else 0
+
+
+def cmd_import_mongo(args: argparse.Namespace) -> int:
+    """The Go service's MongoDB-era collections into PostgreSQL; resumable."""
+    from sqlalchemy import create_engine
+
+    from shared.adoption.mongo_import import MongoImportAborted, MongoImporter
+
+    # The old environment may still say DB_TYPE=mongodb: this is the command that fixes it.
+    settings = load_settings(db_type="postgres")
+    uri, name = args.mongo_uri or settings.mongo_db_uri, args.mongo_db or settings.mongo_db_name
+    if not uri or not name:
+        print("import-mongo needs --mongo-uri and --mongo-db (or FLOWS_CODE_ACTIONS_MONGO_DB_URI "
+              "and FLOWS_CODE_ACTIONS_MONGO_DB_NAME)", file=sys.stderr)
+        return 2
+    import pymongo
+
+    client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10_000)
+    engine = create_engine(settings.sqlalchemy_url, pool_size=2)
+    try:
+        results = MongoImporter(engine, client[name], sys.stdout, batch_size=args.batch_size,
+                                restart=args.restart).run()
+    except MongoImportAborted as exc:
+        print(f"import-mongo stopped: {exc}. Committed batches are kept: run it again to "
+              "continue.", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+        engine.dispose()
+    return 1 if any(counts.errors for counts in results.values()) else 0
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -269,9 +330,35 @@ def main(argv: list[str] | None = None) -> int:
     flower = sub.add_parser("flower", help="Flower, the Celery dashboard")
     flower.set_defaults(func=cmd_flower)
 
-    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate = sub.add_parser(
+        "migrate", help="apply database migrations (converts the Go service's database)")
     migrate.add_argument("revision", nargs="?", default="head")
+    migrate.add_argument("--dry-run", action="store_true",
+                         help="print what would be done; change nothing")
     migrate.set_defaults(func=cmd_migrate)
+
+    import_logs = sub.add_parser(
+        "import-logs", help="import the Go service's S3 logs into the log index (resumable)")
+    import_logs.add_argument("--bucket", help="default: FLOWS_CODE_ACTIONS_S3_BUCKET_NAME")
+    import_logs.add_argument("--prefix", help="default: FLOWS_CODE_ACTIONS_S3_PREFIX")
+    import_logs.add_argument("--since", type=_day, help="first day to import (YYYY-MM-DD)")
+    import_logs.add_argument("--until", type=_day, help="last day to import (YYYY-MM-DD)")
+    import_logs.add_argument("--page-size", type=int, default=1000,
+                             help="objects listed and committed at a time")
+    import_logs.add_argument("--readers", type=int, default=16,
+                             help="objects read from S3 at once")
+    import_logs.add_argument("--restart", action="store_true",
+                             help="scan from the start again (nothing is imported twice)")
+    import_logs.set_defaults(func=cmd_import_logs)
+
+    import_mongo = sub.add_parser(
+        "import-mongo", help="copy the Go service's MongoDB data into PostgreSQL (resumable)")
+    import_mongo.add_argument("--mongo-uri", help="default: FLOWS_CODE_ACTIONS_MONGO_DB_URI")
+    import_mongo.add_argument("--mongo-db", help="default: FLOWS_CODE_ACTIONS_MONGO_DB_NAME")
+    import_mongo.add_argument("--batch-size", type=int, default=500)
+    import_mongo.add_argument("--restart", action="store_true",
+                              help="read every collection from the start again")
+    import_mongo.set_defaults(func=cmd_import_mongo)
 
     images = sub.add_parser("images", help="build the engine images (cached by content)")
     images.add_argument("--language", action="append", choices=LANGUAGES)
@@ -295,7 +382,22 @@ def main(argv: list[str] | None = None) -> int:
     bench.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValidationError as exc:  # settings: say what is wrong, not a traceback
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            print(f"codeactions {args.command}: {where + ': ' if where else ''}{message}",
+                  file=sys.stderr)
+        return 2
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a day (YYYY-MM-DD)") from None
 
 
 if __name__ == "__main__":

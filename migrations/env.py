@@ -23,12 +23,21 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
+    # Adoption of the Go service's database runs our chain inside its own transaction, on
+    # its own connection (shared/adoption/conversion.py): nothing commits until it does.
+    shared_connection = config.attributes.get("connection")
+    if shared_connection is not None:
+        _run_on(shared_connection)
+        return
     engine = create_engine(_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          compare_type=True)
-        with context.begin_transaction():
-            context.run_migrations()
+        _run_on(connection)
+
+
+def _run_on(connection) -> None:  # noqa: ANN001
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 if context.is_offline_mode():

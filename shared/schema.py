@@ -3,6 +3,7 @@ imports each feature's model (SPEC.md "Entities")."""
 
 from shared.access.permission import UserPermission
 from shared.access.project import Project
+from shared.adoption.model import ImportCheckpoint, LegacyProjectId
 from shared.after_commit.outbox import OutboxEntry
 from shared.codelibs.model import CodeLib
 from shared.codes.model import Code
@@ -12,6 +13,6 @@ from shared.orm import Base
 from shared.runs.model import CodeRun
 
 __all__ = [
-    "Base", "Code", "CodeLib", "CodeLog", "CodeLogCount", "CodeRun", "OutboxEntry", "Project",
-    "UserPermission",
+    "Base", "Code", "CodeLib", "CodeLog", "CodeLogCount", "CodeRun", "ImportCheckpoint",
+    "LegacyProjectId", "OutboxEntry", "Project", "UserPermission",
 ]

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "FLOWS_CODE_ACTIONS_"
 LANGUAGES = ("python", "javascript", "go")
+MONGODB_REFUSED = (
+    "FLOWS_CODE_ACTIONS_DB_TYPE=mongodb is not supported: this platform keeps everything in "
+    "PostgreSQL. Copy the MongoDB data once with `codeactions import-mongo --mongo-uri URI "
+    "--mongo-db NAME`, then set FLOWS_CODE_ACTIONS_DB_TYPE=postgres (or leave it unset)"
+)
 
 
 def _env(name: str, *legacy: str) -> Any:
@@ -196,6 +201,13 @@ class Settings(BaseSettings):
 
     # --- local platform (make run / make test) ---------------------------------------
     state_dir: str = Field(".state/dev", validation_alias=_env("STATE_DIR"))
+
+    @model_validator(mode="after")
+    def _postgres_only(self) -> Settings:
+        # The old service's MongoDB mode: refused loudly, never a silent PostgreSQL.
+        if self.db_type == "mongodb":
+            raise ValueError(MONGODB_REFUSED)
+        return self
 
     @field_validator("s3_prefix")
     @classmethod

@@ -1,7 +1,7 @@
 """outbox: durable after-commit steps (shared/after_commit)
 
 Revision ID: 7b2f4c81d3e6
-Revises: 3c9d2e5f7a10
+Revises: 60cd7de67b7b
 Create Date: 2026-12-02 15:00:00.000000
 """
 
@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql
 
 
 revision = '7b2f4c81d3e6'
-down_revision = '3c9d2e5f7a10'
+down_revision = '60cd7de67b7b'
 branch_labels = None
 depends_on = None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.orm import Base, Timestamps, UuidPk
@@ -18,6 +18,7 @@ class UserPermission(UuidPk, Timestamps, Base):
         UniqueConstraint("project_uuid", "email", name="uq_user_permissions_project_email"),
     )
 
+    mongo_object_id: Mapped[str | None] = mapped_column(Text, unique=True)
     project_uuid: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     email: Mapped[str] = mapped_column(String(320), nullable=False)
     role: Mapped[int] = mapped_column(Integer, nullable=False)

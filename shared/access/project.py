@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import String, Uuid
+from sqlalchemy import String, Text, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -15,6 +15,7 @@ from shared.orm import Base, Timestamps, UuidPk
 class Project(UuidPk, Timestamps, Base):
     __tablename__ = "projects"
 
+    mongo_object_id: Mapped[str | None] = mapped_column(Text, unique=True)
     uuid: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, nullable=False)
     name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     authorizations: Mapped[list[dict[str, Any]]] = mapped_column(

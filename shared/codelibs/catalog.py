@@ -24,7 +24,10 @@ def shipped_libraries() -> dict[str, list[str]]:
 
 
 def sync_catalog(settings: Settings) -> int:
-    """Add every shipped library not yet listed and drop those no image ships any more."""
+    """Add every shipped library not yet listed and drop those no image ships any more.
+
+    Only rows the sync made itself (`catalog`) are ever dropped: an operator's rows, and those
+    adopted from the Go service, stay whatever the images ship."""
     db = Database(settings)
     try:
         with db.session() as session:
@@ -32,9 +35,9 @@ def sync_catalog(settings: Settings) -> int:
             existing = {(lib.name, lib.language): lib for lib in session.scalars(select(CodeLib))}
             wanted = {(name, lang) for lang, names in shipped.items() for name in names}
             for key in wanted - existing.keys():
-                session.add(CodeLib(name=key[0], language=key[1]))
+                session.add(CodeLib(name=key[0], language=key[1], catalog=True))
             for key in existing.keys() - wanted:
-                if key[1] in shipped:
+                if key[1] in shipped and existing[key].catalog:
                     session.delete(existing[key])
             session.commit()
             return len(wanted)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import String, UniqueConstraint
+from sqlalchemy import Boolean, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.orm import Base, Timestamps, UuidPk
@@ -12,5 +12,12 @@ class CodeLib(UuidPk, Timestamps, Base):
     __tablename__ = "codelibs"
     __table_args__ = (UniqueConstraint("name", "language", name="uq_codelibs_name_language"),)
 
+    mongo_object_id: Mapped[str | None] = mapped_column(Text, unique=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     language: Mapped[str] = mapped_column(String(16), nullable=False)
+    # True: listed by the catalog sync from what an engine ships (and removed by it when no
+    # engine ships it any more). False: an operator's row (or one adopted from the Go
+    # service), which the sync never touches.
+    catalog: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )

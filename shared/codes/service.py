@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from shared.adoption import project_ids
+from shared.adoption.legacy_values import as_uuid
 from shared.codes import store as code_store
 from shared.codes.model import (
     CODE_TYPES,
@@ -129,6 +131,17 @@ def get(db: Database, code_id: EntityId) -> Code:
 def list_for_project(db: Database, project_uuid: uuid.UUID, code_type: str | None) -> list[Code]:
     with db.session() as session:
         return code_store.list_for_project(session, project_uuid, code_type)
+
+
+def project_for_listing(db: Database, value: str | None) -> uuid.UUID:
+    """A project id as clients of the Go service send it: a UUID, or one of its old ids
+    that were not UUIDs (adopted under a UUIDv5 of the text, `legacy_project_ids`)."""
+    if value and as_uuid(value) is None:
+        with db.session() as session:
+            adopted = project_ids.resolve(session, value)
+        if adopted is not None:
+            return adopted
+    return parse_project_uuid(value)
 
 
 def create(platform: Platform, data: CodeInput) -> Code:

@@ -36,6 +36,9 @@ class CodeRun(UuidPk, Timestamps, Base):
         # The stuck-run reaper's scan, every minute: only the few runs in `started`.
         Index("ix_coderuns_started_at_started", "started_at",
               postgresql_where=text("status = 'started'")),
+        # Runs adopted from the Go service by their deleted code's ObjectID (orphan runs).
+        Index("ix_coderuns_code_mongo_id", "code_mongo_id",
+              postgresql_where=text("code_mongo_id IS NOT NULL")),
     )
 
     mongo_object_id: Mapped[str | None] = mapped_column(Text, unique=True)

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from shared.codes import store as code_store
 from shared.codes.model import Code
 from shared.db import Database
 from shared.errors import NotFound
@@ -37,6 +38,20 @@ def reread(db: Database, run_id: uuid.UUID) -> CodeRun | None:
     """The run as stored now (after a wait)."""
     with db.session() as session:
         return session.get(CodeRun, run_id)
+
+
+def code_of_runs(db: Database, reference: EntityId) -> tuple[Code | None, uuid.UUID]:
+    """The code whose runs are asked for (by UUID or ObjectID) and its id. A code that was
+    deleted while runs adopted from the Go service still point at it gives (None, its id);
+    NotFound when neither exists."""
+    with db.session() as session:
+        code = code_store.get(session, reference)
+        if code is not None:
+            return code, code.id
+        orphaned = run_store.orphaned_code_id(session, reference)
+    if orphaned is None:
+        raise NotFound("code not found")
+    return None, orphaned
 
 
 def has_ended(db: Database, run_id: uuid.UUID) -> bool:

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Select, bindparam, func, or_, select, text, u
 from sqlalchemy import delete as delete_
 from sqlalchemy.orm import Session
 
-from shared.codes.model import TIMEOUT_DEFAULT, Code
+from shared.codes.model import TIMEOUT_MAX, Code
 from shared.ids import EntityId
 from shared.runs.model import CodeRun
 from shared.runs.statuses import RunStatus
@@ -23,6 +23,16 @@ def get(session: Session, run_id: EntityId) -> CodeRun | None:
     if run_id.uuid is not None:
         return session.get(CodeRun, run_id.uuid)
     return session.scalar(select(CodeRun).where(CodeRun.mongo_object_id == run_id.mongo_object_id))
+
+
+def orphaned_code_id(session: Session, code_ref: EntityId) -> uuid.UUID | None:
+    """The id of a deleted code that runs still point at (runs adopted from the Go service,
+    which kept them; ours go with their code), by its UUID or its legacy ObjectID."""
+    if code_ref.uuid is not None:
+        where = CodeRun.code_id == code_ref.uuid
+    else:
+        where = CodeRun.code_mongo_id == code_ref.mongo_object_id
+    return session.scalar(select(CodeRun.code_id).where(where).limit(1))
 
 
 def _for_code(
@@ -226,7 +236,9 @@ def stuck_started(
     """Runs `started` whose worker is gone: their lease ran out, or (rows without a lease,
     such as the old service's) they are older than their code's timeout plus
     `margin_seconds`. (run id, code id, worker, wants a callback), oldest first."""
-    timeout = func.coalesce(Code.timeout, TIMEOUT_DEFAULT)
+    # An outer join: a run adopted from the Go service may outlive its code (orphan runs);
+    # it is given the longest timeout a code may have.
+    timeout = func.coalesce(Code.timeout, TIMEOUT_MAX)
     overdue = func.coalesce(CodeRun.started_at, CodeRun.created_at) < func.now() - _seconds(
         timeout + margin_seconds
     )
