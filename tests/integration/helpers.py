@@ -99,7 +99,8 @@ def no_run_leftovers(container_id: str, seconds: float = 20) -> bool:
                 if container.labels.get("codeactions.kind") == "warm":
                     top = container.top()
                     command = top["Titles"].index("CMD")
-                    processes = [row[command] for row in top["Processes"]]
+                    # None while the container is stopping
+                    processes = [row[command] for row in top["Processes"] or []]
                     if len(processes) <= 2 and all(_waits_for_a_run(p) for p in processes):
                         return True
             except docker.errors.NotFound:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import time
@@ -58,7 +59,9 @@ def test_an_unreachable_redis_fails_open_with_a_log_and_a_metric(platform, caplo
         dead = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
     app = create_app(bootstrap(platform.settings(code_limiter_max_requests=1)))
     # Only the limiter loses Redis; the run still completes through the real one.
-    app.extensions["codeactions"].limiter = CodeRateLimiter(dead, 1, 60)
+    context = app.extensions["codeactions"]
+    app.extensions["codeactions"] = dataclasses.replace(
+        context, limiter=CodeRateLimiter(dead, 1, 60))
     client = app.test_client()
     code = create_code(platform, SOURCE)
 
