@@ -11,7 +11,7 @@ from shared.settings import Settings, load_settings
 def create_app(settings: Settings | None = None) -> Flask:
     import redis
 
-    from api import codelibs, codelogs, coderuns, codes, endpoints, health, run_submissions
+    from api import codelibs, codelogs, coderuns, codes, cors, endpoints, health, run_submissions
     from api.authorization import install as install_authorization
     from api.context import ApiContext
     from api.errors import register_error_handlers
@@ -53,7 +53,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     for module in (health, codes, coderuns, run_submissions, codelogs, codelibs, endpoints):
         api.register_blueprint(module.blp)
     register_error_handlers(app)
+    # First: a preflight is answered before authentication or any handler.
+    cors.install(app, settings.cors_origins)
     install_authorization(app)
+    health.record_start(app)
+    from api.received_headers import ReceivedHeaders
+
+    app.wsgi_app = ReceivedHeaders(app.wsgi_app)
     # Operations: /metrics, and no run id left over from the thread's previous request.
     from api.metrics import init_metrics
     from shared import log_context

@@ -30,6 +30,7 @@ def get_log(log_id: str):
 @blp.route("/codelog", methods=["GET"])
 @blp.arguments(CodeLogListQuerySchema, location="query")
 @blp.response(200, CodeLogPageSchema)
+@blp.doc(summary="A run's or a code's logs, 20 a page, newest first (`order=asc`: oldest first)")
 def list_logs(query: dict):
     page = query["page"]
     with ctx().db.session() as session:
@@ -38,7 +39,7 @@ def list_logs(query: dict):
             if run is None:
                 raise NotFound("run not found")
             authorize_run(run, READ)
-            rows, total = log_store.page(session, run_id=run.id, page=page)
+            rows, total = log_store.page(session, run_id=run.id, page=page, order=query["order"])
         elif query.get("code_id"):
             authorize_code(query["code_id"], READ)
             code_id = parse_id(query["code_id"], "code_id")
@@ -49,7 +50,9 @@ def list_logs(query: dict):
                 uuid_value = code.id
             else:
                 uuid_value = code_id.uuid
-            rows, total = log_store.page(session, code_id=uuid_value, page=page)
+            rows, total = log_store.page(
+                session, code_id=uuid_value, page=page, order=query["order"]
+            )
         else:
             raise InvalidInput("run_id or code_id is required", field="run_id")
     last_page = max(1, math.ceil(total / log_store.PAGE_SIZE))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
@@ -39,21 +37,18 @@ def get_run(query: dict, run_id: str):
 @blp.arguments(CodeRunListQuerySchema, location="query")
 @blp.response(200, CodeRunSchema(many=True))
 @blp.paginate(page_size=RUNS_PAGE_SIZE, max_page_size=RUNS_PAGE_SIZE)
-@blp.doc(summary="A code's runs, newest first; `page`/`page_size`, totals in X-Pagination")
+@blp.doc(summary="A code's runs, newest first (`order=asc`: oldest first); `page`/`page_size`, "
+         "totals in X-Pagination")
 def list_runs(query: dict, pagination_parameters: PaginationParameters):
     with ctx().db.session() as session:
         code = code_store.get(session, parse_id(query["code_id"], "code_id"))
         if code is None:
             raise NotFound("code not found")
         authorize_code(code, READ)
-        # The seed's datetimes carry no zone: they are UTC.
-        after, before = (
-            value.replace(tzinfo=UTC) if value else None
-            for value in (query.get("after"), query.get("before"))
-        )
-        filters = {"after": after, "before": before, "status": query.get("status")}
+        filters = {"after": query.get("after"), "before": query.get("before"),
+                   "status": query.get("status")}
         pagination_parameters.item_count = run_store.count_for_code(session, code.id, **filters)
         return run_store.list_for_code(
-            session, code.id, **filters,
+            session, code.id, **filters, order=query["order"],
             offset=pagination_parameters.first_item, limit=pagination_parameters.page_size,
         )
