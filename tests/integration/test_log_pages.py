@@ -46,12 +46,13 @@ def _expected(db, code_id: uuid.UUID) -> list[str]:  # noqa: ANN001
         return [str(row) for row in rows]
 
 
-def _all_pages(platform, code_id: str) -> tuple[list[str], int, int]:  # noqa: ANN001
-    first = requests.get(platform.url("/codelog"), params={"code_id": code_id}).json()
+def _all_pages(platform, code_id: str, order: str = "desc") -> tuple[list[str], int, int]:  # noqa: ANN001
+    first = requests.get(platform.url("/codelog"),
+                         params={"code_id": code_id, "order": order}).json()
     ids, pages = [], first["last_page"]
     for page in range(1, pages + 1):
         body = requests.get(platform.url("/codelog"),
-                            params={"code_id": code_id, "page": page}).json()
+                            params={"code_id": code_id, "page": page, "order": order}).json()
         assert body["total"] == first["total"] and body["page"] == page
         assert len(body["data"]) == min(PAGE, first["total"] - (page - 1) * PAGE)
         ids += [entry["id"] for entry in body["data"]]
@@ -65,6 +66,8 @@ def test_every_page_agrees_with_one_order_and_the_total_is_exact(platform, db):
     ids, total, pages = _all_pages(platform, code["id"])
     assert (total, pages) == (133, 7)
     assert ids == _expected(db, code_id)  # pages from the newest and the oldest end alike
+    oldest_first, _, _ = _all_pages(platform, code["id"], order="asc")
+    assert oldest_first == _expected(db, code_id)[::-1]  # the same, the other way round
     past = requests.get(platform.url("/codelog"), params={"code_id": code["id"], "page": 8})
     assert past.status_code == 200 and past.json()["data"] == []
 
