@@ -55,5 +55,6 @@ def list_logs(query: dict):
             )
         else:
             raise InvalidInput("run_id or code_id is required", field="run_id")
-    last_page = max(1, math.ceil(total / log_store.PAGE_SIZE))
+    # 0 when there are none, as the Go service answered (clients loop up to it).
+    last_page = math.ceil(total / log_store.PAGE_SIZE)
     return {"data": rows, "total": total, "page": page, "last_page": last_page}

@@ -164,6 +164,9 @@ def test_health_docs_and_openapi(platform):
         assert body[dependency]["latency_ms"] >= 0
     spec = requests.get(platform.url("/openapi.json")).json()
     assert "/code" in spec["paths"] and "/action/endpoint/{code_id}" in spec["paths"]
+    from openapi_spec_validator import validate
+
+    validate(spec)  # raises on any departure from the OpenAPI 3.0 schema
     assert requests.get(platform.url("/docs")).status_code == 200
 
 

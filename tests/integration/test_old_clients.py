@@ -191,6 +191,10 @@ def test_a_runs_logs_are_newest_first_with_order_for_call_order(platform):
     oldest = requests.get(platform.url("/codelog"),
                           params={"run_id": run["id"], "order": "asc"}).json()
     assert [e["content"] for e in oldest["data"]] == [f"line {i}" for i in range(20)]
+    silent = create_code(platform, SOURCE)
+    none = requests.get(platform.url("/codelog"),
+                        params={"run_id": run_now(platform, silent["id"])["id"]}).json()
+    assert none == {"data": [], "total": 0, "page": 1, "last_page": 0}  # as the Go service
 
 
 # --- request headers reach the code as received -------------------------------------------
