@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from shared.models import Base
+from shared.orm import Base
 from shared.settings import load_settings
 
 config = context.config

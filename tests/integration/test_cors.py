@@ -10,7 +10,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from shared.models import CodeRun
+from shared.runs.model import CodeRun
 from tests.integration.helpers import call, create_code
 
 ALLOWED = "https://app.example.com"

@@ -16,7 +16,8 @@ import pytest
 import requests
 from sqlalchemy import insert, select, text
 
-from shared.models import Code, CodeRun
+from shared.codes.model import Code
+from shared.runs.model import CodeRun
 from tests.integration.helpers import PROJECT, call, create_code, run_now
 
 SOURCE = "def Run(engine):\n    engine.result.set('hi')\n"
