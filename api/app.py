@@ -53,17 +53,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     for module in (health, codes, coderuns, run_submissions, codelogs, codelibs, endpoints):
         api.register_blueprint(module.blp)
     register_error_handlers(app)
-    # First: a preflight is answered before authentication or any handler.
-    cors.install(app, settings.cors_origins)
-    install_authorization(app)
-    health.record_start(app)
-    from api.received_headers import ReceivedHeaders
-
-    app.wsgi_app = ReceivedHeaders(app.wsgi_app)
     # Operations: /metrics, and no run id left over from the thread's previous request.
     from api.metrics import init_metrics
+    from api.received_headers import ReceivedHeaders
     from shared.observability import log_context
 
     init_metrics(app, app.extensions["codeactions"])
     app.before_request(log_context.clear)
+    # Then every OPTIONS is answered (CORS), before authentication or any handler.
+    cors.install(app, settings.cors_origins)
+    install_authorization(app)
+    health.record_start(app)
+    app.wsgi_app = ReceivedHeaders(app.wsgi_app)
     return app
