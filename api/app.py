@@ -9,7 +9,7 @@ from shared.platform import Platform
 
 
 def create_app(platform: Platform) -> Flask:
-    from api import codelibs, codelogs, coderuns, codes, endpoints, health, run_submissions
+    from api import codelibs, codelogs, coderuns, codes, cors, endpoints, health, run_submissions
     from api.authorization import install as install_authorization
     from api.context import ApiContext
     from api.errors import register_error_handlers
@@ -43,11 +43,16 @@ def create_app(platform: Platform) -> Flask:
     for module in (health, codes, coderuns, run_submissions, codelogs, codelibs, endpoints):
         api.register_blueprint(module.blp)
     register_error_handlers(app)
-    install_authorization(app)
     # Operations: /metrics, and no run id left over from the thread's previous request.
     from api.metrics import init_metrics
+    from api.received_headers import ReceivedHeaders
     from shared.observability import log_context
 
     init_metrics(app, app.extensions["codeactions"])
     app.before_request(log_context.clear)
+    # Then every OPTIONS is answered (CORS), before authentication or any handler.
+    cors.install(app, settings.cors_origins)
+    install_authorization(app)
+    health.record_start(app)
+    app.wsgi_app = ReceivedHeaders(app.wsgi_app)
     return app

@@ -28,20 +28,22 @@ def get_log(log_id: str):
 @blp.route("/codelog", methods=["GET"])
 @blp.arguments(CodeLogListQuerySchema, location="query")
 @blp.response(200, CodeLogPageSchema)
+@blp.doc(summary="A run's or a code's logs, 20 a page, newest first (`order=asc`: oldest first)")
 def list_logs(query: dict):
-    page, db = query["page"], ctx().db
+    page, order, db = query["page"], query["order"], ctx().db
     if query.get("run_id"):
         run = run_reading.get(db, parse_id(query["run_id"], "run_id"))
         authorize_run(run, READ)
-        rows, total = log_reading.page_for_run(db, run.id, page)
+        rows, total = log_reading.page_for_run(db, run.id, page, order)
     elif query.get("code_id"):
         # Legacy ids are resolved once, then the index is used; a deleted code's adopted
         # runs still have their logs.
         code_id = parse_id(query["code_id"], "code_id")
         uuid_value = code_id.uuid or run_reading.code_of_runs(db, code_id)[1]
         authorize_code_id(uuid_value, READ)
-        rows, total = log_reading.page_for_code(db, uuid_value, page)
+        rows, total = log_reading.page_for_code(db, uuid_value, page, order)
     else:
         raise InvalidInput("run_id or code_id is required", field="run_id")
-    last_page = max(1, math.ceil(total / log_reading.PAGE_SIZE))
+    # 0 when there are none, as the Go service answered (clients loop up to it).
+    last_page = math.ceil(total / log_reading.PAGE_SIZE)
     return {"data": rows, "total": total, "page": page, "last_page": last_page}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
@@ -35,7 +33,8 @@ def get_run(query: dict, run_id: str):
 @blp.arguments(CodeRunListQuerySchema, location="query")
 @blp.response(200, CodeRunSchema(many=True))
 @blp.paginate(page_size=RUNS_PAGE_SIZE, max_page_size=RUNS_PAGE_SIZE)
-@blp.doc(summary="A code's runs, newest first; `page`/`page_size`, totals in X-Pagination")
+@blp.doc(summary="A code's runs, newest first (`order=asc`: oldest first); `page`/`page_size`, "
+         "totals in X-Pagination")
 def list_runs(query: dict, pagination_parameters: PaginationParameters):
     db = ctx().db
     code, code_id = run_reading.code_of_runs(db, parse_id(query["code_id"], "code_id"))
@@ -43,13 +42,9 @@ def list_runs(query: dict, pagination_parameters: PaginationParameters):
         authorize_code(code, READ)
     else:  # runs the Go service left behind when their code was deleted
         authorize_code_id(code_id, READ)
-    # The seed's datetimes carry no zone: they are UTC.
-    after, before = (
-        value.replace(tzinfo=UTC) if value else None
-        for value in (query.get("after"), query.get("before"))
-    )
     runs, pagination_parameters.item_count = run_reading.page_for_code(
-        db, code_id, after=after, before=before, status=query.get("status"),
+        db, code_id, after=query.get("after"), before=query.get("before"),
+        status=query.get("status"), order=query["order"],
         offset=pagination_parameters.first_item, limit=pagination_parameters.page_size,
     )
     return runs

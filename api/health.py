@@ -1,12 +1,21 @@
-"""Liveness (`/`, `/healthz`: cheap) and dependency health (`/health`: cached)."""
+"""Liveness (`/`, `/healthz`: cheap) and dependency health (`/health`: cached).
+
+Both keep the Go service's bodies, which monitors parse: `/healthz` is `{status, timestamp,
+uptime, version}` (`uptime` in nanoseconds, as Go encoded a duration), and `/health` has
+`services.<name>.status` (`healthy` | `unhealthy`) and `system` beside our own entries.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+import platform
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import current_app
+from flask import Flask, current_app
 from flask_smorest import Blueprint
 
 from api.context import ApiContext, ctx
@@ -14,19 +23,49 @@ from api.context import ApiContext, ctx
 blp = Blueprint("health", __name__, description="Health")
 
 _cache_lock = threading.Lock()
+STARTED = "codeactions.started"
+# Our check → its name in the Go service's `services` object (it had no S3 or worker check;
+# its `mongodb` has no counterpart: the database is PostgreSQL).
+SERVICE_NAMES = {"database": "postgres", "redis": "redis", "broker": "rabbitmq", "s3": "s3",
+                 "workers": "workers"}
+
+
+def record_start(app: Flask) -> None:
+    app.extensions[STARTED] = time.monotonic()
+
+
+@functools.cache
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("codeactions")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _liveness() -> dict[str, Any]:
+    uptime = time.monotonic() - current_app.extensions[STARTED]
+    return {"status": "ok", "timestamp": _now(), "uptime": int(uptime * 1e9),
+            "uptime_seconds": round(uptime, 3), "version": _version()}
 
 
 @blp.route("/", methods=["GET"])
 def root():
-    return {"status": "ok", "service": "codeactions"}
+    return {**_liveness(), "service": "codeactions"}
 
 
 @blp.route("/healthz", methods=["GET"])
 def healthz():
-    return {"status": "ok"}
+    return _liveness()
 
 
 def _timed(check) -> dict[str, Any]:  # noqa: ANN001
+    checked_at = _now()
     started = time.perf_counter()
     details: Any = None
     try:
@@ -38,6 +77,7 @@ def _timed(check) -> dict[str, Any]:  # noqa: ANN001
     result: dict[str, Any] = {
         "status": status,
         "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        "checked_at": checked_at,
     }
     if isinstance(details, dict):
         result.update(details)
@@ -119,8 +159,36 @@ def health():
         ):
             deps = _check_all(c)
             healthy = all(dep["status"] == "up" for dep in deps.values())
-            _cache["body"] = ({"status": "healthy" if healthy else "unhealthy", **deps},
-                              200 if healthy else 503)
+            body = {**_liveness(), "status": "healthy" if healthy else "unhealthy", **deps,
+                    "services": _services(deps), "system": _system()}
+            _cache["body"] = (body, 200 if healthy else 503)
             _cache["at"] = time.monotonic()
         body, status = _cache["body"]
     return body, status
+
+
+def _services(deps: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The Go service's shape: `{name: {status, message, latency (ns), timestamp}}`."""
+    return {
+        SERVICE_NAMES.get(name, name): {
+            "status": "healthy" if dep["status"] == "up" else "unhealthy",
+            "message": dep.get("error", "ok"),
+            "latency": int(dep["latency_ms"] * 1e6),
+            "timestamp": dep["checked_at"],
+        }
+        for name, dep in deps.items()
+    }
+
+
+def _system() -> dict[str, Any]:
+    return {"python_version": platform.python_version(), "num_threads": threading.active_count(),
+            "memory_usage": _resident_memory(), "cpu_count": os.cpu_count()}
+
+
+def _resident_memory() -> str:
+    try:
+        with open("/proc/self/statm") as statm:
+            resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return "unknown"
+    return f"{resident / (1024 * 1024):.1f} MB"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 from flask import request
 
-from shared.errors import InvalidInput
+from api.received_headers import ENVIRON_KEY, canonical_name
 
 
 def raw_body() -> str:
@@ -15,20 +16,27 @@ def raw_body() -> str:
     return request.get_data(cache=True, as_text=False).decode("utf-8", errors="replace")
 
 
-def json_object_body() -> dict[str, Any] | None:
-    """The body as a JSON object when the caller says it is JSON, else None."""
-    if not request.mimetype or request.mimetype != "application/json":
-        return None
+def code_json_body(fields: Collection[str]) -> dict[str, Any] | None:
+    """The body as the JSON form of a code, else None (the body is then the raw source).
+
+    Whatever the Content-Type (the Go service's clients send Python source as
+    `application/json`): a JSON object with a `source` field is the JSON form; so is one
+    declared JSON whose every key is one of `fields` (a PATCH of the name alone, say), which
+    no real source is. Anything else, invalid JSON included, is source."""
     text = raw_body()
-    if not text.strip():
+    if not text.lstrip().startswith("{"):
         return None
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc.msg}", field="body") from None
-    if not isinstance(value, dict):
-        raise InvalidInput("JSON body must be an object", field="body")
-    return value
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not value:
+        return None
+    if "source" in value:
+        return value
+    if request.mimetype == "application/json" and set(value) <= set(fields):
+        return value
+    return None
 
 
 def first_query_values() -> dict[str, str]:
@@ -37,7 +45,15 @@ def first_query_values() -> dict[str, str]:
 
 
 def header_lists() -> dict[str, list[str]]:
+    """Every request header with all its values, in the order received (a repeated header
+    stays two values), names in Go's canonical form as the Go service stored them.
+
+    Under gunicorn the headers come as received (api/received_headers.py), names with `_`
+    included; under another WSGI server they come from the environ, where a repeated header
+    is one joined value and `_` names are lost."""
+    received = request.environ.get(ENVIRON_KEY)
+    pairs = received if received is not None else request.headers.items()
     headers: dict[str, list[str]] = {}
-    for name, value in request.headers.items():
-        headers.setdefault(name, []).append(value)
+    for name, value in pairs:
+        headers.setdefault(canonical_name(name), []).append(value)
     return headers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from api.lenient_datetime import parse_lenient_datetime
 from shared.codes.model import CODE_TYPES, COMPAT_MODES, TIMEOUT_MAX, TIMEOUT_MIN
 from shared.logs.model import LOG_TYPES
 from shared.runs.document import RunDocumentSchema
@@ -54,12 +55,36 @@ class CodeCreateJsonSchema(CodeCreateQuerySchema):
     source = fields.String()
 
 
+ORDERS = ("desc", "asc")
+
+
+def _order(what: str) -> fields.String:
+    return fields.String(
+        load_default="desc", validate=validate.OneOf(ORDERS),
+        metadata={"description": f"desc (default): {what} newest first; asc: oldest first"},
+    )
+
+
+class LenientDateTime(fields.String):
+    """A datetime in any form `api.lenient_datetime` reads; UTC when it names no zone."""
+
+    default_error_messages = {"invalid": "not a date or date-time: {input!r}"}
+
+    def _deserialize(self, value, attr, data, **kwargs):  # noqa: ANN001, ANN202
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parse_lenient_datetime(text)
+        except ValueError:
+            raise self.make_error("invalid", input=text) from None
+
+
 class CodeListQuerySchema(Schema):
     project_uuid = fields.String(
         required=True,
         metadata={"description": "a UUID, or a project id of the Go service that was not one"},
     )
     code_type = fields.String(validate=validate.OneOf(CODE_TYPES))
+    order = _order("codes")
 
 
 class CallbackAttemptSchema(Schema):
@@ -80,11 +105,18 @@ class CodeRunSchema(RunDocumentSchema):
     callback = fields.Nested(RunCallbackSchema, allow_none=True)
 
 
+_WHEN = (
+    "ISO 8601 date or date-time (`T` or a space; fractions, `Z` or an offset allowed; UTC "
+    "when no zone), or another form the Go service took (`2024/01/02`, RFC 1123, `yesterday`)"
+)
+
+
 class CodeRunListQuerySchema(Schema):
     code_id = fields.String(required=True)
-    after = fields.NaiveDateTime(format="%Y-%m-%dT%H:%M:%S")
-    before = fields.NaiveDateTime(format="%Y-%m-%dT%H:%M:%S")
+    after = LenientDateTime(metadata={"description": "runs created at or after: " + _WHEN})
+    before = LenientDateTime(metadata={"description": "runs created at or before: " + _WHEN})
     status = fields.String(validate=validate.OneOf([status.value for status in RunStatus]))
+    order = _order("runs")
 
 
 class RunNowSchema(Schema):
@@ -107,6 +139,7 @@ class CodeLogListQuerySchema(Schema):
     run_id = fields.String()
     code_id = fields.String()
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    order = _order("logs")
 
 
 class CodeLogPageSchema(Schema):

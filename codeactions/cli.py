@@ -49,6 +49,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from api.app import create_app
+    from api.received_headers import keep_received_headers
     from api.server import GunicornLogger, mark_worker_dead
 
     class _Server(BaseApplication):
@@ -64,6 +65,11 @@ def cmd_api(args: argparse.Namespace) -> int:
             self.cfg.set("access_log_format", '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
             self.cfg.set("logger_class", GunicornLogger)
             self.cfg.set("child_exit", mark_worker_dead)
+            # Stored code gets `_` headers and repeated ones as received; the platform still
+            # sees neither (api/received_headers.py), and no header sets a WSGI variable.
+            self.cfg.set("header_map", "dangerous")
+            self.cfg.set("forwarder_headers", "")
+            self.cfg.set("pre_request", keep_received_headers)
 
         def load(self):  # noqa: ANN202 - in each gunicorn worker process, after the fork
             from codeactions.bootstrap import bootstrap

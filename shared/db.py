@@ -14,8 +14,15 @@ from shared.settings import Settings
 
 class Database:
     def __init__(self, settings: Settings) -> None:
+        # QueuePool reads pool_size=0 as "no limit": keep at least one connection open.
+        kept_open = max(1, min(settings.db_min_pool_size, settings.db_max_pool_size))
         self.engine: Engine = create_engine(
-            settings.sqlalchemy_url, pool_pre_ping=True, pool_size=5, max_overflow=10
+            settings.sqlalchemy_url,
+            pool_pre_ping=True,
+            pool_size=kept_open,
+            max_overflow=settings.db_max_pool_size - kept_open,
+            pool_timeout=settings.postgres_db_timeout,
+            connect_args={"connect_timeout": settings.db_connect_timeout},
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._connection: Connection | None = None

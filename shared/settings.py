@@ -37,10 +37,21 @@ class Settings(BaseSettings):
     log_level: str = Field("debug", validation_alias=_env("LOG_LEVEL"))
     sentry_dsn: str = Field("", validation_alias=_env("SENTRY_DSN"))
     api_workers: int = Field(2, validation_alias=_env("API_WORKERS"))
+    # Browser origins allowed to call the API (comma-separated; `*` alone allows any, a `*`
+    # inside an entry matches any characters); empty allows none.
+    cors_allowed_origins: str = Field("", validation_alias=_env("CORS_ALLOWED_ORIGINS"))
 
     # --- storage ---------------------------------------------------------------------
     db_type: Literal["postgres", "mongodb"] = Field("postgres", validation_alias=_env("DB_TYPE"))
     db_uri: str = Field("", validation_alias=_env("DB_URI"))
+    # The Go service's names: the database when DB_URI names none; connections per process
+    # at most / kept open (capped at the maximum, as Go's database/sql did); seconds one
+    # connection attempt may take; seconds an operation waits for a free connection.
+    db_name: str = Field("", validation_alias=_env("DB_NAME"))
+    db_max_pool_size: int = Field(15, ge=1, validation_alias=_env("DB_MAX_POOL_SIZE"))
+    db_min_pool_size: int = Field(5, ge=0, validation_alias=_env("DB_MIN_POOL_SIZE"))
+    db_connect_timeout: int = Field(10, ge=1, validation_alias=_env("DB_CONNECT_TIMEOUT"))
+    postgres_db_timeout: float = Field(35, gt=0, validation_alias=_env("POSTGRES_DB_TIMEOUT"))
     mongo_db_uri: str = Field("", validation_alias=_env("MONGO_DB_URI"))
     mongo_db_name: str = Field("", validation_alias=_env("MONGO_DB_NAME"))
     redis: str = Field("redis://localhost:6379/10", validation_alias=_env("REDIS"))
@@ -78,6 +89,9 @@ class Settings(BaseSettings):
     code_limiter_max_requests: int = Field(600, validation_alias=_env("CODE_LIMITER_MAX_REQUESTS"))
     code_limiter_window: int = Field(60, validation_alias=_env("CODE_LIMITER_WINDOW_WINDOW"))
     blacklist: str = Field("", validation_alias=_env("BLACKLIST"))
+    # The Go service's import names not to `pip install` at code creation; nothing is ever
+    # installed at creation here (libraries ship in the engine image), so it changes nothing.
+    skiplist: str = Field("", validation_alias=_env("SKIPLIST"))
     source_max_bytes: int = Field(1024 * 1024, validation_alias=_env("SOURCE_MAX_BYTES"))
     request_body_max_bytes: int = Field(
         1024 * 1024, validation_alias=_env("REQUEST_BODY_MAX_BYTES")
@@ -223,6 +237,10 @@ class Settings(BaseSettings):
         return f"{int(hour):02d}:{int(minute):02d}"
 
     @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_allowed_origins.split(",") if o.strip()]
+
+    @property
     def blacklist_terms(self) -> list[str]:
         return [t.strip() for t in self.blacklist.split(",") if t.strip()]
 
@@ -236,12 +254,21 @@ class Settings(BaseSettings):
 
     @property
     def sqlalchemy_url(self) -> str:
-        uri = self.db_uri or "postgresql+psycopg://postgres@127.0.0.1:5432/codeactions"
+        uri = self.db_uri or "postgresql+psycopg://postgres@127.0.0.1:5432/"
         # Operators of the Go service wrote plain `postgres://` URLs.
         for legacy in ("postgres://", "postgresql://"):
             if uri.startswith(legacy):
-                return "postgresql+psycopg://" + uri[len(legacy) :]
-        return uri
+                uri = "postgresql+psycopg://" + uri[len(legacy) :]
+                break
+        from sqlalchemy.engine import make_url
+
+        url = make_url(uri)
+        if url.database:
+            return uri
+        # A URL without a database: DB_NAME (the Go service's default name otherwise).
+        return url.set(database=self.db_name or "codeactions").render_as_string(
+            hide_password=False
+        )
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -22,6 +22,7 @@ TEST_API_PORT = TEST_BASE_PORT + 10
 CALLBACK_SECRET = "test-callback-signing-secret"
 TEST_WORKER_METRICS_PORT = TEST_BASE_PORT + 20  # + the language's index
 TEST_API_METRICS_DIR = TEST_STATE / "api-metrics"
+CORS_ALLOWED_ORIGINS = "https://app.example.com,https://*.partner.example"
 
 
 class Platform:
@@ -78,6 +79,8 @@ def _start_platform() -> Platform:
             "FLOWS_CODE_ACTIONS_CALLBACK_RETRY_DELAY": "0.5",
             "FLOWS_CODE_ACTIONS_CALLBACK_MAX_ATTEMPTS": "4",
             "FLOWS_CODE_ACTIONS_API_METRICS_DIR": str(TEST_API_METRICS_DIR),
+            # tests/integration/test_cors.py: one exact origin, one wildcard entry.
+            "FLOWS_CODE_ACTIONS_CORS_ALLOWED_ORIGINS": CORS_ALLOWED_ORIGINS,
         }
     )
     platform = Platform(env, urls)

@@ -59,8 +59,11 @@ def _check_type(value: str | None) -> str:
 
 
 def _check_name(value: str | None) -> str:
-    if not value or not value.strip():
-        raise InvalidInput("name is required", field="name")
+    """Any name up to 255 characters, empty included: the Go service's clients create codes
+    without one."""
+    value = value or ""
+    if not isinstance(value, str):
+        raise InvalidInput("name must be a string", field="name")
     if len(value) > 255:
         raise InvalidInput("name must be at most 255 characters", field="name")
     return value
@@ -90,6 +93,8 @@ def _check_compat(value: str | None) -> str:
 
 
 def _check_url(value: str | None) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput("url must be a string", field="url")
     if value is not None and len(value) > 512:
         raise InvalidInput("url must be at most 512 characters", field="url")
     return value or None
@@ -128,9 +133,11 @@ def get(db: Database, code_id: EntityId) -> Code:
     return code
 
 
-def list_for_project(db: Database, project_uuid: uuid.UUID, code_type: str | None) -> list[Code]:
+def list_for_project(
+    db: Database, project_uuid: uuid.UUID, code_type: str | None, order: str = "desc"
+) -> list[Code]:
     with db.session() as session:
-        return code_store.list_for_project(session, project_uuid, code_type)
+        return code_store.list_for_project(session, project_uuid, code_type, order=order)
 
 
 def project_for_listing(db: Database, value: str | None) -> uuid.UUID:
@@ -177,9 +184,10 @@ def update(platform: Platform, code_id: EntityId, data: CodeInput) -> Code:
         code = code_store.get(uow.session, code_id)
         if code is None:
             raise NotFound("code not found")
-        if data.name is not None:
+        # An empty name or type keeps the stored one, as in the Go service.
+        if _given(data.name):
             code.name = _check_name(data.name)
-        if data.type is not None:
+        if _given(data.type):
             code.type = _check_type(data.type)
         if _given(data.timeout):
             code.timeout = _check_timeout(data.timeout)

@@ -18,12 +18,16 @@ def get(session: Session, code_id: EntityId) -> Code | None:
 
 
 def list_for_project(
-    session: Session, project_uuid: uuid.UUID, code_type: str | None = None
+    session: Session, project_uuid: uuid.UUID, code_type: str | None = None, order: str = "desc"
 ) -> list[Code]:
+    """Newest first (`order="asc"`: oldest first)."""
     query = select(Code).where(Code.project_uuid == project_uuid)
     if code_type:
         query = query.where(Code.type == code_type)
-    return list(session.scalars(query.order_by(Code.created_at, Code.id)))
+    keys = (Code.created_at, Code.id)
+    if order == "desc":
+        keys = tuple(key.desc() for key in keys)
+    return list(session.scalars(query.order_by(*keys)))
 
 
 def add(session: Session, code: Code) -> Code:

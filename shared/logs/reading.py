@@ -21,11 +21,15 @@ def get(db: Database, log_id: EntityId) -> CodeLog:
     return entry
 
 
-def page_for_run(db: Database, run_id: uuid.UUID, page: int) -> tuple[list[CodeLog], int]:
+def page_for_run(
+    db: Database, run_id: uuid.UUID, page: int, order: str = "desc"
+) -> tuple[list[CodeLog], int]:
     with db.session() as session:
-        return log_store.page(session, run_id=run_id, page=page)
+        return log_store.page(session, run_id=run_id, page=page, order=order)
 
 
-def page_for_code(db: Database, code_id: uuid.UUID, page: int) -> tuple[list[CodeLog], int]:
+def page_for_code(
+    db: Database, code_id: uuid.UUID, page: int, order: str = "desc"
+) -> tuple[list[CodeLog], int]:
     with db.session() as session:
-        return log_store.page(session, code_id=code_id, page=page)
+        return log_store.page(session, code_id=code_id, page=page, order=order)

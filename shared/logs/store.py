@@ -34,19 +34,26 @@ def page(
     run_id: uuid.UUID | None = None,
     code_id: uuid.UUID | None = None,
     page: int = 1,
+    order: str = "desc",
 ) -> tuple[list[CodeLog], int]:
-    """One page of logs and the total count.
+    """One page of logs, newest first (`order="asc"`: oldest first), and the total count.
 
-    By run: call order (a run has at most a few thousand). By code: newest first, in a total
+    By run: call order reversed (a run has at most a few thousand logs; `seq` is the call
+    order, time breaks ties between logs imported with equal positions). By code: a total
     order (time, position in the run, id); the total comes from `code_log_counts` and the
     page's ids from the index alone, read from whichever end of the list is nearer, so no
-    page of even a very long list reads more than half of it (and only from the index).
+    page of even a very long list, in either order, reads more than half of it (and only
+    from the index).
     """
+    newest_first = order == "desc"
     if run_id is not None:
         where = CodeLog.run_id == run_id
         total = session.scalar(select(func.count()).select_from(CodeLog).where(where)) or 0
+        keys = (CodeLog.seq, CodeLog.created_at, CodeLog.id)
+        if newest_first:
+            keys = tuple(key.desc() for key in keys)
         rows = session.scalars(
-            select(CodeLog).where(where).order_by(CodeLog.seq)
+            select(CodeLog).where(where).order_by(*keys)
             .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
         )
         return list(rows), total
@@ -54,16 +61,20 @@ def page(
     skip = (page - 1) * PAGE_SIZE
     if skip >= total:
         return [], total
-    newest_first = (CodeLog.created_at.desc(), CodeLog.seq.desc(), CodeLog.id.desc())
+    size = min(PAGE_SIZE, total - skip)
+    # Where the page sits counted from the newest log, and from the oldest.
+    from_newest = skip if newest_first else total - skip - size
+    from_oldest = total - from_newest - size
+    oldest_keys = (CodeLog.created_at, CodeLog.seq, CodeLog.id)
+    newest_keys = tuple(key.desc() for key in oldest_keys)
     ids = select(CodeLog.id).where(CodeLog.code_id == code_id)
-    if skip <= total // 2:
-        ids = ids.order_by(*newest_first).offset(skip).limit(PAGE_SIZE)
-    else:  # nearer the oldest end: count from there
-        size = min(PAGE_SIZE, total - skip)
-        ids = ids.order_by(CodeLog.created_at, CodeLog.seq, CodeLog.id)
-        ids = ids.offset(total - skip - size).limit(size)
+    if from_newest <= from_oldest:
+        ids = ids.order_by(*newest_keys).offset(from_newest).limit(size)
+    else:
+        ids = ids.order_by(*oldest_keys).offset(from_oldest).limit(size)
     rows = session.scalars(
-        select(CodeLog).where(CodeLog.id.in_(ids.scalar_subquery())).order_by(*newest_first)
+        select(CodeLog).where(CodeLog.id.in_(ids.scalar_subquery()))
+        .order_by(*(newest_keys if newest_first else oldest_keys))
     )
     return list(rows), total
 

@@ -70,10 +70,12 @@ def page_for_code(
     status: str | None,
     offset: int,
     limit: int,
+    order: str = "desc",
 ) -> tuple[list[CodeRun], int]:
-    """A page of a code's runs, newest first, and how many there are in all."""
-    filters = {"after": after, "before": before, "status": status}
+    """A page of a code's runs, newest first (`order="asc"`: oldest first), and how many
+    there are in all."""
     with db.session() as session:
-        total = run_store.count_for_code(session, code_id, **filters)
-        runs = run_store.list_for_code(session, code_id, **filters, offset=offset, limit=limit)
+        total = run_store.count_for_code(session, code_id, after, before, status)
+        runs = run_store.list_for_code(session, code_id, after, before, status, offset=offset,
+                                       limit=limit, order=order)
     return runs, total

@@ -60,10 +60,14 @@ def list_for_code(
     status: str | None = None,
     offset: int = 0,
     limit: int = 1000,
+    order: str = "desc",
 ) -> list[CodeRun]:
+    """Newest first (`order="asc"`: oldest first)."""
     query = _for_code(select(CodeRun), code_id, after, before, status)
-    query = query.order_by(CodeRun.created_at.desc(), CodeRun.id.desc())
-    return list(session.scalars(query.offset(offset).limit(limit)))
+    keys = (CodeRun.created_at, CodeRun.id)
+    if order == "desc":
+        keys = tuple(key.desc() for key in keys)
+    return list(session.scalars(query.order_by(*keys).offset(offset).limit(limit)))
 
 
 def count_for_code(

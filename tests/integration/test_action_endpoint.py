@@ -109,7 +109,8 @@ def Run(engine):
     runs = requests.get(platform.url("/coderun"), params={"code_id": code["id"]}).json()
     assert len(runs) == 1 and runs[0]["status"] == "completed"
     run_id = runs[0]["id"]
-    page = requests.get(platform.url("/codelog"), params={"run_id": run_id}).json()
+    page = requests.get(platform.url("/codelog"),
+                        params={"run_id": run_id, "order": "asc"}).json()
     assert page["total"] == 5 and page["page"] == 1 and page["last_page"] == 1
     assert [(e["type"], e["content"][:5]) for e in page["data"]] == [
         ("debug", "one"), ("info", "2"), ("error", "three"), ("info", "xxxxx"),
@@ -159,7 +160,8 @@ def Run(engine):
     assert "boom" in body["error"] and body["run_id"]
     run = requests.get(platform.url(f"/coderun/{body['run_id']}")).json()
     assert run["status"] == "failed" and "boom" in run["result"]
-    logs = requests.get(platform.url("/codelog"), params={"run_id": body["run_id"]}).json()
+    logs = requests.get(platform.url("/codelog"),
+                        params={"run_id": body["run_id"], "order": "asc"}).json()
     assert [e["type"] for e in logs["data"][:2]] == ["info", "error"]
     assert logs["data"][1]["content"] == "Action execution failed: boom"
     # What the code printed (here: the traceback) follows as one debug log.
@@ -211,7 +213,7 @@ def test_coderun_list_and_time_filters(platform):
     ).json()
     assert [r["id"] for r in late] == [run["id"]]
     with_bad = requests.get(platform.url("/coderun"), params={"code_id": code["id"],
-                                                             "after": "yesterday"})
+                                                             "after": "2024-13-01"})
     assert with_bad.status_code == 400 and "after" in with_bad.json()["message"]
 
 

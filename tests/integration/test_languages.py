@@ -36,7 +36,8 @@ def test_engine_api_matrix(platform, language: str, warm: bool):
     assert got["agent"] == "matrix/1" and got["absent"] == ""
     assert got["missing"] in (None, "")  # None / null in Python and JS, "" in Go
     run = requests.get(platform.url("/coderun"), params={"code_id": code["id"]}).json()[0]
-    logs = requests.get(platform.url("/codelog"), params={"run_id": run["id"]}).json()["data"]
+    logs = requests.get(platform.url("/codelog"),
+                        params={"run_id": run["id"], "order": "asc"}).json()["data"]
     assert [(e["type"], e["content"]) for e in logs] == [
         ("debug", "first"), ("info", "second"), ("error", "third")]
 
@@ -49,7 +50,8 @@ def test_error_fails_the_run(platform, language: str, warm: bool):
     run_id = response.json()["run_id"]
     run = requests.get(platform.url(f"/coderun/{run_id}")).json()
     assert run["status"] == "failed" and "boom" in run["result"]
-    logs = requests.get(platform.url("/codelog"), params={"run_id": run_id}).json()["data"]
+    logs = requests.get(platform.url("/codelog"),
+                        params={"run_id": run_id, "order": "asc"}).json()["data"]
     assert logs[0]["content"] == "before"
     assert logs[1] == {**logs[1], "type": "error", "content": "Action execution failed: boom"}
 
