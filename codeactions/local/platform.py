@@ -190,10 +190,23 @@ def wait_for_workers(
     deadline = time.monotonic() + seconds
     for language in languages:
         destination = [f"{worker_name([language], settings)}@{socket.gethostname()}"]
-        while not app.control.ping(destination=destination, timeout=1.0):
+        while not _pinged(app, destination):
             _fail_if_exited(children)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the {language} worker did not answer in {seconds}s")
+
+
+def _pinged(app, destination: list[str]) -> bool:  # noqa: ANN001 - a Celery app
+    """A broker that just restarted may drop the connection: that is "not yet", not a
+    failure."""
+    import kombu.exceptions
+
+    try:
+        return bool(app.control.ping(destination=destination, timeout=1.0))
+    except (OSError, kombu.exceptions.OperationalError) as exc:
+        log.debug("ping not delivered yet: %s", exc)
+        time.sleep(0.5)
+        return False
 
 
 def _fail_if_exited(children: list[subprocess.Popen]) -> None:

@@ -152,15 +152,17 @@ def _in_thread(call) -> tuple[threading.Thread, dict]:  # noqa: ANN001
 
 
 def test_a_sync_call_while_redis_is_down_is_answered_and_leaves_no_queued_run(
-    platform, own, own_redis  # noqa: ANN001
+    platform, own, own_redis, private_broker  # noqa: ANN001
 ):
-    api = own(REDIS=own_redis.url).api()
+    """An API and a worker of their own on a Redis that is then stopped: the worker cannot
+    signal the run's end, the API learns it from PostgreSQL instead."""
+    processes = own(REDIS=own_redis.url, RABBITMQ_URL=private_broker.url).worker().api()
     code = create_code(platform, HELLO)
-    assert requests.post(f"{api.url}/action/endpoint/{code['id']}", timeout=60).text == "hello "
+    call = f"{processes.url}/action/endpoint/{code['id']}"
+    assert requests.post(call, timeout=60).text == "hello "
     own_redis.stop()
     try:
-        answer = requests.post(f"{api.url}/action/endpoint/{code['id']}", params={"n": "x"},
-                               timeout=90)
+        answer = requests.post(call, params={"n": "x"}, timeout=90)
         assert (answer.status_code, answer.text) == (200, "hello x")
     finally:
         own_redis.start()
@@ -263,29 +265,25 @@ def test_a_batch_is_all_or_none_when_the_broker_is_down(platform, own, private_b
 
 
 def test_a_cancelled_runs_callback_survives_a_redis_outage(
-    platform, own, own_redis, receiver  # noqa: ANN001
+    platform, own, own_redis, private_broker, receiver  # noqa: ANN001
 ):
-    from worker.preparation import worker_name
-
-    api = own(REDIS=own_redis.url).api()
-    celery = make_celery(platform.settings())
-    session_worker = f"{worker_name(['python'], platform.settings())}@{socket.gethostname()}"
+    """No worker consumes the private broker yet, so the run stays queued; it is cancelled
+    while Redis is down (its waiters cannot be signalled), and its callback is still sent
+    once a worker is there."""
+    processes = own(REDIS=own_redis.url, RABBITMQ_URL=private_broker.url).api()
     code = create_code(platform, HELLO, type="flow")
-    celery.control.cancel_consumer("runs.python", destination=[session_worker], reply=True)
+    run = requests.post(f"{processes.url}/coderun", json={
+        "code_id": code["id"], "callback_url": receiver.url()}, timeout=30).json()
+    own_redis.stop()
     try:
-        run = requests.post(f"{api.url}/coderun", json={
-            "code_id": code["id"], "callback_url": receiver.url()}, timeout=30).json()
-        own_redis.stop()
-        try:
-            cancelled = requests.post(f"{api.url}/coderun/{run['id']}/cancel", timeout=60)
-        finally:
-            own_redis.start()
+        cancelled = requests.post(f"{processes.url}/coderun/{run['id']}/cancel", timeout=60)
     finally:
-        celery.control.add_consumer("runs.python", destination=[session_worker], reply=True)
+        own_redis.start()
     assert cancelled.status_code == 200, cancelled.text
     assert (cancelled.json()["status"], cancelled.json()["exit_reason"]) == (
         "failed", "cancelled")
-    eventually(lambda: receiver.requests, 30)
+    processes.worker()  # takes the callback's delivery (and skips the cancelled run)
+    eventually(lambda: receiver.requests, 60)
     assert receiver.requests[0]["headers"]["X-CodeActions-Run-Id"] == run["id"]
 
 
