@@ -30,7 +30,6 @@ def _count(db) -> int:  # noqa: ANN001
 @pytest.mark.parametrize(("values", "field"), [
     ({"language": "ruby"}, "language"),
     ({"type": "cron"}, "type"),
-    ({"name": ""}, "name"),
     ({"name": "x" * 256}, "name"),
     ({"timeout": 4}, "timeout"),
     ({"timeout": 301}, "timeout"),
@@ -45,6 +44,10 @@ def test_bad_input_names_its_field_and_stores_nothing(fast_platform, db, values,
         service.create(fast_platform, _input(**values))
     assert caught.value.field == field
     assert _count(db) == 0
+
+
+def test_an_empty_name_is_accepted_as_the_go_service_did(fast_platform):
+    assert service.create(fast_platform, _input(name="")).name == ""
 
 
 @pytest.mark.parametrize("timeout", [5, 300])
