@@ -40,7 +40,8 @@ from shared.adoption.orphan_runs import orphans_allowed
 from shared.codelibs.model import CodeLib
 from shared.codes.model import CODE_TYPES, TIMEOUT_DEFAULT, TIMEOUT_MAX, TIMEOUT_MIN, Code
 from shared.logs.model import LOG_TYPES, CodeLog
-from shared.runs.model import FINISHED, RUN_STATUSES, STARTED, CodeRun
+from shared.runs.model import CodeRun
+from shared.runs.statuses import FINISHED, RunStatus
 from shared.settings import LANGUAGES
 
 #: (what, its table, the collection names to read), in the order they must be imported.
@@ -321,12 +322,12 @@ def _convert_runs(importer, connection, documents, batch):  # noqa: ANN001, ANN2
         else:
             raise Skip(f"code_id {ref!r} is neither an ObjectID nor a UUID")
         status = document.get("status")
-        if status not in RUN_STATUSES:
-            raise Skip(f"status {status!r} is not one of {', '.join(RUN_STATUSES)}")
+        if status not in set(RunStatus):
+            raise Skip(f"status {status!r} is not one of {', '.join(RunStatus)}")
         row = _base("run", document)
         finished = status in FINISHED
         return {**row, "code_id": code_id, "code_mongo_id": code_mongo_id,
-                "status": status if finished else STARTED,
+                "status": status if finished else RunStatus.STARTED,
                 "result": _text(document.get("result")),
                 "extra": as_object(document.get("extra")),
                 "params": as_object(document.get("params")),
