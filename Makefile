@@ -27,9 +27,10 @@ test: lint test-fast ## lint, the fast layer, then real services (installing wha
 test-fast: install ## services against a real PostgreSQL, each test rolled back; no stack (under a minute)
 	$(BIN)/pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff, the architecture's import rules (import-linter)
+lint: install ## ruff, the architecture's import rules (import-linter), types (mypy)
 	$(BIN)/ruff check api worker shared codeactions tests migrations
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 images: install ## build the engine images (debootstrap base, cached by content hash)
 	$(BIN)/codeactions images

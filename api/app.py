@@ -54,5 +54,5 @@ def create_app(platform: Platform) -> Flask:
     cors.install(app, settings.cors_origins)
     install_authorization(app)
     health.record_start(app)
-    app.wsgi_app = ReceivedHeaders(app.wsgi_app)
+    app.wsgi_app = ReceivedHeaders(app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -254,7 +254,9 @@ def cmd_import_mongo(args: argparse.Namespace) -> int:
         return 2
     import pymongo
 
-    client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10_000)
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        uri, tz_aware=True, serverSelectionTimeoutMS=10_000
+    )
     engine = create_engine(settings.sqlalchemy_url, pool_size=2)
     try:
         results = MongoImporter(engine, client[name], sys.stdout, batch_size=args.batch_size,

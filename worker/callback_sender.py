@@ -51,6 +51,7 @@ class CallbackSender:
             return None
         body = json.dumps(run_document(run)).encode()
         started = time.monotonic()
+        assert run.callback is not None  # pending_run returns only runs with one
         status_code, error = self._post(run.callback["url"], run_id, attempt, body)
         status = callback_delivery.record_attempt(
             self.db, rid, attempt, self.settings.callback_max_attempts,
@@ -84,15 +85,17 @@ class CallbackSender:
             )
         timeout = urllib3.Timeout(connect=min(5.0, self.settings.callback_timeout),
                                   read=self.settings.callback_timeout)
-        pool_options = {"timeout": timeout, "retries": False, "maxsize": 1}
+        pool: urllib3.HTTPConnectionPool
         if target.scheme == "https":
             pool = urllib3.HTTPSConnectionPool(
                 str(address), target.port, server_hostname=target.host,
                 assert_hostname=target.host, cert_reqs="CERT_REQUIRED",
-                ca_certs=certifi.where(), **pool_options,
+                ca_certs=certifi.where(), timeout=timeout, retries=False, maxsize=1,
             )
         else:
-            pool = urllib3.HTTPConnectionPool(str(address), target.port, **pool_options)
+            pool = urllib3.HTTPConnectionPool(
+                str(address), target.port, timeout=timeout, retries=False, maxsize=1
+            )
         try:
             response = pool.urlopen(
                 "POST", target.path, body=body, headers=headers, redirect=False,

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -212,9 +213,15 @@ def _declare(connection: pika.BlockingConnection, sub: Subscription) -> None:
         _on_channel(connection, lambda ch: ch.exchange_declare(sub.exchange, "topic",
                                                                durable=True))
     for queue in (sub.queue, sub.dead_letter_queue):
-        if not _passive(connection, lambda ch, q=queue: ch.queue_declare(q, passive=True)):
-            _on_channel(connection, lambda ch, q=queue: ch.queue_declare(q, durable=True))
+        if not _passive(connection, functools.partial(_declare_queue, queue, passive=True)):
+            _on_channel(connection, functools.partial(_declare_queue, queue, passive=False))
     _on_channel(connection, lambda ch: ch.queue_bind(sub.queue, sub.exchange, routing_key="#"))
+
+
+def _declare_queue(queue: str, channel: BlockingChannel, passive: bool) -> Any:
+    if passive:
+        return channel.queue_declare(queue, passive=True)
+    return channel.queue_declare(queue, durable=True)
 
 
 def _on_channel(connection: pika.BlockingConnection,

@@ -42,12 +42,13 @@ class ProjectGate:
     def admit(self, run_id: str) -> Iterator[bool]:
         """True: the run may execute now, holding its project's slot until the block ends.
         False: the project is at its cap; retry later."""
-        project = self._project_of_queued_run(run_id) if self.slots else None
-        if project is None:  # no cap, or the run is not queued (the executor will skip it)
+        slots = self.slots
+        project = self._project_of_queued_run(run_id) if slots else None
+        if slots is None or project is None:  # no cap, or the run is not queued (skipped)
             yield True
             return
         try:
-            granted = self.slots.try_acquire(project, run_id)
+            granted = slots.try_acquire(project, run_id)
         except redis.RedisError as exc:
             log.error("project cap not enforced for run %s: %s", run_id, exc)
             yield True
@@ -56,7 +57,7 @@ class ProjectGate:
             yield False
             return
         stop = threading.Event()
-        renewer = threading.Thread(target=self._renew, args=(project, run_id, stop),
+        renewer = threading.Thread(target=self._renew, args=(slots, project, run_id, stop),
                                    name=f"slot-{run_id[:8]}", daemon=True)
         renewer.start()
         try:
@@ -65,14 +66,15 @@ class ProjectGate:
             stop.set()
             renewer.join()
             try:
-                self.slots.release(project, run_id)
+                slots.release(project, run_id)
             except redis.RedisError as exc:  # the lease runs out on its own
                 log.warning("slot of run %s not released: %s", run_id, exc)
 
-    def _renew(self, project: str, run_id: str, stop: threading.Event) -> None:
-        while not stop.wait(self.slots.lease_seconds / 3):
+    @staticmethod
+    def _renew(slots: ProjectSlots, project: str, run_id: str, stop: threading.Event) -> None:
+        while not stop.wait(slots.lease_seconds / 3):
             try:
-                if not self.slots.renew(project, run_id):
+                if not slots.renew(project, run_id):
                     log.warning("the project slot of run %s had expired", run_id)
             except redis.RedisError as exc:
                 log.warning("slot of run %s not renewed: %s", run_id, exc)

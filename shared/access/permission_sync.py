@@ -20,6 +20,7 @@ def apply_permission_event(db: Database, payload: Any) -> str:
     event: PermissionEvent = parse(PermissionEvent, payload)
     if event.action != "delete" and event.role is None:
         raise InvalidInput(f"role is required to {event.action} a permission", field="role")
+    role = event.role or 0  # only `delete` comes without one
     with db.session() as session:
         existing = permission_store.find(session, event.project, event.user)
         if event.action == "delete":
@@ -29,11 +30,11 @@ def apply_permission_event(db: Database, payload: Any) -> str:
             outcome = "deleted"
         elif existing is None:
             inserted = permission_store.add_if_missing(
-                session, event.project, event.user, event.role
+                session, event.project, event.user, role
             )
             outcome = "created" if inserted else "unchanged"
-        elif existing.role != event.role:
-            existing.role = event.role
+        elif existing.role != role:
+            existing.role = role
             outcome = "updated"
         else:
             return "unchanged"

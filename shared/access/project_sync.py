@@ -14,14 +14,16 @@ def apply_project_event(db: Database, payload: Any) -> str:
     """Returns what changed ("created", "updated", "unchanged"), for the log."""
     event: ProjectEvent = parse(ProjectEvent, payload)
     authorizations = [a.model_dump() for a in event.authorizations or []]
+    name = event.name or ""
     with db.session() as session:
-        created = project_store.add_if_missing(session, event.uuid, event.name, authorizations)
+        created = project_store.add_if_missing(session, event.uuid, name, authorizations)
         changed = created
-        if not created:
-            project = project_store.get_by_uuid(session, event.uuid)
-            if project.name != event.name or project.authorizations != authorizations:
-                project.name, project.authorizations = event.name, authorizations
-                changed = True
+        project = None if created else project_store.get_by_uuid(session, event.uuid)
+        if project is not None and (project.name, project.authorizations) != (
+            name, authorizations
+        ):
+            project.name, project.authorizations = name, authorizations
+            changed = True
         for grant in event.authorizations or []:
             # A role the user already holds stays: permission events are the newer word.
             if permission_store.find(session, event.uuid, grant.user_email) is None:

@@ -33,6 +33,7 @@ from shared.adoption.legacy_values import (
     seq_in_run,
 )
 from shared.logs.model import LOG_TYPES, CodeLog
+from shared.orm import table_of
 from shared.runs.model import CodeRun
 from shared.settings import Settings
 
@@ -237,8 +238,8 @@ class LogImporter:
                                      "seq": seq_in_run(item.row["created_at"], run_created)})
                 if rows:
                     inserted = connection.execute(
-                        insert(CodeLog.__table__).on_conflict_do_nothing()
-                        .returning(CodeLog.__table__.c.id), rows).all()
+                        insert(table_of(CodeLog)).on_conflict_do_nothing()
+                        .returning(table_of(CodeLog).c.id), rows).all()
                     page.imported = len(inserted)
                     page.already = len(rows) - page.imported
                 overall.add(page)

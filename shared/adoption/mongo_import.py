@@ -40,18 +40,19 @@ from shared.adoption.orphan_runs import orphans_allowed
 from shared.codelibs.model import CodeLib
 from shared.codes.model import CODE_TYPES, TIMEOUT_DEFAULT, TIMEOUT_MAX, TIMEOUT_MIN, Code
 from shared.logs.model import LOG_TYPES, CodeLog
+from shared.orm import table_of
 from shared.runs.model import CodeRun
 from shared.runs.statuses import FINISHED, RunStatus
 from shared.settings import LANGUAGES
 
 #: (what, its table, the collection names to read), in the order they must be imported.
 COLLECTIONS: tuple[tuple[str, Table, tuple[str, ...]], ...] = (
-    ("projects", Project.__table__, ("project", "projects")),
-    ("permissions", UserPermission.__table__, ("user_permissions",)),
-    ("libraries", CodeLib.__table__, ("codelib", "codelibs")),
-    ("codes", Code.__table__, ("code", "codes")),
-    ("runs", CodeRun.__table__, ("coderun", "coderuns")),
-    ("logs", CodeLog.__table__, ("codelog", "codelogs")),
+    ("projects", table_of(Project), ("project", "projects")),
+    ("permissions", table_of(UserPermission), ("user_permissions",)),
+    ("libraries", table_of(CodeLib), ("codelib", "codelibs")),
+    ("codes", table_of(Code), ("code", "codes")),
+    ("runs", table_of(CodeRun), ("coderun", "coderuns")),
+    ("logs", table_of(CodeLog), ("codelog", "codelogs")),
 )
 MAX_ERRORS_SHOWN = 20
 
@@ -219,6 +220,8 @@ def _each(importer: MongoImporter, documents: list[dict[str, Any]], batch: Mongo
 
 def _base(kind: str, document: dict[str, Any]) -> dict[str, Any]:
     object_id = object_id_text(document["_id"])
+    if object_id is None:
+        raise Skip("no _id")
     created, updated = _times(document)
     return {"id": derived_uuid(kind, object_id), "mongo_object_id": object_id,
             "created_at": created, "updated_at": updated}
@@ -243,7 +246,7 @@ def _convert_projects(importer, connection, documents, batch):  # noqa: ANN001, 
                 authorizations.append({
                     "user_email": grant.get("user_email") or grant.get("useremail")
                     or grant.get("UserEmail") or "",
-                    "role": int(role) if str(role).strip().isdigit() else role,
+                    "role": int(str(role)) if str(role).strip().isdigit() else role,
                 })
         return {**_base("project", document), "uuid": mapping[str(document["uuid"])],
                 "name": _text(document.get("name"))[:255], "authorizations": authorizations}
@@ -259,8 +262,8 @@ def _convert_permissions(importer, connection, documents, batch):  # noqa: ANN00
         if not email or document.get("project_uuid") in (None, ""):
             raise Skip("no email or no project_uuid")
         try:
-            role = int(document.get("role"))
-        except (TypeError, ValueError):
+            role = int(document["role"])
+        except (KeyError, TypeError, ValueError):
             raise Skip(f"role {document.get('role')!r} is not a number") from None
         return {**_base("permission", document), "email": str(email)[:320], "role": role,
                 "project_uuid": mapping[str(document["project_uuid"])]}

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from shared.after_commit.steps import SWEEP_GRACE, Step, StepKind
-from shared.orm import Base
+from shared.orm import Base, table_of
 
 
 class OutboxEntry(Base):
@@ -54,7 +54,7 @@ def add(session: Session, steps: list[Step]) -> list[int]:
     """Write the steps in the caller's transaction (one statement); returns their ids."""
     if not steps:
         return []
-    table = OutboxEntry.__table__
+    table = table_of(OutboxEntry)
     statement = insert(table).values(due_at=func.now() + SWEEP_GRACE)
     rows = session.connection().execute(
         statement.returning(table.c.id, sort_by_parameter_order=True),
@@ -66,7 +66,7 @@ def add(session: Session, steps: list[Step]) -> list[int]:
 def remove(connection: Connection, ids: Iterable[int]) -> None:
     ids = list(ids)
     if ids:
-        connection.execute(delete(OutboxEntry.__table__).where(OutboxEntry.id.in_(ids)))
+        connection.execute(delete(table_of(OutboxEntry)).where(OutboxEntry.id.in_(ids)))
 
 
 def reschedule(connection: Connection, ids: Iterable[int], error: str, delay_seconds: float
@@ -76,7 +76,7 @@ def reschedule(connection: Connection, ids: Iterable[int], error: str, delay_sec
     if not ids:
         return
     connection.execute(
-        update(OutboxEntry.__table__)
+        update(table_of(OutboxEntry))
         .where(OutboxEntry.id.in_(ids))
         .values(attempts=OutboxEntry.attempts + 1, last_error=error[:2000],
                 due_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, delay_seconds))
@@ -86,7 +86,7 @@ def reschedule(connection: Connection, ids: Iterable[int], error: str, delay_sec
 def claim_due(connection: Connection, limit: int) -> list[OutboxEntry]:
     """Entries due now, locked for this transaction; other sweepers skip them."""
     query = (
-        select(OutboxEntry.__table__)
+        select(table_of(OutboxEntry))
         .where(OutboxEntry.due_at <= func.now())
         .order_by(OutboxEntry.due_at)
         .limit(limit)

@@ -101,7 +101,7 @@ def resolve_allowed(target: CallbackTarget, allowed_networks: list[str]) -> IpAd
             infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
             raise CallbackRefused(f"{target.host} does not resolve: {exc}") from None
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not addresses:
         raise CallbackRefused(f"{target.host} does not resolve")
     for address in addresses:

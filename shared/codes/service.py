@@ -70,7 +70,7 @@ def _check_name(value: str | None) -> str:
 
 
 def _check_timeout(value: int | str | None) -> int:
-    if not _given(value):
+    if value is None or value == "":
         return TIMEOUT_DEFAULT
     try:
         timeout = int(value)
@@ -105,7 +105,7 @@ def _given(value: object) -> bool:
     return value is not None and value != ""
 
 
-def _check_bool(value: bool | str, field: str) -> bool:
+def _check_bool(value: bool | str | None, field: str) -> bool:
     if isinstance(value, bool):
         return value
     lowered = str(value).strip().lower()

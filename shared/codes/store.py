@@ -24,9 +24,8 @@ def list_for_project(
     query = select(Code).where(Code.project_uuid == project_uuid)
     if code_type:
         query = query.where(Code.type == code_type)
-    keys = (Code.created_at, Code.id)
-    if order == "desc":
-        keys = tuple(key.desc() for key in keys)
+    columns = (Code.created_at, Code.id)
+    keys = tuple(key.desc() for key in columns) if order == "desc" else columns
     return list(session.scalars(query.order_by(*keys)))
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from shared.ids import EntityId
 from shared.logs.count import CodeLogCount
 from shared.logs.model import CodeLog
+from shared.orm import table_of
 
 PAGE_SIZE = 20
 
@@ -25,7 +26,7 @@ def get(session: Session, log_id: EntityId) -> CodeLog | None:
 def add_batch(session: Session, rows: list[dict[str, Any]]) -> None:
     """One INSERT for all of a run's logs (Core: the ORM's bulk path costs more CPU)."""
     if rows:
-        session.connection().execute(insert(CodeLog.__table__), rows)
+        session.connection().execute(insert(table_of(CodeLog)), rows)
 
 
 def page(
@@ -49,9 +50,8 @@ def page(
     if run_id is not None:
         where = CodeLog.run_id == run_id
         total = session.scalar(select(func.count()).select_from(CodeLog).where(where)) or 0
-        keys = (CodeLog.seq, CodeLog.created_at, CodeLog.id)
-        if newest_first:
-            keys = tuple(key.desc() for key in keys)
+        columns = (CodeLog.seq, CodeLog.created_at, CodeLog.id)
+        keys = tuple(key.desc() for key in columns) if newest_first else columns
         rows = session.scalars(
             select(CodeLog).where(where).order_by(*keys)
             .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
@@ -98,12 +98,13 @@ def archive_keys_of(
 def delete_for_runs(session: Session, run_ids: list[uuid.UUID]) -> int:
     if not run_ids:
         return 0
-    return session.execute(delete(CodeLog).where(CodeLog.run_id.in_(run_ids))).rowcount or 0
+    result = session.execute(delete(CodeLog).where(CodeLog.run_id.in_(run_ids)))
+    return getattr(result, "rowcount", 0) or 0
 
 
 def for_run(session: Session, run_id: uuid.UUID) -> list[dict[str, Any]]:
     """A run's logs in call order, as the rows the worker wrote (to archive them again)."""
-    table = CodeLog.__table__
+    table = table_of(CodeLog)
     rows = session.connection().execute(
         select(table).where(table.c.run_id == run_id).order_by(table.c.seq)
     )

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.codes.model import TIMEOUT_MAX, Code
 from shared.ids import EntityId
+from shared.orm import table_of
 from shared.runs.model import CodeRun
 from shared.runs.statuses import RunStatus
 
@@ -64,9 +65,8 @@ def list_for_code(
 ) -> list[CodeRun]:
     """Newest first (`order="asc"`: oldest first)."""
     query = _for_code(select(CodeRun), code_id, after, before, status)
-    keys = (CodeRun.created_at, CodeRun.id)
-    if order == "desc":
-        keys = tuple(key.desc() for key in keys)
+    columns = (CodeRun.created_at, CodeRun.id)
+    keys = tuple(key.desc() for key in columns) if order == "desc" else columns
     return list(session.scalars(query.order_by(*keys).offset(offset).limit(limit)))
 
 
@@ -102,14 +102,14 @@ def claim_with_code(
     if row is None:
         return None
     values = row._mapping
-    run = CodeRun(**{c.name: values["run_" + c.name] for c in CodeRun.__table__.c})
-    code = Code(**{c.name: values["code_" + c.name] for c in Code.__table__.c})
+    run = CodeRun(**{c.name: values["run_" + c.name] for c in table_of(CodeRun).c})
+    code = Code(**{c.name: values["code_" + c.name] for c in table_of(Code).c})
     return run, code
 
 
 @functools.cache
 def _claim_statement() -> Any:
-    runs, codes = CodeRun.__table__, Code.__table__
+    runs, codes = table_of(CodeRun), table_of(Code)
     return (
         update(runs)
         .where(runs.c.id == bindparam("claimed_run_id"), runs.c.status == RunStatus.QUEUED,
@@ -152,7 +152,7 @@ def _wants_callback(callback: Any) -> Any:
 @functools.cache
 def _finish_statement(names: tuple[str, ...]) -> Any:
     """One prepared statement per set of columns written (a handful exist)."""
-    runs = CodeRun.__table__
+    runs = table_of(CodeRun)
     return (
         update(runs)
         .where(runs.c.id == bindparam("finished_run_id"),
@@ -221,14 +221,15 @@ def created_before(session: Session, cutoff: datetime, limit: int) -> list[uuid.
 def delete(session: Session, run_ids: list[uuid.UUID]) -> int:
     if not run_ids:
         return 0
-    return session.execute(delete_(CodeRun).where(CodeRun.id.in_(run_ids))).rowcount or 0
+    result = session.execute(delete_(CodeRun).where(CodeRun.id.in_(run_ids)))
+    return getattr(result, "rowcount", 0) or 0
 
 
 def renew_leases(connection: Connection, run_ids: list[uuid.UUID], seconds: float) -> None:
     """Extend the leases of runs this worker is executing (one statement for all)."""
     if run_ids:
         connection.execute(
-            update(CodeRun.__table__)
+            update(table_of(CodeRun))
             .where(CodeRun.id.in_(run_ids), CodeRun.status == RunStatus.STARTED)
             .values(lease_expires_at=func.now() + _seconds(seconds))
         )

@@ -144,7 +144,7 @@ def checked_subnet(value: str) -> ipaddress.IPv4Network:
     Our own sandboxes' /32 routes inside it are fine."""
     subnet = ipaddress.ip_network(value, strict=True)
     if not isinstance(subnet, ipaddress.IPv4Network) or subnet.prefixlen > 24 or not any(
-        subnet.subnet_of(ipaddress.ip_network(allowed)) for allowed in SUBNET_RANGES
+        subnet.subnet_of(ipaddress.IPv4Network(allowed)) for allowed in SUBNET_RANGES
     ):
         raise ValueError(f"FLOWS_CODE_ACTIONS_SANDBOX_SUBNET {value}: expected an IPv4 range "
                          f"of /24 or larger inside one of {', '.join(SUBNET_RANGES)}")
@@ -155,7 +155,7 @@ def checked_subnet(value: str) -> ipaddress.IPv4Network:
     for route in routes:
         if route["dst_len"] == 0:
             continue
-        routed = ipaddress.ip_network(f"{route.get_attr('RTA_DST')}/{route['dst_len']}")
+        routed = ipaddress.IPv4Network(f"{route.get_attr('RTA_DST')}/{route['dst_len']}")
         if routed.prefixlen == 32 and routed.subnet_of(subnet):
             continue  # a sandbox's (ours or another worker's)
         if routed.overlaps(subnet):

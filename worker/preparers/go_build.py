@@ -341,6 +341,7 @@ class GoBuilder:
             if crashed and final_state(self.client.api, container_id).get("OOMKilled"):
                 message = f"compilation ran out of memory ({self.limits.memory})"
             raise _CompileFailure(message, cacheable=end.get("reason") == "compile")
+        assert artifact is not None  # a completed end without one failed above
         try:
             binary = base64.b64decode(str(artifact.get("data", "")), validate=True)
         except ValueError:

@@ -192,7 +192,7 @@ class WarmPool:
 
     def _expired(self) -> list[LaunchedContainer]:
         now = time.monotonic()
-        expired = []
+        expired: list[LaunchedContainer] = []
         for entry in self._entries.values():
             keep: deque[LaunchedContainer] = deque()
             for container in entry.ready:
