@@ -8,14 +8,14 @@ from flask import Response, jsonify, request
 from flask_smorest import Blueprint
 
 from api.context import ctx
-from api.errors import error_response
+from api.errors import RETRY_AFTER_SECONDS, error_response
 from api.schemas import RunNowSchema
 from api.sync_run import run_and_wait
 from shared.codes import service as code_service
 from shared.codes.model import Code
 from shared.errors import NotFound
 from shared.ids import parse_id
-from shared.runs.statuses import RunStatus
+from shared.runs.statuses import PLATFORM_FAILURES, RunStatus
 
 blp = Blueprint("endpoints", __name__, description="Run code actions")
 
@@ -57,6 +57,13 @@ def _run_endpoint(code_id: str, as_text: bool):  # noqa: ANN202
     if outcome.timed_out:
         return error_response(408, TIMEOUT_MESSAGE, run_id=str(run.id))
     if run.status == RunStatus.FAILED:
+        if run.exit_reason in PLATFORM_FAILURES:  # not the code's fault: worth a retry
+            response, status = error_response(
+                503, f"the platform could not finish the run ({run.exit_reason}); try again",
+                run_id=str(run.id), error=run.result or None,
+            )
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response, status
         return error_response(
             500, "action execution failed", run_id=str(run.id), error=run.result or None
         )

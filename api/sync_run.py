@@ -19,7 +19,7 @@ from shared.runs import reading as run_reading
 from shared.runs import submission as run_submission
 from shared.runs.completion import CompletionWaiter
 from shared.runs.model import CodeRun
-from shared.runs.statuses import FINISHED, ExitReason
+from shared.runs.statuses import FINISHED, ExitReason, RunStatus
 
 
 @dataclass
@@ -50,8 +50,11 @@ def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
         return SyncOutcome(run=_abandon(c, run), timed_out=False, abandoned=True)
     # The signal only wakes us; the row is the truth (and covers a lost signal).
     stored = _outcome(c, run.id)
+    timed_out = stored.status not in FINISHED
+    if stored.status == RunStatus.QUEUED:  # not even started: nobody will read its answer
+        stored = _abandon(c, stored)
     metrics.record_run_elapsed(code.project_uuid, code.id, time.monotonic() - begun)
-    return SyncOutcome(run=stored, timed_out=stored.status not in FINISHED)
+    return SyncOutcome(run=stored, timed_out=timed_out)
 
 
 def _abandon(c: ApiContext, run: CodeRun) -> CodeRun:

@@ -35,3 +35,10 @@ class ExitReason(StrEnum):
     ENQUEUE_FAILED = "enqueue_failed"  # the run never reached its queue
     WORKER_LOST = "worker_lost"  # its worker died while the run was started
     CODE_DELETED = "code_deleted"  # its code was deleted before it ended
+
+
+#: Runs that failed because the platform did, not the code: a caller may simply try again.
+PLATFORM_FAILURES = frozenset({
+    ExitReason.WORKER_LOST, ExitReason.SANDBOX_ERROR, ExitReason.STORE_ERROR,
+    ExitReason.ENQUEUE_FAILED,
+})

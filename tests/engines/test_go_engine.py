@@ -905,15 +905,13 @@ def test_compile_containers_are_removed(docker_client, builder) -> None:  # noqa
     assert left == []
 
 
-def test_hello_world_end_to_end_timing(run, builder) -> None:  # noqa: ANN001
+def test_hello_world_end_to_end(run, builder) -> None:  # noqa: ANN001
+    """Compiled once, then run (how fast is `make bench`'s to say)."""
     source = action('engine.Log.Info("hello")\nreturn engine.Result.Set("world")')
     builder.job_fields(source)  # compiled (and cached) first
-    started = time.monotonic()
     out = run(source)
-    elapsed = time.monotonic() - started
     completed(out)
     assert (infos(out), out.result) == (["hello"], "world")
-    assert elapsed < 5
 
 
 def test_compile_timeout_is_not_cached(  # noqa: ANN001

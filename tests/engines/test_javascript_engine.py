@@ -1156,15 +1156,14 @@ def test_killed_by_a_signal_is_reported(run: Runner) -> None:
     assert out.returncode == 143
 
 
-def test_hello_world_is_fast(javascript_image: str, run: Runner) -> None:
+def test_hello_world_directly_and_like_the_worker(javascript_image: str, run: Runner) -> None:
+    """How fast is `make bench`'s to say (tests never assert wall time)."""
     code = "async function Run(engine) { engine.result.set('hello world'); }\n"
     out = run(code)
     _completed(out)
     assert out.result["value"] == "hello world"
-    assert out.elapsed < 5  # docker run wall time, typically ~0.6 s
     out = run_like_the_worker(javascript_image, code)
     _completed(out)
-    assert out.elapsed < 5
 
 
 # ----------------------------------------------------------------------------- through the worker

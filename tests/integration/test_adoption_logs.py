@@ -162,7 +162,8 @@ def test_logs_show_by_run_by_code_and_by_old_id(imports: Imports, adopted, bucke
     run, code = world.runs["by_object_id"], world.codes["migrated"]
     mine = [log for log in bucket.logs if log.run_id in (run.id, run.mongo_object_id)]
     for run_key in (run.id, run.mongo_object_id):
-        page = requests.get(imports.api + "/codelog", params={"run_id": run_key}).json()
+        page = requests.get(imports.api + "/codelog",
+                            params={"run_id": run_key, "order": "asc"}).json()
         assert page["total"] == len(mine) == 6
         # call order: their times, oldest first
         assert [entry["content"] for entry in page["data"]] == [

@@ -160,7 +160,8 @@ def test_ids_and_fields_are_kept(imported, platform: Platform, target: str):  # 
         orphans = requests.get(f"{api}/coderun", params={"code_id": str(orphan["code_id"])})
         assert [r["result"] for r in orphans.json()] == ["orphaned"]
 
-        logs = requests.get(f"{api}/codelog", params={"run_id": str(done["_id"])}).json()
+        logs = requests.get(f"{api}/codelog",
+                            params={"run_id": str(done["_id"]), "order": "asc"}).json()
         assert [entry["content"] for entry in logs["data"]] == ["line 0", "line 1", "line 2"]
         by_code = requests.get(f"{api}/codelog", params={"code_id": str(greeter["_id"])})
         assert by_code.json()["total"] == 3

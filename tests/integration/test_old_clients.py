@@ -293,7 +293,7 @@ def test_health_has_the_old_services_object_beside_ours(platform):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "healthy"
-    assert set(body["services"]) == {"postgres", "redis", "rabbitmq", "s3", "workers"}
+    assert set(body["services"]) == {"postgres", "redis", "rabbitmq", "s3", "workers", "docker"}
     for service in body["services"].values():
         assert service["status"] == "healthy" and service["latency"] >= 0
     assert body["database"]["status"] == "up"  # ours, unchanged
@@ -303,8 +303,10 @@ def test_health_has_the_old_services_object_beside_ours(platform):
 
 def test_health_reports_unhealthy_services_in_the_old_shape(platform):
     from api.app import create_app
+    from codeactions.bootstrap import bootstrap
 
-    app = create_app(platform.settings(redis="redis://127.0.0.1:1/0", health_check_cache_time=0))
+    app = create_app(bootstrap(platform.settings(redis="redis://127.0.0.1:1/0",
+                                                 health_check_cache_time=0)))
     try:
         response = app.test_client().get("/health")
     finally:

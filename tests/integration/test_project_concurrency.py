@@ -5,7 +5,6 @@ their own, so the session's uncapped worker never takes these runs."""
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 
@@ -15,7 +14,6 @@ from sqlalchemy import select
 from api.app import create_app
 from codeactions.bootstrap import bootstrap
 from shared.runs.model import CodeRun
-from tests.integration.event_broker import eventually
 from tests.integration.helpers import create_code
 
 SLEEPY = "import time\ndef Run(engine):\n    time.sleep(2)\n    engine.result.set('done')\n"
@@ -26,8 +24,7 @@ QUICK = "def Run(engine):\n    engine.result.set('quick')\n"
 def capped(platform, private_broker):  # noqa: ANN001, ANN201
     """An API client whose runs go to a capped python worker."""
     from codeactions.local.children import spawn_child, stop_children
-    from shared.messaging.celery_app import make_celery
-    from worker.preparation import worker_name
+    from codeactions.local.platform import wait_for_workers
 
     env = {**platform.env, "FLOWS_CODE_ACTIONS_RABBITMQ_URL": private_broker.url,
            "FLOWS_CODE_ACTIONS_PROJECT_MAX_CONCURRENT_RUNS": "1",
@@ -38,10 +35,7 @@ def capped(platform, private_broker):  # noqa: ANN001, ANN201
                                  worker_id=env["FLOWS_CODE_ACTIONS_WORKER_ID"])
     app = create_app(bootstrap(settings))
     try:
-        destination = [f"{worker_name(['python'], settings)}@{socket.gethostname()}"]
-        control = make_celery(settings).control
-        eventually(lambda: worker.poll() is None and control.ping(destination=destination,
-                                                                   timeout=1.0), timeout=180)
+        wait_for_workers(settings, ["python"], 180, [worker])
         yield app.test_client()
     finally:
         stop_children([worker])
