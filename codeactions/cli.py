@@ -225,10 +225,13 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 def cmd_standalone(args: argparse.Namespace) -> int:
     from codeactions.local.children import built_languages
-    from codeactions.local.platform import run_local_platform
+    from codeactions.local.platform import EXTRAS, run_local_platform
 
     return run_local_platform(
-        state_dir=Path(args.state_dir), base_port=args.base_port, languages=built_languages()
+        state_dir=Path(args.state_dir), base_port=args.base_port,
+        languages=args.language or built_languages(),
+        extras=tuple(extra for extra in EXTRAS if extra not in (args.without or [])),
+        prune_images=not args.keep_images,
     )
 
 
@@ -285,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     standalone.add_argument("--state-dir", default=os.environ.get(
         "FLOWS_CODE_ACTIONS_STATE_DIR", ".state/dev"))
     standalone.add_argument("--base-port", type=int, default=15430)
+    standalone.add_argument("--language", action="append", choices=LANGUAGES,
+                            help="only these languages' workers (default: every built one)")
+    standalone.add_argument("--without", action="append", choices=["beat", "flower", "events"],
+                            help="leave out this part (default: all of them)")
+    standalone.add_argument("--keep-images", action="store_true",
+                            help="do not remove older engine images (another checkout's)")
     standalone.set_defaults(func=cmd_standalone)
 
     bench = sub.add_parser("bench", help="measure the fast path (starts its own platform)")
