@@ -248,6 +248,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from codeactions.chaos.runner import SCENARIOS, run_chaos
+    from codeactions.local.children import REPO_ROOT as CHECKOUT
+
+    unknown = set(args.scenario or []) - {s.name for s in SCENARIOS}
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(sorted(unknown))}; choose from "
+              + ", ".join(s.name for s in SCENARIOS), file=sys.stderr)
+        return 2
+    _setup_logging(load_settings(), "chaos", level="warning")
+    return run_chaos(
+        base_port=args.base_port, state_dir=Path(args.state_dir),
+        languages=args.language or ["python", "javascript"], quick=args.quick,
+        only=args.scenario, results_dir=CHECKOUT / "chaos" / "results",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="codeactions", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -304,6 +321,19 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--language", action="append", choices=LANGUAGES)
     bench.add_argument("--quick", action="store_true", help="fewer calls: checks the bench")
     bench.set_defaults(func=cmd_bench)
+
+    chaos = sub.add_parser("chaos", help="break the platform's parts under load and count "
+                           "what happens to runs and callers (starts its own platform)")
+    chaos.add_argument("--base-port", type=int, default=17430)
+    chaos.add_argument("--state-dir", default=".state/chaos")
+    chaos.add_argument("--language", action="append", choices=LANGUAGES,
+                       help="languages under load (default: python and javascript)")
+    chaos.add_argument("--scenario", action="append",
+                       help="only this scenario (repeatable): worker-python, rabbitmq, "
+                            "postgres, redis, dockerd, api-worker, api-master")
+    chaos.add_argument("--quick", action="store_true",
+                       help="3 worker kills and shorter waits: checks the harness")
+    chaos.set_defaults(func=cmd_chaos)
 
     args = parser.parse_args(argv)
     return args.func(args)

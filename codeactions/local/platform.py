@@ -134,8 +134,9 @@ class LocalPlatform:
         """Children, then their leftover sandboxes, then the services (dockerd too if it
         was started for this platform)."""
         try:
-            self.supervisor.stop()
+            self.supervisor.stop_children()
             remove_sandboxes(self.env)
+            self.supervisor.stop_services()
         finally:
             self.stack.stop()
 
@@ -144,11 +145,12 @@ def start_local_platform(
     state_dir: Path, base_port: int, languages: list[str], base_env: dict[str, str], *,
     extras: tuple[str, ...] = EXTRAS, prune_images: bool = True, private_docker: bool = False,
     prepare_images: Callable[[dict[str, str]], None] | None = None,
-    backoff: Callable[[], Backoff] = Backoff,
+    backoff: Callable[[], Backoff] = Backoff, child_logs: Path | None = None,
 ) -> LocalPlatform:
     """Services, schema, images, then the API, one worker per language and `extras`, all
     under one supervisor (not yet running: see `run_local_platform`). Settings come from
-    `base_env` plus the services' URLs. `prepare_images(env)` replaces `codeactions images`."""
+    `base_env` plus the services' URLs. `prepare_images(env)` replaces `codeactions images`;
+    `child_logs`: a directory for each child's output (default: ours)."""
     from codeactions.local.supervisor import ChildUnit, DockerUnit, ServiceUnit
 
     state_dir = state_dir.absolute()
@@ -174,19 +176,22 @@ def start_local_platform(
             _run_step(["images", *(["--prune"] if prune_images else []),
                        *sum((["--language", lang] for lang in languages), [])], env)
         platform = LocalPlatform(stack, supervisor, env, settings, languages)
-        supervisor.start(ChildUnit("api", ["api"], env))
+
+        def child(name: str, argv: list[str]) -> None:
+            output = child_logs / f"{name}.log" if child_logs is not None else None
+            supervisor.start(ChildUnit(name, argv, env, output))
+
+        child("api", ["api"])
         for index, language in enumerate(languages):
             port = settings.worker_metrics_port + index
             platform.metrics_ports[language] = port
-            supervisor.start(ChildUnit(
-                f"worker-{language}",
-                ["worker", "--language", language, "--metrics-port", str(port)], env,
-            ))
+            child(f"worker-{language}",
+                  ["worker", "--language", language, "--metrics-port", str(port)])
         if "flower" in extras:
             platform.flower_login = flower_credentials(state_dir, env)
         for extra in EXTRAS:
             if extra in extras:  # beat: periodic jobs; flower: dashboard; events: projects
-                supervisor.start(ChildUnit(extra, [extra], env))
+                child(extra, [extra])
     except BaseException:
         supervisor.stop()
         stack.stop()

@@ -26,6 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 log = logging.getLogger("codeactions.local.supervisor")
 
@@ -148,7 +149,9 @@ class ChildUnit(Unit):
         if self.output_path is None:
             self.popen = spawn_child(self.argv, self.env)
             return
-        with open(self.output_path, "ab") as output:
+        path = Path(self.output_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as output:
             self.popen = spawn_child(self.argv, self.env, output)
 
     def exit_status(self) -> str | None:
@@ -404,17 +407,25 @@ class Supervisor:
     # --- the end --------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop every unit: children together (they share the grace period), then the
-        services in reverse start order. A service coming back meanwhile is waited for."""
+        """Stop every unit: the children, then the services."""
+        self.stop_children()
+        self.stop_services()
+
+    def stop_children(self) -> None:
+        """Stop the children together (they share one grace period)."""
         from codeactions.local.children import stop_children
 
         with self._lock:
-            units = list(self.units)
-        children = [u for u in units if isinstance(u, ChildUnit)]
-        others = [u for u in units if not isinstance(u, ChildUnit)]
+            children = [u for u in self.units if isinstance(u, ChildUnit)]
         stop_children([u.popen for u in children if u.popen is not None])
         for unit in children:
             unit.state = State.STOPPED
+
+    def stop_services(self) -> None:
+        """Stop the services in reverse start order; one coming back meanwhile is waited
+        for first."""
+        with self._lock:
+            others = [u for u in self.units if not isinstance(u, ChildUnit)]
         for unit in reversed(others):
             if unit.thread is not None:
                 unit.thread.join()
