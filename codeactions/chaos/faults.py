@@ -57,13 +57,19 @@ def _kill(pid: int | None, sig: signal.Signals = signal.SIGKILL) -> int:
 
 
 def kill_worker(platform: ChaosPlatform, language: str, run_in_flight: Callable[[], bool],
+                served_since: Callable[[float], bool], previous: Fault | None,
                 min_uptime: float) -> Fault:
-    """SIGKILL the language's worker while one of the scenario's runs is `started` on it
-    (waited for up to 30 s), once it has been up `min_uptime` s (its restart delay is then
-    back to 1 s); back when a new worker process answers a ping on the broker."""
+    """SIGKILL the language's worker while one of the scenario's runs is `started` on it.
+    Before that, the worker restarted after the `previous` kill must have been up
+    `min_uptime` s (its restart delay is then back to 1 s) and have completed a run (else
+    every kill would land in the same restart window, and the next fault's recovery would
+    hide this one's); each wait gives up after a while and the kill goes ahead. Back when
+    a new worker process answers a ping on the broker."""
     unit = platform.supervisor.unit(f"worker-{language}")
     wait_until(lambda: unit.state is State.RUNNING
                and time.monotonic() - unit.started_at >= min_uptime, 120)
+    if previous is not None and previous.back is not None:
+        wait_until(lambda: served_since(previous.back), 120)
     in_flight = wait_until(run_in_flight, 30) is not None
     pid = _kill(unit.pid)
     fault = Fault(f"SIGKILL worker-{language} (pid {pid})"

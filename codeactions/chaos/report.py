@@ -108,17 +108,19 @@ def _status_key(answer: Answer) -> str:
 
 
 def first_success(fault: Fault, language: str, answers: list[Answer],
-                  runs: list[dict[str, Any]]) -> dict[str, float | None]:
+                  runs: list[dict[str, Any]], until: float = float("inf"),
+                  ) -> dict[str, float | None]:
     """Seconds from the part being back to the first sync answer 200 and the first async
-    run completed, for one language (None: none before the load stopped)."""
+    run completed, for one language (None: none before the next fault, `until`, or before
+    the load stopped)."""
     back = fault.back
     if back is None:
         return {"sync": None, "async": None}
-    sync = [a.answered for a in answers
-            if a.kind == "sync" and a.language == language and a.ok and a.answered >= back]
+    sync = [a.answered for a in answers if a.kind == "sync" and a.language == language
+            and a.ok and back <= a.answered < until]
     done = [r["finished_at"] for r in runs
             if r["kind"] == "async" and r["language"] == language and r["status"] == "completed"
-            and r["finished_at"] is not None and r["finished_at"] >= back]
+            and r["finished_at"] is not None and back <= r["finished_at"] < until]
     return {"sync": round(min(sync) - back, 2) if sync else None,
             "async": round(min(done) - back, 2) if done else None}
 
@@ -148,7 +150,9 @@ def analyse(name: str, title: str, languages: list[str], affected: list[str],
     bare_503 = [a for a in answers if a.status == 503 and not a.retry_after]
     recovery = []
     for index, fault in enumerate(faults):
-        per_language = {lang: first_success(fault, lang, answers, runs) for lang in affected}
+        until = faults[index + 1].at if index + 1 < len(faults) else float("inf")
+        per_language = {lang: first_success(fault, lang, answers, runs, until)
+                        for lang in affected}
         times = [t for seconds in per_language.values() for t in seconds.values()]
         worst = None if not times or None in times else max(times)
         recovery.append({"fault": index + 1, "worst_s": worst, "languages": per_language})

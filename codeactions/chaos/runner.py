@@ -68,15 +68,41 @@ class Plan:
 class Scenario:
     name: str
     title: str
-    inject: Callable[[ChaosPlatform, Plan, Callable[[str], bool]], list[f.Fault]]
+    inject: Callable[[ChaosPlatform, Plan, Probe], list[f.Fault]]
     affected: list[str] | None = None  # languages whose recovery counts (None: all)
 
 
 def _worker_kills(language: str) -> Callable:
-    def inject(platform: ChaosPlatform, plan: Plan, in_flight: Callable[[str], bool]):  # noqa: ANN202
-        return [f.kill_worker(platform, language, lambda: in_flight(language),
-                              CHAOS_BACKOFF_RESET) for _ in range(plan.worker_kills)]
+    def inject(platform: ChaosPlatform, plan: Plan, probe: Probe):  # noqa: ANN202
+        faults: list[f.Fault] = []
+        for _ in range(plan.worker_kills):
+            faults.append(f.kill_worker(
+                platform, language, lambda: probe.in_flight(language),
+                lambda since: probe.completed_since(language, since),
+                faults[-1] if faults else None, CHAOS_BACKOFF_RESET))
+        return faults
     return inject
+
+
+@dataclass
+class Probe:
+    """The scenario's runs as the database has them, for the fault injectors."""
+
+    db: Any
+    codes: dict[str, str]
+
+    def in_flight(self, language: str) -> bool:
+        return self._exists("status = 'started'", language)
+
+    def completed_since(self, language: str, since: float) -> bool:
+        return self._exists("status = 'completed' AND finished_at >= to_timestamp(:since)",
+                            language, since=since)
+
+    def _exists(self, condition: str, language: str, **values: object) -> bool:
+        with self.db.connect() as conn:
+            return conn.execute(text(
+                f"SELECT 1 FROM coderuns WHERE code_id = CAST(:code AS uuid) AND {condition} "
+                "LIMIT 1"), {"code": self.codes[language], **values}).first() is not None
 
 
 def _service(name: str) -> Callable:
@@ -106,18 +132,13 @@ def run_scenario(platform: ChaosPlatform, scenario: Scenario, plan: Plan,
     if failing:
         raise RuntimeError(f"the scenario's codes do not run: {failing}")
 
-    def in_flight(language: str) -> bool:
-        with db.connect() as conn:
-            return conn.execute(text(
-                "SELECT 1 FROM coderuns WHERE code_id = CAST(:code AS uuid) "
-                "AND status = 'started' LIMIT 1"), {"code": codes[language]}).first() is not None
-
+    dead_before = _dead_sandboxes(platform)
     load = Load(platform.api_url, codes, LoadPlan())
     events_before = len(platform.supervisor.events)
     load.start()
     try:
         time.sleep(plan.before)
-        faults = scenario.inject(platform, plan, in_flight)
+        faults = scenario.inject(platform, plan, Probe(db, codes))
         backs = [fault.back for fault in faults if fault.back is not None]
         time.sleep(max(0.0, (max(backs) if backs else time.time()) + plan.after - time.time()))
     finally:
@@ -126,7 +147,8 @@ def run_scenario(platform: ChaosPlatform, scenario: Scenario, plan: Plan,
     with db.connect() as conn:
         runs = read_runs(conn, codes)
     result = analyse(scenario.name, scenario.title, languages, scenario.affected or languages,
-                     faults, load.answers, runs, settle, _sandboxes(platform))
+                     faults, load.answers, runs, settle,
+                     _sandboxes(platform, ignore=dead_before))
     result["supervisor_events"] = [
         {"at": e.at, "unit": e.unit, "what": e.what, "detail": e.detail}
         for e in platform.supervisor.events[events_before:]]
@@ -153,17 +175,32 @@ def _settle(db: Any, code_ids: list[str], seconds: float) -> dict[str, Any]:
             "pending_at_end": pending}
 
 
-def _sandboxes(platform: ChaosPlatform) -> dict[str, int]:
-    """Sandbox containers on the private engine after the settle period, by state."""
+def _sandbox_containers(platform: ChaosPlatform) -> list[dict[str, Any]]:
     import docker
 
+    client = docker.DockerClient(base_url=platform.local.env["DOCKER_HOST"], timeout=30)
     try:
-        client = docker.DockerClient(base_url=platform.local.env["DOCKER_HOST"], timeout=30)
-        states: dict[str, int] = {}
-        for container in client.api.containers(all=True,
-                                               filters={"label": "codeactions.sandbox"}):
-            states[container["State"]] = states.get(container["State"], 0) + 1
+        return client.api.containers(all=True, filters={"label": "codeactions.sandbox"})
+    finally:
         client.close()
+
+
+def _dead_sandboxes(platform: ChaosPlatform) -> set[str]:
+    try:
+        return {c["Id"] for c in _sandbox_containers(platform)
+                if c["State"] in ("created", "exited", "dead")}
+    except Exception:  # noqa: BLE001 - the engine may be down: nothing to exclude then
+        return set()
+
+
+def _sandboxes(platform: ChaosPlatform, ignore: set[str]) -> dict[str, int]:
+    """Sandbox containers on the private engine after the settle period, by state; dead
+    ones an earlier scenario left are not this one's."""
+    try:
+        states: dict[str, int] = {}
+        for container in _sandbox_containers(platform):
+            if container["Id"] not in ignore:
+                states[container["State"]] = states.get(container["State"], 0) + 1
         return states
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         return {"unknown": -1, "error": str(exc)[:200]}  # type: ignore[dict-item]

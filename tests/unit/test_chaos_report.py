@@ -106,3 +106,16 @@ def test_a_language_that_never_succeeds_again_has_no_recovery() -> None:
     assert result["recovery"]["worst_s"] is None
     target = next(t for t in result["targets"] if t["target"].startswith("recovery"))
     assert (target["met"], target["measured"]) == (False, "never")
+
+
+def test_a_fault_recovers_only_by_a_success_before_the_next_fault() -> None:
+    first = Fault("SIGKILL worker-python", T0, back=T0 + 10)
+    second = Fault("SIGKILL worker-python", T0 + 20, back=T0 + 30)
+    answers = [Answer("sync", "python", 1, T0 + 24, T0 + 31, 200)]
+    result = analyse("test", "a test", ["python"], ["python"], [first, second], answers, [],
+                     {"seconds": 1}, {"running": 4})
+
+    per_fault = result["recovery"]["per_fault"]
+    assert per_fault[0]["languages"]["python"]["sync"] is None
+    assert per_fault[1]["languages"]["python"]["sync"] == 1.0
+    assert result["recovery"]["worst_s"] is None
