@@ -61,10 +61,10 @@ def kill_worker(platform: ChaosPlatform, language: str, run_in_flight: Callable[
                 min_uptime: float) -> Fault:
     """SIGKILL the language's worker while one of the scenario's runs is `started` on it.
     Before that, the worker restarted after the `previous` kill must have been up
-    `min_uptime` s (its restart delay is then back to 1 s) and have completed a run (else
-    every kill would land in the same restart window, and the next fault's recovery would
-    hide this one's); each wait gives up after a while and the kill goes ahead. Back when
-    a new worker process answers a ping on the broker."""
+    `min_uptime` s (its restart delay is then back to 1 s) and have served again, a sync
+    call and an async run (else every kill would land in the same restart window, and the
+    next fault would cut this one's recovery short); each wait gives up after 120 s and
+    the kill goes ahead. Back when a new worker process answers a ping on the broker."""
     unit = platform.supervisor.unit(f"worker-{language}")
     wait_until(lambda: unit.state is State.RUNNING
                and time.monotonic() - unit.started_at >= min_uptime, 120)

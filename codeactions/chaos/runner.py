@@ -86,17 +86,22 @@ def _worker_kills(language: str) -> Callable:
 
 @dataclass
 class Probe:
-    """The scenario's runs as the database has them, for the fault injectors."""
+    """The scenario's runs as the database has them and the load's answers, for the fault
+    injectors."""
 
     db: Any
     codes: dict[str, str]
+    load: Load
 
     def in_flight(self, language: str) -> bool:
         return self._exists("status = 'started'", language)
 
     def completed_since(self, language: str, since: float) -> bool:
-        return self._exists("status = 'completed' AND finished_at >= to_timestamp(:since)",
-                            language, since=since)
+        """Both kinds served again: an async run completed and a sync caller got a 200."""
+        return any(a.kind == "sync" and a.language == language and a.ok
+                   and a.answered >= since for a in list(self.load.answers)) \
+            and self._exists("status = 'completed' AND finished_at >= to_timestamp(:since) "
+                             "AND params->>'kind' = 'async'", language, since=since)
 
     def _exists(self, condition: str, language: str, **values: object) -> bool:
         with self.db.connect() as conn:
@@ -138,7 +143,7 @@ def run_scenario(platform: ChaosPlatform, scenario: Scenario, plan: Plan,
     load.start()
     try:
         time.sleep(plan.before)
-        faults = scenario.inject(platform, plan, Probe(db, codes))
+        faults = scenario.inject(platform, plan, Probe(db, codes, load))
         backs = [fault.back for fault in faults if fault.back is not None]
         time.sleep(max(0.0, (max(backs) if backs else time.time()) + plan.after - time.time()))
     finally:
