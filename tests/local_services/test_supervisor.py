@@ -199,6 +199,44 @@ def test_a_killed_service_is_restarted_and_the_platform_serves_again(
     assert not Path(f"/proc/{killed}").exists()  # reaped, no zombie holding the lock file
 
 
+def test_a_dockerd_it_started_is_restarted_when_killed() -> None:
+    """dockerd refuses to start while the pid in its pid file exists, even as a zombie:
+    the supervisor reaps the dead one, removes the stale file and starts it again. (A
+    Docker engine of the test's own: the machine's serves everyone else.)"""
+    import threading
+
+    from codeactions.local.services import LocalStack
+    from codeactions.local.services.docker_engine import docker_engine_answers
+    from codeactions.local.supervisor import DockerUnit, Supervisor
+
+    scratch = Path(tempfile.mkdtemp(prefix="codeactions-dockerd-"))
+    elsewhere = {"postgres": "postgresql://unused", "redis": "redis://unused",
+                 "rabbitmq": "amqp://unused//", "s3": "http://unused"}
+    stack = LocalStack(scratch / "state", BASE, elsewhere, private_docker=True)
+    stop = threading.Event()
+    try:
+        stack.start()
+        engine = stack.docker
+        assert engine is not None and engine.started and docker_engine_answers(engine.base_url)
+        supervisor = Supervisor()
+        unit = supervisor.watch(DockerUnit(engine))
+        loop = threading.Thread(target=supervisor.run, args=(stop, 0.2), daemon=True)
+        loop.start()
+        killed = unit.pid
+
+        os.kill(killed, signal.SIGKILL)
+
+        wait_for("dockerd back", lambda: unit.pid not in (None, killed)
+                 and docker_engine_answers(engine.base_url), 90)
+        assert [(e.unit, e.what, e.detail) for e in supervisor.events][:1] == [
+            ("dockerd", "exited", "killed by SIGKILL")]
+        assert not Path(f"/proc/{killed}").exists()
+    finally:
+        stop.set()
+        stack.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def test_ctrl_c_stops_everything_and_leaves_nothing(supervised) -> None:  # noqa: ANN001
     children = list(supervised.children())
     services = [pid for pid in (supervised.postgres_pid(), supervised.redis_pid()) if pid]
