@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from codeactions.local.platform import LocalPlatform, start_local_platform
 from codeactions.local.services.processes import listening_pids
@@ -33,6 +34,15 @@ class ChaosPlatform:
     api_workers: int
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _celery: Any = None
+
+    def celery(self):  # noqa: ANN201
+        """A Celery client of the platform's broker (for pings), made once."""
+        if self._celery is None:
+            from shared.messaging.celery_app import make_celery
+
+            self._celery = make_celery(self.settings)
+        return self._celery
 
     @property
     def api_url(self) -> str:
@@ -162,17 +172,11 @@ def worker_destination(platform: ChaosPlatform, language: str) -> str:
     return f"{worker_name([language], platform.settings)}@{socket.gethostname()}"
 
 
-_celery = {}
-
-
 def worker_answers(platform: ChaosPlatform, language: str) -> bool:
     """The language's worker answers a ping on the broker: it is connected and consuming."""
-    from shared.messaging.celery_app import make_celery
-
-    app = _celery.setdefault("app", make_celery(platform.settings))
     try:
-        return bool(app.control.ping(destination=[worker_destination(platform, language)],
-                                     timeout=1.0))
+        return bool(platform.celery().control.ping(
+            destination=[worker_destination(platform, language)], timeout=1.0))
     except Exception:  # noqa: BLE001 - broker down or refusing: not answering
         return False
 
