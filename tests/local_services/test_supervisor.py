@@ -234,7 +234,15 @@ def test_a_dockerd_it_started_is_restarted_when_killed() -> None:
     finally:
         stop.set()
         stack.stop()
+        _unmount_under(scratch)  # a SIGKILLed dockerd leaves its data root bind-mounted
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _unmount_under(directory: Path) -> None:
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for mount_point in sorted(mounts, reverse=True):
+        if mount_point.startswith(str(directory) + "/"):
+            subprocess.run(["umount", "-l", mount_point], check=False)
 
 
 def test_ctrl_c_stops_everything_and_leaves_nothing(supervised) -> None:  # noqa: ANN001
