@@ -41,7 +41,10 @@ migrate: install ## apply migrations to the configured database
 bench: install ## fast-path figures (own platform in .state/bench; BENCH_ARGS="--url URL" reuses one)
 	$(BIN)/codeactions bench $(BENCH_ARGS)
 
+chaos: install ## kill and restart the platform's parts under load; counts per fault (own platform in .state/chaos; CHAOS_ARGS="--quick")
+	$(BIN)/codeactions chaos $(CHAOS_ARGS)
+
 clean: ## remove local state (databases, logs) of make run / make test
 	rm -rf .state
 
-.PHONY: help install run test test-fast lint images migrate clean bench
+.PHONY: help install run test test-fast lint images migrate clean bench chaos

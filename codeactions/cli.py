@@ -292,10 +292,13 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 def cmd_standalone(args: argparse.Namespace) -> int:
     from codeactions.local.children import built_languages
-    from codeactions.local.platform import run_local_platform
+    from codeactions.local.platform import EXTRAS, run_local_platform
 
     return run_local_platform(
-        state_dir=Path(args.state_dir), base_port=args.base_port, languages=built_languages()
+        state_dir=Path(args.state_dir), base_port=args.base_port,
+        languages=args.language or built_languages(),
+        extras=tuple(extra for extra in EXTRAS if extra not in (args.without or [])),
+        prune_images=not args.keep_images,
     )
 
 
@@ -309,6 +312,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
         url=args.url, base_port=args.base_port, state_dir=Path(args.state_dir),
         languages=args.language or built_languages(), quick=args.quick,
         results_dir=CHECKOUT / "bench" / "results",
+    )
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from codeactions.chaos.runner import SCENARIOS, run_chaos
+    from codeactions.local.children import REPO_ROOT as CHECKOUT
+
+    unknown = set(args.scenario or []) - {s.name for s in SCENARIOS}
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(sorted(unknown))}; choose from "
+              + ", ".join(s.name for s in SCENARIOS), file=sys.stderr)
+        return 2
+    _setup_logging(load_settings(), "chaos", level="warning")
+    return run_chaos(
+        base_port=args.base_port, state_dir=Path(args.state_dir),
+        languages=args.language or ["python", "javascript"], quick=args.quick,
+        only=args.scenario, results_dir=CHECKOUT / "chaos" / "results",
     )
 
 
@@ -378,6 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     standalone.add_argument("--state-dir", default=os.environ.get(
         "FLOWS_CODE_ACTIONS_STATE_DIR", ".state/dev"))
     standalone.add_argument("--base-port", type=int, default=15430)
+    standalone.add_argument("--language", action="append", choices=LANGUAGES,
+                            help="only these languages' workers (default: every built one)")
+    standalone.add_argument("--without", action="append", choices=["beat", "flower", "events"],
+                            help="leave out this part (default: all of them)")
+    standalone.add_argument("--keep-images", action="store_true",
+                            help="do not remove older engine images (another checkout's)")
     standalone.set_defaults(func=cmd_standalone)
 
     bench = sub.add_parser("bench", help="measure the fast path (starts its own platform)")
@@ -388,6 +414,19 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--language", action="append", choices=LANGUAGES)
     bench.add_argument("--quick", action="store_true", help="fewer calls: checks the bench")
     bench.set_defaults(func=cmd_bench)
+
+    chaos = sub.add_parser("chaos", help="break the platform's parts under load and count "
+                           "what happens to runs and callers (starts its own platform)")
+    chaos.add_argument("--base-port", type=int, default=17430)
+    chaos.add_argument("--state-dir", default=".state/chaos")
+    chaos.add_argument("--language", action="append", choices=LANGUAGES,
+                       help="languages under load (default: python and javascript)")
+    chaos.add_argument("--scenario", action="append",
+                       help="only this scenario (repeatable): worker-python, rabbitmq, "
+                            "postgres, redis, dockerd, api-worker, api-master")
+    chaos.add_argument("--quick", action="store_true",
+                       help="3 worker kills and shorter waits: checks the harness")
+    chaos.set_defaults(func=cmd_chaos)
 
     args = parser.parse_args(argv)
     try:

@@ -1,4 +1,5 @@
-"""`make run`: the whole platform on this machine, in the foreground, Ctrl-C stops it all.
+"""`make run`: the whole platform on this machine, in the foreground, under a supervisor
+that restarts any part that dies (codeactions/local/supervisor.py); Ctrl-C stops it all.
 
 Each dependency comes from the environment when configured (SPEC.md names) and is otherwise
 embedded: PostgreSQL and Redis from PyPI packages that ship the real servers, RabbitMQ from
@@ -14,10 +15,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from shared.settings import PREFIX, Settings, load_settings
+from codeactions.local.supervisor import Backoff, Supervisor
+from shared.settings import PREFIX, Settings
 
 log = logging.getLogger("codeactions.local")
 
@@ -52,17 +58,20 @@ def local_environment(
 
 
 def start_services(  # noqa: ANN201
-    state_dir: Path, base_port: int, base_env: dict[str, str], *, stop_docker: bool = False
+    state_dir: Path, base_port: int, base_env: dict[str, str], *, stop_docker: bool = False,
+    private_docker: bool = False,
 ):
     """Start the embedded services that the environment does not replace. With
-    `stop_docker`, a dockerd started here is stopped with the rest."""
+    `stop_docker`, a dockerd started here is stopped with the rest; `private_docker`
+    starts a Docker engine of the stack's own (see `LocalStack`)."""
     from codeactions.local.services import LocalStack
     from codeactions.local.services.apt import apt_install
 
     # The engine images are built locally from a debootstrapped Debian (no registry here).
     apt_install("debootstrap", "debian-archive-keyring")
     external = {name: base_env[var] for name, var in EXTERNAL.items() if base_env.get(var)}
-    stack = LocalStack(state_dir, base_port, overrides=external, stop_docker=stop_docker)
+    stack = LocalStack(state_dir, base_port, overrides=external, stop_docker=stop_docker,
+                       private_docker=private_docker)
     stack.start()
     return stack
 
@@ -101,64 +110,163 @@ def flower_credentials(state_dir: Path, env: dict[str, str]) -> str:
     return f"user admin, password in {path}"
 
 
-def run_local_platform(state_dir: Path, base_port: int, languages: list[str]) -> int:
-    from codeactions.local.children import spawn_child, stop_children
+#: Children besides the API and the workers; `make run` starts them all.
+EXTRAS = ("beat", "flower", "events")
 
+
+@dataclass
+class LocalPlatform:
+    """A running local platform: its services, its children, their supervisor."""
+
+    stack: Any  # codeactions.local.services.LocalStack
+    supervisor: Supervisor
+    env: dict[str, str]
+    settings: Settings
+    languages: list[str]
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    flower_login: str = ""
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    def stop(self) -> None:
+        """Children, then their leftover sandboxes, then the services (dockerd too if it
+        was started for this platform)."""
+        try:
+            self.supervisor.stop_children()
+            remove_sandboxes(self.env)
+            self.supervisor.stop_services()
+        finally:
+            self.stack.stop()
+
+
+def start_local_platform(
+    state_dir: Path, base_port: int, languages: list[str], base_env: dict[str, str], *,
+    extras: tuple[str, ...] = EXTRAS, prune_images: bool = True, private_docker: bool = False,
+    prepare_images: Callable[[dict[str, str]], None] | None = None,
+    backoff: Callable[[], Backoff] = Backoff, child_logs: Path | None = None,
+) -> LocalPlatform:
+    """Services, schema, images, then the API, one worker per language and `extras`, all
+    under one supervisor (not yet running: see `run_local_platform`). Settings come from
+    `base_env` plus the services' URLs. `prepare_images(env)` replaces `codeactions images`;
+    `child_logs`: a directory for each child's output (default: ours)."""
+    from codeactions.local.supervisor import ChildUnit, DockerUnit, ServiceUnit
+
+    state_dir = state_dir.absolute()
+    # Ctrl-C stops everything it started, a Docker engine included.
+    stack = start_services(state_dir, base_port, base_env, stop_docker=True,
+                           private_docker=private_docker)
+    supervisor = Supervisor(backoff)
+    try:
+        env = local_environment(stack_urls(stack), base_env, state_dir)
+        env.setdefault(PREFIX + "STATE_DIR", str(state_dir))
+        if stack.docker is not None and stack.docker.base_url:
+            env["DOCKER_HOST"] = env[PREFIX + "DOCKER_HOST"] = stack.docker.base_url
+        settings = Settings(**{k: v for k, v in env.items() if k.startswith(PREFIX)})
+        for server in stack.servers:
+            after = (lambda: _recreate_bucket(settings)) if server.name == "s3" else None
+            supervisor.watch(ServiceUnit(server, after_start=after))
+        if stack.docker is not None and stack.docker.started:
+            supervisor.watch(DockerUnit(stack.docker))
+        _run_step(["migrate"], env)
+        if prepare_images is not None:
+            prepare_images(env)
+        else:
+            _run_step(["images", *(["--prune"] if prune_images else []),
+                       *sum((["--language", lang] for lang in languages), [])], env)
+        platform = LocalPlatform(stack, supervisor, env, settings, languages)
+
+        def child(name: str, argv: list[str]) -> None:
+            output = child_logs / f"{name}.log" if child_logs is not None else None
+            supervisor.start(ChildUnit(name, argv, env, output))
+
+        child("api", ["api"])
+        for index, language in enumerate(languages):
+            port = settings.worker_metrics_port + index
+            platform.metrics_ports[language] = port
+            child(f"worker-{language}",
+                  ["worker", "--language", language, "--metrics-port", str(port)])
+        if "flower" in extras:
+            platform.flower_login = flower_credentials(state_dir, env)
+        for extra in EXTRAS:
+            if extra in extras:  # beat: periodic jobs; flower: dashboard; events: projects
+                child(extra, [extra])
+    except BaseException:
+        supervisor.stop()
+        stack.stop()
+        raise
+    return platform
+
+
+def _recreate_bucket(settings: Settings) -> None:
+    """moto keeps its buckets in memory: after a restart the platform's is made again."""
+    from shared.logs.archive import LogArchive
+
+    LogArchive(settings).ensure_bucket()
+
+
+def remove_sandboxes(env: dict[str, str]) -> int:
+    """Remove the containers of this platform's workers that are still there (a worker
+    killed after its grace period cannot clean up): they carry its worker id."""
+    import docker
+
+    worker_id = env.get(PREFIX + "WORKER_ID")
+    if not worker_id:
+        return 0
+    try:
+        client = docker.DockerClient(base_url=env["DOCKER_HOST"], timeout=30) \
+            if env.get("DOCKER_HOST") else docker.from_env(timeout=30)
+        removed = 0
+        for container in client.api.containers(all=True, filters={"label": "codeactions.worker"}):
+            if container["Labels"].get("codeactions.worker", "").startswith(worker_id + "-"):
+                client.api.remove_container(container["Id"], force=True)
+                removed += 1
+        client.close()
+    except Exception as exc:  # noqa: BLE001 - the engine may be gone; nothing to clean then
+        log.warning("could not remove the workers' sandboxes: %s", exc)
+        return 0
+    if removed:
+        say(f"codeactions: removed {removed} sandbox(es) the workers left")
+    return removed
+
+
+def run_local_platform(state_dir: Path, base_port: int, languages: list[str], *,
+                       extras: tuple[str, ...] = EXTRAS, prune_images: bool = True) -> int:
+    """`make run`: start, supervise until Ctrl-C or SIGTERM, stop everything."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = load_settings()
-    stopping = False
+    stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
 
     say("codeactions: starting local services …")
-    # Ctrl-C stops everything make run started, a Docker engine included.
-    stack = start_services(state_dir.absolute(), base_port, dict(os.environ), stop_docker=True)
-    children: list[subprocess.Popen] = []
+    platform = start_local_platform(state_dir, base_port, languages, dict(os.environ),
+                                    extras=extras, prune_images=prune_images)
     try:
-        env = local_environment(stack_urls(stack), dict(os.environ), state_dir)
-        env.setdefault(PREFIX + "STATE_DIR", str(state_dir.absolute()))
-        _run_step(["migrate"], env)
-        _run_step(["images", "--prune", *sum((["--language", lang] for lang in languages), [])],
-                  env)
-        children.append(spawn_child(["api"], env))
-        metrics_ports = {lang: settings.worker_metrics_port + i for i, lang in enumerate(languages)}
-        for language in languages:
-            children.append(spawn_child(
-                ["worker", "--language", language, "--metrics-port", str(metrics_ports[language])],
-                env,
-            ))
-        # Operations: periodic jobs (retention, stuck runs) and the Celery dashboard.
-        children.append(spawn_child(["beat"], env))
-        flower_login = flower_credentials(state_dir.absolute(), env)
-        children.append(spawn_child(["flower"], env))
-        children.append(spawn_child(["events"], env))  # project and permission events
+        settings = platform.settings
+        flower = ""
+        if "flower" in extras:
+            flower = (f"\ncodeactions: Flower on http://{settings.flower_address}:"
+                      f"{settings.flower_port} ({platform.flower_login})")
         say(
-            f"\ncodeactions: API on http://{settings.host}:{settings.port}  "
+            f"\ncodeactions: API on {platform.api_url}  "
             f"(docs: /docs, OpenAPI: /openapi.json, metrics: /metrics, health: /health)\n"
             f"codeactions: workers for {', '.join(languages)}; their metrics on "
-            + ", ".join(f"{lang} :{port}" for lang, port in metrics_ports.items())
-            + f"\ncodeactions: Flower on http://{settings.flower_address}:{settings.flower_port}"
-            f" ({flower_login})"
-            f"; beat runs the cleaner daily at {settings.cleaner_schedule_time} UTC"
-            "\ncodeactions: Ctrl-C stops everything\n"
+            + ", ".join(f"{lang} :{port}" for lang, port in platform.metrics_ports.items())
+            + flower
+            + (f"\ncodeactions: beat runs the cleaner daily at {settings.cleaner_schedule_time}"
+               " UTC" if "beat" in extras else "")
+            + "\ncodeactions: a part that dies is restarted; Ctrl-C stops everything\n"
         )
-        while not stopping:
-            for child in children:
-                if child.poll() is not None:
-                    say(f"codeactions: a child exited ({child.args[3:]}); stopping", err=True)
-                    stopping = True
-            time.sleep(0.5)
+        platform.supervisor.wake_on_signals()
+        platform.supervisor.run(stopping)
     finally:
         say("codeactions: stopping …")
-        try:
-            stop_children(children)
-        finally:
-            stack.stop()
+        platform.stop()
         say("codeactions: stopped")
     return 0
 

@@ -16,28 +16,75 @@ from pathlib import Path
 
 from codeactions.local.services.apt import apt_install
 from codeactions.local.services.errors import ServiceStartError
-from codeactions.local.services.processes import ManagedProcess, spawn
+from codeactions.local.services.processes import ManagedProcess, pid_from_file, spawn
 from codeactions.local.services.readiness import log_tail
 
 logger = logging.getLogger(__name__)
 
 _LOCAL_SOCKETS = ("unix:///var/run/docker.sock", "unix:///run/docker.sock")
+_DEFAULT_PID_FILE = Path("/var/run/docker.pid")
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass
 class DockerEngine:
-    """The engine in use. `started` is True if we launched `process` (dockerd) ourselves."""
+    """The engine in use. `started` is True if we launched `process` (dockerd) ourselves,
+    from `log_dir` and `dockerd_args` (kept to start it again)."""
 
     base_url: str | None
     started: bool
     process: ManagedProcess | None = None
+    log_dir: Path | None = None
+    dockerd_args: tuple[str, ...] = ()
+
+    def is_running(self) -> bool:
+        """Whether the dockerd we started still runs (reaps it if not)."""
+        return self.process is not None and self.process.is_running()
+
+    def start_again(self) -> None:
+        """After our dockerd died: clear its remains and start it the same way."""
+        if self.log_dir is None:
+            raise ServiceStartError("this Docker engine was not started here")
+        if self.process is not None:
+            self.process.kill_remains()
+            self.process = None
+        remove_stale_pid_file(self.dockerd_args)
+        again = ensure_docker_engine(self.log_dir, base_url=self.base_url,
+                                     dockerd_args=self.dockerd_args)
+        self.process = again.process
 
     def stop(self, grace_seconds: float = 30.0) -> None:
         """Stop dockerd if we started it; a pre-existing engine is left alone."""
         if self.process is not None:
             self.process.stop(signal.SIGTERM, grace_seconds)
             self.process = None
+
+
+def private_engine_options(root: Path) -> tuple[str, tuple[str, ...]]:
+    """(base URL, dockerd arguments) of a Docker engine of our own under `root`: its own
+    socket, images, containers and containerd, and no networking of its own (sandboxes
+    get their link from the worker), so it may be stopped and started without touching
+    the machine's engine or anyone else's containers."""
+    socket_path = root / "docker.sock"
+    return f"unix://{socket_path}", (
+        "--host", f"unix://{socket_path}",
+        "--data-root", str(root / "data"),
+        "--exec-root", str(root / "run"),
+        "--pidfile", str(root / "dockerd.pid"),
+        "--bridge", "none",
+        "--iptables=false",
+        "--ip-masq=false",
+    )
+
+
+def remove_stale_pid_file(dockerd_args: Sequence[str]) -> None:
+    """dockerd refuses to start while the pid in its pid file exists, even as a zombie or
+    as someone else's process by now: remove the file unless it names a live dockerd."""
+    args = list(dockerd_args)
+    path = Path(args[args.index("--pidfile") + 1]) if "--pidfile" in args else _DEFAULT_PID_FILE
+    if path.exists() and pid_from_file(path, "dockerd") is None:
+        logger.info("removing stale %s", path)
+        path.unlink(missing_ok=True)
 
 
 def docker_engine_answers(base_url: str | None = None) -> bool:
@@ -79,6 +126,7 @@ def ensure_docker_engine(
             f"DOCKER_HOST={configured} does not answer; a local dockerd would not serve it"
         )
     dockerd = _ensure_docker_installed()
+    remove_stale_pid_file(dockerd_args)
     log_path = log_dir / "dockerd.log"
     logger.info("no Docker engine answers; starting dockerd (log: %s)", log_path)
     process = spawn(
@@ -97,7 +145,8 @@ def ensure_docker_engine(
             )
         time.sleep(0.5)
     logger.info("dockerd is ready (pid %d)", process.pid)
-    return DockerEngine(base_url=base_url, started=True, process=process)
+    return DockerEngine(base_url=base_url, started=True, process=process, log_dir=log_dir,
+                        dockerd_args=tuple(dockerd_args))
 
 
 def _ensure_docker_installed() -> str:

@@ -164,8 +164,19 @@ class PostgresServer(LocalServer):
         scratch.rename(self.data_dir)
 
     def _postmaster_pid(self) -> int | None:
-        """pid from postmaster.pid if it names a live postgres process."""
-        return pid_from_file(self.data_dir / "postmaster.pid", "postgres")
+        """pid from postmaster.pid if it names a live postmaster of *this* data directory.
+
+        A pid alone is not enough: after a crash the pid may be a zombie nobody reaped or
+        belong to another process by now (even another cluster's postgres), and the server
+        itself refuses to start while the pid in its lock file exists at all."""
+        pid = pid_from_file(self.data_dir / "postmaster.pid", "postgres")
+        if pid is None:
+            return None
+        try:
+            cwd = Path(f"/proc/{pid}/cwd").resolve(strict=True)
+        except OSError:
+            return None
+        return pid if cwd == self.data_dir.resolve() else None
 
     def _remove_stale_lock_file(self) -> None:
         lock_file = self.data_dir / "postmaster.pid"

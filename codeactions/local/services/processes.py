@@ -61,6 +61,21 @@ class ManagedProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=_KILL_WAIT_SECONDS)
 
+    def kill_remains(self) -> None:
+        """After the leader died on its own: collect its exit status (no zombie keeps its
+        pid, which a lock file may name) and SIGKILL what is left of its process group."""
+        if self.popen is not None:
+            self.popen.poll()
+        if self.is_running():
+            return
+        # Only the group: the leader's pid may already belong to someone else. A group id
+        # is not reused while the group has members, so signalling it reaches only ours.
+        if group_members(self.pgid) and self._group_is_killable():
+            logger.info("killing what is left of %s (process group %d)", self.name, self.pgid)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pgid, signal.SIGKILL)
+            self._wait_group_gone(_KILL_WAIT_SECONDS)
+
     def _wait_group_gone(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
         while True:

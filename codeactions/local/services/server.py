@@ -107,6 +107,15 @@ class LocalServer(ABC):
             self._process = None
         self._after_stop()
 
+    def forget_dead_process(self) -> None:
+        """After our process died on its own: kill what is left of its process group at
+        once (PostgreSQL's backends, say, which hold its shared memory) and forget it, so
+        the next `start()` begins clean. Its exit status is collected (no zombie)."""
+        if self._process is not None:
+            self._process.kill_remains()
+            self._process = None
+        self._after_stop()
+
     def _find_leftovers(self) -> set[int]:
         """Processes of ours still alive from an earlier run with this state directory."""
         return set(processes_with_marker(self.marker))

@@ -12,7 +12,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self, TypeVar
 
-from codeactions.local.services.docker_engine import DockerEngine, ensure_docker_engine
+from codeactions.local.services.docker_engine import (
+    DockerEngine,
+    ensure_docker_engine,
+    private_engine_options,
+)
 from codeactions.local.services.errors import LocalServiceError, StateDirBusyError
 from codeactions.local.services.postgres import PostgresServer
 from codeactions.local.services.rabbitmq import RabbitMQServer
@@ -67,7 +71,9 @@ class LocalStack:
     ephemeral range (32768+) for the bases we use, so no outgoing connection can hold them.
     Keys of `overrides`: "postgres", "redis", "rabbitmq", "s3" (a URL) and "docker" (any
     value: do not check or start a Docker engine). dockerd, if started here, is left running
-    by `stop()` unless `stop_docker` is true.
+    by `stop()` unless `stop_docker` is true. `private_docker`: a Docker engine of the
+    stack's own under `<state_dir>/docker` (see `private_engine_options`), always stopped
+    with the stack.
     """
 
     def __init__(
@@ -77,6 +83,7 @@ class LocalStack:
         overrides: Mapping[str, str] | None = None,
         *,
         stop_docker: bool = False,
+        private_docker: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.base_port = base_port
@@ -84,7 +91,8 @@ class LocalStack:
         unknown = set(self.overrides) - {*SERVICE_ENVIRONMENT, "docker"}
         if unknown:
             raise ValueError(f"unknown service overrides: {sorted(unknown)}")
-        self.stop_docker = stop_docker
+        self.stop_docker = stop_docker or private_docker
+        self.private_docker = private_docker
         self.postgres = self._unless_overridden("postgres", PostgresServer)
         self.redis = self._unless_overridden("redis", RedisServer)
         self.rabbitmq = self._unless_overridden("rabbitmq", RabbitMQServer)
@@ -113,7 +121,12 @@ class LocalStack:
     def start(self) -> StackUrls:
         self._lock_state_dir()
         try:
-            if "docker" not in self.overrides:
+            if self.private_docker:
+                (self.state_dir / "docker").mkdir(parents=True, exist_ok=True)
+                url, args = private_engine_options(self.state_dir / "docker")
+                self.docker = ensure_docker_engine(self.state_dir / "logs", base_url=url,
+                                                   dockerd_args=args)
+            elif "docker" not in self.overrides:
                 self.docker = ensure_docker_engine(self.state_dir / "logs")
             with ThreadPoolExecutor(max_workers=len(self.servers) or 1) as pool:
                 futures = [pool.submit(server.start) for server in self.servers]

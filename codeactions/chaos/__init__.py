@@ -1,0 +1,1 @@
+"""`make chaos` (dev only, outside the wheel): see runner.py."""
