@@ -129,9 +129,15 @@ def ensure_docker_engine(
     remove_stale_pid_file(dockerd_args)
     log_path = log_dir / "dockerd.log"
     logger.info("no Docker engine answers; starting dockerd (log: %s)", log_path)
+    command = [dockerd, *dockerd_args]
+    if _without_bridge(dockerd_args):
+        # Started with `--bridge none`, dockerd deletes the interface named docker0 (moby
+        # removes the default bridge it will not use), which is the machine's engine's:
+        # a network namespace of its own keeps it off the host's links.
+        command = ["unshare", "--net", "--", *command]
     process = spawn(
         "dockerd",
-        [dockerd, *dockerd_args],
+        command,
         log_path=log_path,
         marker=f"{log_dir.absolute()}#dockerd",
         extra_env={"PATH": f"{os.environ.get('PATH', '')}:{_SYSTEM_PATH}"},  # iptables
@@ -147,6 +153,11 @@ def ensure_docker_engine(
     logger.info("dockerd is ready (pid %d)", process.pid)
     return DockerEngine(base_url=base_url, started=True, process=process, log_dir=log_dir,
                         dockerd_args=tuple(dockerd_args))
+
+
+def _without_bridge(dockerd_args: Sequence[str]) -> bool:
+    args = list(dockerd_args)
+    return any(flag == "--bridge" and value == "none" for flag, value in zip(args, args[1:]))
 
 
 def _ensure_docker_installed() -> str:
