@@ -14,7 +14,7 @@ from api.sync_run import run_and_wait
 from shared.errors import NotFound
 from shared.ids import parse_id
 from shared.models import Code
-from shared.models.coderun import FAILED
+from shared.models.coderun import ANSWERED, FAILED
 from shared.stores import code_store
 
 blp = Blueprint("endpoints", __name__, description="Run code actions")
@@ -57,11 +57,13 @@ def _run_endpoint(code_id: str, as_text: bool):  # noqa: ANN202
         return error_response(499, "client closed the request; the run was cancelled")
     if outcome.timed_out:
         return error_response(408, TIMEOUT_MESSAGE, run_id=str(run.id))
-    if run.status == FAILED:
+    extra = run.extra or {}
+    # A legacy code that failed after setting a result answers that result, as the old engine
+    # did (the run itself stays failed, with its error log); any other failure is a 500.
+    if run.status == FAILED and extra.get(ANSWERED) is not True:
         return error_response(
             500, "action execution failed", run_id=str(run.id), error=run.result or None
         )
-    extra = run.extra or {}
     content_type = "text" if as_text else extra.get("content_type", "text")
     return Response(
         run.result,

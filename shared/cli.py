@@ -199,9 +199,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     config = Config(str(REPO_ROOT / "alembic.ini"))
     command.upgrade(config, args.revision)
-    from shared.services.codelib_catalog import sync_catalog
+    from shared.services.codelib_catalog import sync_listed
 
-    sync_catalog(load_settings())
+    # Languages whose image has a manifest (Python) are synced by their workers at start.
+    sync_listed(load_settings())
     return 0
 
 

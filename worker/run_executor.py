@@ -20,7 +20,8 @@ import redis
 from shared import cancellation, completion, log_context
 from shared.db import Database
 from shared.log_archive import LogArchive
-from shared.models.coderun import COMPLETED, FAILED
+from shared.models.code import LEGACY
+from shared.models.coderun import ANSWERED, COMPLETED, FAILED
 from shared.settings import Settings
 from shared.stores import log_store, run_store
 from worker.images import engine_image_tag
@@ -41,14 +42,17 @@ def engine_job(
     params: dict[str, Any] | None = None,
     body: str | None = "",
     headers: dict[str, Any] | None = None,
+    compat: str = "strict",
 ) -> dict[str, Any]:
-    """The job an engine gets for one run (engines/PROTOCOL.md)."""
+    """The job an engine gets for one run (engines/PROTOCOL.md); `compat` is the code's
+    (legacy: the old engine's leniency)."""
     return {
         "source": source,
         "params": params or {},
         "body": body or "",
         "headers": headers or {},
         "limits": {"log_content_max": LOG_CONTENT_MAX},
+        "compat": compat,
     }
 
 
@@ -100,8 +104,8 @@ class RunExecutor:
             session.commit()
             run, code = claimed
             wants_callback = bool(run.callback)
-            job = engine_job(code.source, run.params, run.body, run.headers)
-            language, source = code.language, code.source
+            job = engine_job(code.source, run.params, run.body, run.headers, code.compat)
+            language, source, compat = code.language, code.source, code.compat
             log_context.bind(code_id=code.id)
             queue_wait = _seconds_between(run.created_at, run.started_at)
             image = self.image_for(code.language)
@@ -119,7 +123,7 @@ class RunExecutor:
         try:
             preparer = self.preparers.get(language)
             if preparer is not None:
-                job.update(preparer.job_fields(source))
+                job.update(preparer.job_fields(source, compat))
             outcome = self.sandbox.run(
                 image, job, limits, labels, should_stop=lambda: self._cancelled(run_id),
                 warm=warm,
@@ -132,6 +136,11 @@ class RunExecutor:
             outcome = _failure("sandbox_error", f"the sandbox could not run the code: {exc}")
         record_run(language, outcome.status, outcome.exit_reason, queue_wait,
                    time.monotonic() - begun, outcome.startup_seconds)
+        # Only a legacy code's failure may still answer the result its code set (the engine
+        # says so with a result frame before its failed end; frames are untrusted).
+        outcome.answered = (
+            outcome.answered and outcome.exit_reason == "error" and compat == LEGACY
+        )
         try:
             return self._store(rid, code_id, outcome), wants_callback
         except Exception:
@@ -154,8 +163,15 @@ class RunExecutor:
             # Limits and kills become an error log too, so the run's logs tell the story.
             logs.append(self._row(run_id, code_id, len(logs), "error", outcome.error))
         result = outcome.result if status == COMPLETED else (outcome.error or outcome.result)
-        extra = {"status_code": outcome.status_code, "content_type": outcome.content_type}
-        if status == FAILED:
+        extra: dict[str, Any] = {
+            "status_code": outcome.status_code, "content_type": outcome.content_type,
+        }
+        if status == FAILED and outcome.answered:
+            # A legacy code that failed after setting a result: the caller gets that result,
+            # the run stays failed with its error.
+            result = outcome.result
+            extra.update({"error": outcome.error, ANSWERED: True})
+        elif status == FAILED:
             extra = {"status_code": 500, "content_type": "json", "error": outcome.error}
         with self.db.session() as session:
             # The run first: a run the reaper already ended writes nothing, and the insert's

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, Timestamps, UuidPk
@@ -14,3 +17,8 @@ class CodeLib(UuidPk, Timestamps, Base):
 
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     language: Mapped[str] = mapped_column(String(16), nullable=False)
+    # What the engine image really has (its build-time manifest); null for what an engine
+    # lists by hand (built-in modules) and for rows the old service wrote.
+    version: Mapped[str | None] = mapped_column(String(64))
+    # The names to import it by (`bs4` for beautifulsoup4), when they differ from the name.
+    modules: Mapped[list[Any] | None] = mapped_column(JSONB)

@@ -15,6 +15,9 @@ from shared.models.base import Base, Timestamps, UuidPk
 QUEUED, STARTED, COMPLETED, FAILED = "queued", "started", "completed", "failed"
 RUN_STATUSES = (QUEUED, STARTED, COMPLETED, FAILED)
 FINISHED = (COMPLETED, FAILED)
+#: Key of `extra` on a failed run whose caller still got the result the code had set (a
+#: legacy code failing after result.set, as the old engine answered it): `true`.
+ANSWERED = "answered"
 
 
 class CodeRun(UuidPk, Timestamps, Base):
