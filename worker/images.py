@@ -624,8 +624,15 @@ def remove_stale_images(client: docker.DockerClient, keep: Iterable[str]) -> lis
     returned), then base images no remaining engine image was built on.
 
     Never called implicitly: another worker on the host may still run an older version.
-    Images in use by a container are left alone. Returns the tags removed.
+    Images in use by a container are left alone, and nothing is removed while a build runs
+    on this host (it holds the build lock): a base image no engine image refers to yet may be
+    the one a build is using. Returns the tags removed.
     """
+    with _build_lock("pruning"):
+        return _remove_stale_images(client, keep)
+
+
+def _remove_stale_images(client: docker.DockerClient, keep: Iterable[str]) -> list[str]:
     kept = set(keep)
     repositories = {tag.rpartition(":")[0] for tag in kept}
     removed: list[str] = []
@@ -649,8 +656,9 @@ def remove_stale_images(client: docker.DockerClient, keep: Iterable[str]) -> lis
         if "codeactions.engine" in labels and labels.get("codeactions.base_image"):
             in_use.add(labels["codeactions.base_image"])
         bases.extend(t for t in image.tags if t.rpartition(":")[0] == BASE_REPOSITORY)
-    with contextlib.suppress(ImageBuildError):
-        in_use.add(base_image_tag())
+    for language in available_languages():
+        with contextlib.suppress(ImageBuildError, OSError):
+            in_use.add(base_image_tag(suite=engine_suite(language)))
     for tag in bases:
         if tag not in in_use and tag not in kept:
             _remove(tag)
