@@ -354,16 +354,17 @@ def test_go_program_with_main_runs_as_a_program(go, go_builder) -> None:  # noqa
     assert (outcome.result, outcome.status_code, outcome.content_type) == ("", 200, "text")
     assert outcome.stdout == "hello from main\non stderr\n"
     assert len(go_debug(outcome)) == 1 and "whole program" in go_debug(outcome)[0]
-    strict = go(GO_PROGRAM, compat="strict")
-    assert strict.status == "failed"
-    assert "not func main (the build adds main)" in strict.error
+    from worker.preparers import PreparationError
+
+    with pytest.raises(PreparationError, match=r"not func main \(the build adds main\)"):
+        go(GO_PROGRAM, compat="strict")  # the worker fails the run with this message
 
 
 def test_go_program_failing_fails(go) -> None:  # noqa: ANN001
     exits = GO_PROGRAM.replace('fmt.Fprintln(os.Stderr, "on stderr")', "os.Exit(3)")
     outcome = go(exits)
     assert outcome.status == "failed" and outcome.error == "the program exited with status 3"
-    panics = GO_PROGRAM.replace('fmt.Fprintln(os.Stderr, "on stderr")', 'panic("no")')
+    panics = GO_PROGRAM.replace('"on stderr")', '"dying")\n    panic("no")')
     outcome = go(panics)
     assert outcome.status == "failed" and outcome.error == "panic: no"
     assert not outcome.answered
