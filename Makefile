@@ -22,11 +22,13 @@ run: install ## start the whole platform locally (API on 127.0.0.1:8050); Ctrl-C
 	$(BIN)/codeactions standalone
 
 test: install ## bring up real services (installing what is missing) and run every test
-	$(BIN)/ruff check api worker shared tests migrations
+	$(BIN)/ruff check api worker shared codeactions tests migrations
+	$(BIN)/lint-imports
 	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install ## ruff
-	$(BIN)/ruff check api worker shared tests migrations
+	$(BIN)/ruff check api worker shared codeactions tests migrations
+	$(BIN)/lint-imports
 
 images: install ## build the engine images (debootstrap base, cached by content hash)
 	$(BIN)/codeactions images

@@ -15,11 +15,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.authorization import install as install_authorization
     from api.context import ApiContext
     from api.errors import register_error_handlers
-    from shared.celery_app import make_celery
+    from api.rate_limit import CodeRateLimiter
     from shared.db import Database
-    from shared.log_archive import LogArchive
-    from shared.queue_depth import QueueDepth
-    from shared.rate_limit import CodeRateLimiter
+    from shared.logs.archive import LogArchive
+    from shared.messaging.celery_app import make_celery
+    from shared.messaging.queue_depth import QueueDepth
 
     settings = settings or load_settings()
     app = Flask("codeactions")
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     install_authorization(app)
     # Operations: /metrics, and no run id left over from the thread's previous request.
     from api.metrics import init_metrics
-    from shared import log_context
+    from shared.observability import log_context
 
     init_metrics(app, app.extensions["codeactions"])
     app.before_request(log_context.clear)

@@ -19,12 +19,15 @@ from flask import Flask, current_app, g, request
 
 from api.context import ctx
 from api.user_info import IdentityProviderDown, TokenRejected, UserInfo, UserInfoClient
+from shared.access import permission_store
+from shared.access.permission import MODERATOR, VIEWER
+from shared.codes import store as code_store
+from shared.codes.model import Code
+from shared.codes.service import parse_project_uuid
 from shared.errors import Forbidden, NotFound, Saturated, Unauthorized
 from shared.ids import parse_id
-from shared.models import Code, CodeRun
-from shared.models.user_permission import MODERATOR, VIEWER
-from shared.services.code_service import parse_project_uuid
-from shared.stores import code_store, permission_store, run_store
+from shared.runs import store as run_store
+from shared.runs.model import CodeRun
 
 READ, WRITE = VIEWER, MODERATOR
 MANAGEMENT_PREFIXES = ("code", "coderun", "codelog", "codelib", "admin")

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from api.context import ctx
 from api.schemas import CodeLibQuerySchema, CodeLibSchema
-from shared.models import CodeLib
+from shared.codelibs.model import CodeLib
 
 blp = Blueprint("codelibs", __name__, description="Libraries available to actions")
 

@@ -9,9 +9,11 @@ from flask_smorest import Blueprint
 from api.authorization import READ, authorize_code, authorize_run
 from api.context import ctx
 from api.schemas import CodeLogListQuerySchema, CodeLogPageSchema, CodeLogSchema
+from shared.codes import store as code_store
 from shared.errors import InvalidInput, NotFound
 from shared.ids import parse_id
-from shared.stores import code_store, log_store, run_store
+from shared.logs import store as log_store
+from shared.runs import store as run_store
 
 blp = Blueprint("codelogs", __name__, description="Logs written by runs")
 

@@ -11,9 +11,10 @@ from api.authorization import READ, authorize_code, authorize_run
 from api.context import ctx
 from api.schemas import CodeRunListQuerySchema, CodeRunSchema, RunWaitQuerySchema
 from api.sync_run import wait_for_end
+from shared.codes import store as code_store
 from shared.errors import NotFound
 from shared.ids import parse_id
-from shared.stores import code_store, run_store
+from shared.runs import store as run_store
 
 blp = Blueprint("coderuns", __name__, description="Runs of code actions")
 

@@ -9,11 +9,11 @@ from api.authorization import READ, WRITE, authorize, authorize_code
 from api.context import ctx
 from api.request_input import json_object_body, raw_body
 from api.schemas import CodeCreateJsonSchema, CodeCreateQuerySchema, CodeListQuerySchema, CodeSchema
+from shared.codes import service as code_service
+from shared.codes import store as code_store
+from shared.codes.service import CodeInput
 from shared.errors import NotFound
 from shared.ids import parse_id
-from shared.services import code_service
-from shared.services.code_service import CodeInput
-from shared.stores import code_store
 
 blp = Blueprint("codes", __name__, description="Code actions")
 

@@ -8,10 +8,10 @@ import redis
 from celery import Celery
 from flask import current_app
 
+from api.rate_limit import CodeRateLimiter
 from shared.db import Database
-from shared.log_archive import LogArchive
-from shared.queue_depth import QueueDepth
-from shared.rate_limit import CodeRateLimiter
+from shared.logs.archive import LogArchive
+from shared.messaging.queue_depth import QueueDepth
 from shared.settings import Settings
 
 

@@ -11,11 +11,11 @@ from api.context import ctx
 from api.errors import error_response
 from api.schemas import RunNowSchema
 from api.sync_run import run_and_wait
+from shared.codes import store as code_store
+from shared.codes.model import Code
 from shared.errors import NotFound
 from shared.ids import parse_id
-from shared.models import Code
-from shared.models.coderun import ANSWERED, FAILED
-from shared.stores import code_store
+from shared.runs.model import ANSWERED, FAILED
 
 blp = Blueprint("endpoints", __name__, description="Run code actions")
 

@@ -54,8 +54,8 @@ class NoLiveWorker(Exception):
 
 def _workers(c: ApiContext) -> dict[str, Any]:
     """At least one live worker per language queue (heartbeats in Redis)."""
-    from shared import worker_registry
-    from shared.tasks import run_queue
+    from shared.messaging.tasks import run_queue
+    from shared.observability import worker_registry
 
     languages = [x.strip() for x in c.settings.health_worker_languages.split(",") if x.strip()]
     live = {

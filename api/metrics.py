@@ -37,7 +37,7 @@ class PoolCollector(Collector):
         self.c = c
 
     def collect(self) -> Iterator[Metric]:
-        from shared import worker_registry
+        from shared.observability import worker_registry
 
         settings = self.c.settings
         size = GaugeMetricFamily(
@@ -119,7 +119,7 @@ class _GunicornMetrics(_ScrapeAll, GunicornInternalPrometheusMetrics):
 
 
 def init_metrics(app: Flask, c: ApiContext) -> PrometheusMetrics:
-    from shared.metrics import request_metrics
+    from shared.observability.metrics import request_metrics
 
     request_metrics()  # the seed's families are listed from the first scrape on
     cls = _GunicornMetrics if multiprocess_mode() else _SingleProcessMetrics

@@ -11,13 +11,13 @@ from api.authorization import WRITE, authorize_code, authorize_run
 from api.context import ApiContext, ctx
 from api.schemas import ApiErrorSchema, CodeRunSchema, RunBatchSchema, RunSubmitSchema
 from api.sync_run import wait_for_end
-from shared.callback_target import check_submitted_url
+from shared.callbacks.target import check_submitted_url
+from shared.codes import store as code_store
 from shared.errors import InvalidInput, NotFound
 from shared.ids import InvalidId, parse_id
-from shared.models import CodeRun
-from shared.models.coderun import FINISHED
-from shared.services import run_cancellation, run_submission
-from shared.stores import code_store
+from shared.runs import cancellation as run_cancellation
+from shared.runs import submission as run_submission
+from shared.runs.model import FINISHED, CodeRun
 
 blp = Blueprint("run_submissions", __name__, description="Queue runs without waiting")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from shared.models.code import CODE_TYPES, COMPAT_MODES, TIMEOUT_MAX, TIMEOUT_MIN
-from shared.models.codelog import LOG_TYPES
-from shared.models.coderun import RUN_STATUSES
-from shared.run_document import RunDocumentSchema
+from shared.codes.model import CODE_TYPES, COMPAT_MODES, TIMEOUT_MAX, TIMEOUT_MIN
+from shared.logs.model import LOG_TYPES
+from shared.runs.document import RunDocumentSchema
+from shared.runs.model import RUN_STATUSES
 from shared.settings import LANGUAGES
 
 

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from api.client_connection import ClientConnection
 from api.context import ApiContext
 from api.request_input import first_query_values, header_lists, raw_body
-from shared import log_context, metrics
-from shared.completion import CompletionWaiter
+from shared.codes.model import Code
 from shared.errors import Conflict
 from shared.ids import EntityId
-from shared.models import Code, CodeRun
-from shared.models.coderun import FINISHED
-from shared.services import run_cancellation, run_submission
+from shared.observability import log_context, metrics
+from shared.runs import cancellation as run_cancellation
+from shared.runs import submission as run_submission
+from shared.runs.completion import CompletionWaiter
+from shared.runs.model import FINISHED, CodeRun
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from shared.models import Base
+from shared.schema import Base  # every model, so `alembic check` sees every table
 from shared.settings import load_settings
 
 config = context.config

@@ -165,7 +165,7 @@ class Settings(BaseSettings):
     )
     callback_timeout: float = Field(10.0, gt=0, validation_alias=_env("CALLBACK_TIMEOUT"))
 
-    # --- fast path (worker/warm_pool.py, worker/warm_environments.py) ------------------
+    # --- fast path (worker/warm/pool.py, worker/warm/environments.py) ------------------
     # Containers started ahead of demand per language (and network setting in use), each
     # used for one run; 0 starts every run's container on the request's path.
     warm_pool_size: int = Field(2, ge=0, le=64, validation_alias=_env("WARM_POOL_SIZE"))

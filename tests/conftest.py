@@ -33,6 +33,7 @@ class Platform:
         self.base_url = f"http://127.0.0.1:{TEST_API_PORT}"
         self.children: list[subprocess.Popen] = []
         self.worker_metrics_ports: dict[str, int] = {}
+        self.stack = None  # the embedded services (codeactions.local.services.LocalStack)
 
     def settings(self, **overrides: object):  # noqa: ANN201
         from shared.settings import Settings
@@ -47,10 +48,12 @@ class Platform:
         return self.base_url + path
 
 
-@pytest.fixture(scope="session")
-def platform() -> Iterator[Platform]:
-    from shared.cli import built_languages, spawn_child, stop_children
-    from shared.local_platform import (
+def _start_platform() -> Platform:
+    """Services, schema, engine images, workers and API. Called once per session, before the
+    first test (see `pytest_collection_finish`): on a fresh machine the image builds alone take
+    minutes, which no single test's timeout should have to absorb."""
+    from codeactions.local.children import built_languages, spawn_child
+    from codeactions.local.platform import (
         local_environment,
         stack_urls,
         start_services,
@@ -78,14 +81,14 @@ def platform() -> Iterator[Platform]:
         }
     )
     platform = Platform(env, urls)
+    platform.stack = stack
     _reset_database(platform)
     try:
-        subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env=env, cwd=REPO_ROOT,
-                       check=True)
+        cli = [sys.executable, "-m", "codeactions.cli"]
+        subprocess.run([*cli, "migrate"], env=env, cwd=REPO_ROOT, check=True)
         # CODEACTIONS_TEST_PRUNE=0 keeps other checkouts' engine images (parallel work).
         prune = ["--prune"] if os.environ.get("CODEACTIONS_TEST_PRUNE", "1") != "0" else []
-        subprocess.run([sys.executable, "-m", "shared.cli", "images", *prune], env=env,
-                       cwd=REPO_ROOT, check=True)
+        subprocess.run([*cli, "images", *prune], env=env, cwd=REPO_ROOT, check=True)
         languages = built_languages()
         platform.worker_metrics_ports = {
             language: TEST_WORKER_METRICS_PORT + index for index, language in enumerate(languages)
@@ -100,10 +103,47 @@ def platform() -> Iterator[Platform]:
         platform.children.append(api)
         wait_for_http(platform.url("/healthz"), 60, platform.children)
         wait_for_workers(platform.settings(), languages, 180, platform.children)
-        yield platform
-    finally:
-        stop_children(platform.children)
-        stack.stop()
+    except BaseException:
+        _stop_platform(platform)
+        raise
+    return platform
+
+
+def _stop_platform(platform: Platform) -> None:
+    from codeactions.local.children import stop_children
+
+    stop_children(platform.children)
+    platform.stack.stop()
+
+
+_session_platform: Platform | None = None
+_session_platform_error: BaseException | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Bring the platform up once, before any test runs, if a collected test needs it."""
+    global _session_platform, _session_platform_error
+    if session.config.option.collectonly:
+        return
+    if not any("platform" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    try:
+        _session_platform = _start_platform()
+    except Exception as exc:  # reported by every test that needs the platform
+        _session_platform_error = exc
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _session_platform is not None:
+        _stop_platform(_session_platform)
+
+
+@pytest.fixture(scope="session")
+def platform() -> Platform:
+    if _session_platform_error is not None:
+        raise RuntimeError("the test platform did not start") from _session_platform_error
+    assert _session_platform is not None, "platform started by pytest_collection_finish"
+    return _session_platform
 
 
 def _reset_database(platform: Platform) -> None:
@@ -129,7 +169,7 @@ def db(platform: Platform):  # noqa: ANN201
 
 @pytest.fixture(scope="session")
 def s3(platform: Platform):  # noqa: ANN201
-    from shared.log_archive import LogArchive
+    from shared.logs.archive import LogArchive
 
     return LogArchive(platform.settings())
 

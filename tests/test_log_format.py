@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from shared.log_format import configure_logging
+from shared.observability.log_format import configure_logging
 from shared.settings import Settings
 
 
@@ -18,7 +18,7 @@ def test_debug_level_keeps_library_chatter_out(capsys) -> None:  # noqa: ANN001
 
         logging.getLogger("pyroute2.netlink.core").debug("netlink message")
         logging.getLogger("pyroute2.netlink.core").warning("netlink trouble")
-        logging.getLogger("worker.sandbox").debug("our own detail")
+        logging.getLogger("worker.sandbox.sandbox").debug("our own detail")
         err = capsys.readouterr().err
         assert "our own detail" in err and "netlink trouble" in err
         assert "netlink message" not in err

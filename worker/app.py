@@ -9,7 +9,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from shared.celery_app import make_celery
+from shared.messaging.celery_app import make_celery
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,17 +76,17 @@ class WorkerContext:
         import docker
         import redis
 
+        from shared.callbacks import delivery as callback_delivery
+        from shared.codes.model import TIMEOUT_DEFAULT
         from shared.db import Database
-        from shared.log_archive import LogArchive
-        from shared.models.code import TIMEOUT_DEFAULT
-        from shared.services import callback_delivery
-        from worker.go_build import GoBuilder
+        from shared.logs.archive import LogArchive
         from worker.images import engine_image_tag
-        from worker.run_activity import RunActivity
+        from worker.preparers.go_build import GoBuilder
         from worker.run_executor import RunExecutor
-        from worker.sandbox import Sandbox, SandboxLimits
-        from worker.warm_environments import WarmEnvironments
-        from worker.warm_pool import ContainerReaper, WarmPool
+        from worker.sandbox.run_activity import RunActivity
+        from worker.sandbox.sandbox import Sandbox, SandboxLimits
+        from worker.warm.environments import WarmEnvironments
+        from worker.warm.pool import ContainerReaper, WarmPool
 
         settings = self.settings
         client = (

@@ -4,7 +4,7 @@ The periodic jobs are the retention cleaner (daily at `CLEANER_SCHEDULE_TIME`, U
 stuck-run reaper (every `STUCK_RUN_CHECK_INTERVAL` seconds). They go to their own queue,
 `housekeeping`, consumed by this process only, so run workers keep every slot for user code
 and need no database-wide privileges. Run one per fleet (Kubernetes: one replica); a second
-one is harmless (see `shared.services.housekeeping`).
+one is harmless (see `shared.housekeeping.jobs`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from celery import Celery
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
-from shared.celery_app import make_celery
+from shared.messaging.celery_app import make_celery
+from shared.messaging.tasks import CLEAN_RETENTION, HOUSEKEEPING_QUEUE, REAP_STUCK_RUNS
 from shared.settings import Settings
-from shared.tasks import CLEAN_RETENTION, HOUSEKEEPING_QUEUE, REAP_STUCK_RUNS
 
 
 class HousekeepingContext:
@@ -35,7 +35,7 @@ class HousekeepingContext:
                 import redis
 
                 from shared.db import Database
-                from shared.log_archive import LogArchive
+                from shared.logs.archive import LogArchive
 
                 self._parts = (
                     Database(self.settings),
@@ -81,13 +81,13 @@ def create_beat_app(settings: Settings) -> Celery:
 
     @app.task(name=CLEAN_RETENTION, ignore_result=True)
     def clean_retention() -> dict:
-        from shared.services.housekeeping import run_cleaner
+        from shared.housekeeping.jobs import run_cleaner
 
         return run_cleaner(settings, *context.parts())
 
     @app.task(name=REAP_STUCK_RUNS, ignore_result=True)
     def reap_stuck_runs() -> list[str]:
-        from shared.services.housekeeping import run_reaper
+        from shared.housekeeping.jobs import run_reaper
 
         db, redis_client, _ = context.parts()
         return run_reaper(settings, db, redis_client, app)

@@ -1,6 +1,6 @@
 """Send one callback attempt: POST the finished run as JSON to the caller's URL.
 
-The address is checked (shared/callback_target.py) and the connection goes to exactly the
+The address is checked (shared/callbacks/target.py) and the connection goes to exactly the
 address checked, with the original Host header and TLS name. Redirects are not followed
 (they could lead anywhere); only a 2xx answer counts as delivered.
 """
@@ -17,11 +17,11 @@ import uuid
 import certifi
 import urllib3
 
-from shared.callback_target import CallbackRefused, parse_callback_url, resolve_allowed
+from shared.callbacks import delivery as callback_delivery
+from shared.callbacks.target import CallbackRefused, parse_callback_url, resolve_allowed
 from shared.db import Database
 from shared.errors import InvalidInput
-from shared.run_document import run_document
-from shared.services import callback_delivery
+from shared.runs.document import run_document
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -27,10 +27,10 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from shared.access.permission_sync import apply_permission_event
+from shared.access.project_sync import apply_project_event
 from shared.db import Database
 from shared.errors import InvalidInput
-from shared.services.permission_sync import apply_permission_event
-from shared.services.project_sync import apply_project_event
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Tells Redis this worker is alive and how busy it is (see `shared.worker_registry`).
+"""Tells Redis this worker is alive and how busy it is (see `shared.observability.worker_registry`).
 
 Celery sends its own worker heartbeat every 2 s from the consumer's event loop, only while
 connected to the broker. We note the time of the last one, and a daemon thread writes to
@@ -14,8 +14,8 @@ import time
 
 from celery import Celery, signals
 
+from shared.messaging.tasks import RUN_CODE
 from shared.settings import Settings
-from shared.tasks import RUN_CODE
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Heartbeat:
     def _on_shutdown(self, **_: object) -> None:
         self._stop.set()
         try:
-            from shared import worker_registry
+            from shared.observability import worker_registry
 
             worker_registry.forget(self._client(), self.name, self.languages)
         except Exception as exc:
@@ -82,7 +82,7 @@ class Heartbeat:
         return self._redis
 
     def _loop(self) -> None:
-        from shared import worker_registry
+        from shared.observability import worker_registry
 
         ttl = self.settings.worker_heartbeat_ttl
         while not self._stop.is_set():

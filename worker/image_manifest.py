@@ -17,8 +17,8 @@ from typing import Any
 
 import docker.errors
 
-from shared.services.codelib_catalog import Library
-from worker.hardening import remove_quietly
+from shared.codelibs.catalog import Library
+from worker.sandbox.hardening import remove_quietly
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-# Exit reasons that mean the sandbox was stopped by force (worker/sandbox.py).
+# Exit reasons that mean the sandbox was stopped by force (worker/sandbox/sandbox.py).
 KILL_REASONS = frozenset(
     {"timeout", "memory_limit", "output_limit", "log_limit", "cancelled", "protocol", "killed"}
 )
@@ -71,7 +71,7 @@ def worker_metrics() -> WorkerMetrics:
 
 @dataclass(frozen=True)
 class FastPathMetrics:
-    """The warm pool (worker/warm_pool.py) and warm environments (worker/warm_environments.py)."""
+    """The warm pool (worker/warm/pool.py) and warm environments (worker/warm/environments.py)."""
 
     sandbox_starts: Counter
     pool_ready: Gauge

@@ -6,9 +6,9 @@ import logging
 import socket
 import time
 
-from shared.models.code import TIMEOUT_MAX
+from shared.codes.model import TIMEOUT_MAX
 from shared.settings import Settings
-from worker.container_owner import KIND_LABEL, LONG_LIVED_KINDS, OWNER_LABEL, owner_gone
+from worker.sandbox.container_owner import KIND_LABEL, LONG_LIVED_KINDS, OWNER_LABEL, owner_gone
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +23,9 @@ def worker_name(languages: list[str], settings: Settings | None = None) -> str:
 def prepare_worker_host(settings: Settings, languages: list[str]) -> dict[str, str]:
     import docker
 
-    from shared.log_archive import LogArchive
+    from shared.logs.archive import LogArchive
     from worker.images import ensure_images
-    from worker.sandbox_network import FirewallGuard
+    from worker.network.firewall import FirewallGuard
 
     client = docker.DockerClient(base_url=settings.docker_host) if settings.docker_host else (
         docker.from_env()
@@ -45,8 +45,8 @@ def sync_catalog_from_images(
     """GET /codelib lists what the images this worker runs really ship: each image with a
     build-time manifest replaces its language's catalog rows (the others list theirs by
     hand; `codeactions migrate` syncs those). A failure here costs the catalog, not the runs."""
+    from shared.codelibs.catalog import sync_language
     from shared.db import Database
-    from shared.services.codelib_catalog import sync_language
     from worker.image_manifest import manifest_libraries, read_manifest
 
     db = Database(settings)

@@ -4,7 +4,7 @@
 A run whose project has every slot taken stays `queued` (so it can still be cancelled) and
 its task is retried after a short, growing delay, which leaves the worker free for other
 projects' runs. While a run executes, a thread renews its slot's lease; if the worker dies
-the lease runs out and the slot frees itself (shared/project_slots.py). If Redis cannot be
+the lease runs out and the slot frees itself (shared/runs/project_slots.py). If Redis cannot be
 reached the cap is not enforced: runs go on, and the log says so.
 """
 
@@ -20,9 +20,9 @@ from contextlib import contextmanager
 import redis
 
 from shared.db import Database
-from shared.project_slots import ProjectSlots
+from shared.runs import store as run_store
+from shared.runs.project_slots import ProjectSlots
 from shared.settings import Settings
-from shared.stores import run_store
 
 log = logging.getLogger(__name__)
 

@@ -17,18 +17,21 @@ from typing import Any
 
 import redis
 
-from shared import cancellation, completion, log_context
+from shared.codes.model import LEGACY
 from shared.db import Database
-from shared.log_archive import LogArchive
-from shared.models.code import LEGACY
-from shared.models.coderun import ANSWERED, COMPLETED, FAILED
+from shared.logs import store as log_store
+from shared.logs.archive import LogArchive
+from shared.observability import log_context
+from shared.runs import cancel_flag as cancellation
+from shared.runs import completion
+from shared.runs import store as run_store
+from shared.runs.model import ANSWERED, COMPLETED, FAILED
 from shared.settings import Settings
-from shared.stores import log_store, run_store
 from worker.images import engine_image_tag
 from worker.metrics import record_run
-from worker.preparers import CodePreparer, PreparationError
-from worker.sandbox import Sandbox, SandboxLimits, SandboxOutcome
-from worker.warm_environments import WarmSpec
+from worker.preparers.preparer import CodePreparer, PreparationError
+from worker.sandbox.sandbox import Sandbox, SandboxLimits, SandboxOutcome
+from worker.warm.environments import WarmSpec
 
 log = logging.getLogger(__name__)
 

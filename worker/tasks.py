@@ -6,8 +6,8 @@ import logging
 
 from celery import Celery
 
-from shared import log_context
-from shared.tasks import DELIVER_CALLBACK, RUN_CODE
+from shared.messaging.tasks import DELIVER_CALLBACK, RUN_CODE
+from shared.observability import log_context
 from worker.project_concurrency import retry_delay
 
 log = logging.getLogger(__name__)

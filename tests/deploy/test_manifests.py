@@ -26,7 +26,7 @@ KUBERNETES_VERSION = "1.29"
 
 @pytest.fixture(scope="module")
 def compose() -> str:
-    from shared.local_services.apt import apt_install
+    from codeactions.local.services.apt import apt_install
 
     apt_install("docker-compose")
     found = shutil.which("docker-compose")

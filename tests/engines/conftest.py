@@ -15,11 +15,11 @@ import pytest
 
 def sandbox_flags(memory: str = "128m", init: bool = False) -> list[str]:
     """`docker run` flags for an engine container: the worker's own hardening
-    (worker.sandbox.Sandbox.policy, so tests/engines/test_hardening.py covers it), with
+    (worker.sandbox.sandbox.Sandbox.policy, so tests/engines/test_hardening.py covers it), with
     a smaller memory default, no network, and without Docker's init unless asked (the engine
     is PID 1, as in a warm environment)."""
     from shared.settings import Settings
-    from worker.sandbox import Sandbox, SandboxLimits, parse_size
+    from worker.sandbox.sandbox import Sandbox, SandboxLimits, parse_size
 
     settings = Settings()
     limits = SandboxLimits.for_code(settings, 60, network=False)

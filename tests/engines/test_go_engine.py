@@ -1,6 +1,6 @@
 """The Go engine, item by item against SPEC.md ("The code a user writes") and
-engines/PROTOCOL.md: compiled by worker/go_build.py's GoBuilder in a hardened container, then
-run the way the worker runs it (worker.sandbox.Sandbox) or, where the frames themselves are
+engines/PROTOCOL.md: compiled by worker/preparers/go_build.py's GoBuilder in a hardened container, then
+run the way the worker runs it (worker.sandbox.sandbox.Sandbox) or, where the frames themselves are
 checked, with `docker run` and the same hardening (tests/engines/conftest.py)."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def go_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def builder(docker_client, settings, go_image: str, go_cache_dir: Path):  # noqa: ANN001, ANN201
-    from worker.go_build import GoBuilder
+    from worker.preparers.go_build import GoBuilder
 
     return GoBuilder(docker_client, settings, go_cache_dir, image=go_image, labels=TEST_LABELS)
 
@@ -69,9 +69,9 @@ def _job(
 def run(request, docker_client, settings, builder, go_image: str) -> Callable[..., Any]:  # noqa: ANN001
     """Compile with the GoBuilder, then run as the worker does (a one-shot container, or a
     warm environment bound to the action); returns a SandboxOutcome."""
-    from worker.sandbox import Sandbox, SandboxLimits
-    from worker.warm_environment import WarmEnvironment
-    from worker.warm_environments import split_job
+    from worker.sandbox.sandbox import Sandbox, SandboxLimits
+    from worker.warm.environment import WarmEnvironment
+    from worker.warm.environments import split_job
 
     sandbox = Sandbox(docker_client, settings)
     labels = {"codeactions.test": "go-engine"}
@@ -782,7 +782,7 @@ def test_invalid_jobs_end_failed(go_image: str) -> None:
 
 
 def test_compile_error_is_clean_and_cached(builder) -> None:  # noqa: ANN001
-    from worker.preparers import PreparationError
+    from worker.preparers.preparer import PreparationError
 
     source = action("x := undefinedThing\nreturn nil")
     with pytest.raises(PreparationError) as info:
@@ -822,7 +822,7 @@ def test_compile_error_is_clean_and_cached(builder) -> None:  # noqa: ANN001
     ],
 )
 def test_compile_errors_for_shape_of_action(builder, source: str, expected: str) -> None:  # noqa: ANN001
-    from worker.preparers import PreparationError
+    from worker.preparers.preparer import PreparationError
 
     with pytest.raises(PreparationError) as info:
         builder.job_fields(source)
@@ -830,7 +830,7 @@ def test_compile_errors_for_shape_of_action(builder, source: str, expected: str)
 
 
 def test_wrong_run_signature(builder) -> None:  # noqa: ANN001
-    from worker.preparers import PreparationError
+    from worker.preparers.preparer import PreparationError
 
     source = 'package main\n\nimport "codeactions"\n\nfunc Run(engine *codeactions.Engine) {}\n'
     with pytest.raises(PreparationError) as info:
@@ -843,7 +843,7 @@ def test_wrong_run_signature(builder) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("package", ["github.com/acme/lib", "acme/lib"])
 def test_unavailable_import(builder, package: str) -> None:  # noqa: ANN001
-    from worker.preparers import PreparationError
+    from worker.preparers.preparer import PreparationError
 
     with pytest.raises(PreparationError) as info:
         builder.job_fields(action("return nil", package))
@@ -857,7 +857,7 @@ def test_unavailable_import(builder, package: str) -> None:  # noqa: ANN001
 def test_compiled_once_per_source_memory_and_disk(  # noqa: ANN001
     docker_client, settings, builder, go_image: str, go_cache_dir: Path
 ) -> None:
-    from worker.go_build import GoBuilder
+    from worker.preparers.go_build import GoBuilder
 
     source = action('return engine.Result.Set("cached")')
     started = time.monotonic()
@@ -919,8 +919,8 @@ def test_hello_world_end_to_end_timing(run, builder) -> None:  # noqa: ANN001
 def test_compile_timeout_is_not_cached(  # noqa: ANN001
     docker_client, settings, go_image: str, tmp_path: Path
 ) -> None:
-    from worker.go_build import CompileLimits, GoBuilder
-    from worker.preparers import PreparationError
+    from worker.preparers.go_build import CompileLimits, GoBuilder
+    from worker.preparers.preparer import PreparationError
 
     source = action('return engine.Result.Set("slow")')
     hasty = GoBuilder(
@@ -939,8 +939,8 @@ def test_compile_timeout_is_not_cached(  # noqa: ANN001
 def test_artifact_size_limit(  # noqa: ANN001
     docker_client, settings, go_image: str, tmp_path: Path
 ) -> None:
-    from worker.go_build import CompileLimits, GoBuilder
-    from worker.preparers import PreparationError
+    from worker.preparers.go_build import CompileLimits, GoBuilder
+    from worker.preparers.preparer import PreparationError
 
     small = GoBuilder(
         docker_client,
@@ -958,7 +958,7 @@ def test_artifact_size_limit(  # noqa: ANN001
 
 
 def test_memory_cache_is_bounded(tmp_path: Path) -> None:
-    from worker.go_build import GoBuilder
+    from worker.preparers.go_build import GoBuilder
 
     builder = GoBuilder(None, None, tmp_path, image="x:1", memory_cache_bytes=10)
     for key in ("a", "b", "c"):
@@ -971,7 +971,7 @@ def test_memory_cache_is_bounded(tmp_path: Path) -> None:
 def test_disk_cache_is_pruned_oldest_first(tmp_path: Path) -> None:
     import os
 
-    from worker.go_build import GoBuilder
+    from worker.preparers.go_build import GoBuilder
 
     builder = GoBuilder(None, None, tmp_path, image="x:1", disk_cache_max_bytes=250)
     for age, name in enumerate(["new.bin", "mid.err", "old.bin"]):

@@ -1,4 +1,4 @@
-"""One container policy, two spellings: worker/hardening.py's ContainerPolicy gives Docker the
+"""One container policy, two spellings: worker/sandbox/hardening.py's ContainerPolicy gives Docker the
 sandbox through the API (`host_config`, for create_hardened) and as `docker run` flags
 (`run_flags`, used by the engine tests and the bench's cold baseline). Both must create the
 same container, or the engine tests and the bench would test something other than what runs
@@ -34,7 +34,7 @@ def test_run_flags_create_the_same_container_as_the_worker(
     docker_client, python_image: str, network: bool  # noqa: ANN001
 ) -> None:
     from shared.settings import Settings
-    from worker.sandbox import Sandbox, SandboxLimits
+    from worker.sandbox.sandbox import Sandbox, SandboxLimits
 
     settings = Settings()
     sandbox = Sandbox(docker_client, settings)

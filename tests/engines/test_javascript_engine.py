@@ -59,7 +59,7 @@ def run(request: pytest.FixtureRequest, javascript_image: str) -> Runner:
 def run_like_the_worker(
     image: str, source: str, *, memory: str = "256m", timeout: float = 60, warm: bool = False
 ) -> RunOutput:
-    """`docker run` with the worker's memory default and its init process (worker/sandbox.py);
+    """`docker run` with the worker's memory default and its init process (worker/sandbox/sandbox.py);
     with `warm`, through a warm environment (which runs without Docker's init, as the worker
     starts them)."""
     if warm:
@@ -1172,11 +1172,11 @@ def test_hello_world_is_fast(javascript_image: str, run: Runner) -> None:
 
 @pytest.fixture(scope="session")
 def sandbox_run(javascript_image: str):  # noqa: ANN201
-    """Run a source the way the worker does (worker.sandbox.Sandbox); returns the outcome."""
+    """Run a source the way the worker does (worker.sandbox.sandbox.Sandbox); returns the outcome."""
     import docker
 
     from shared.settings import Settings
-    from worker.sandbox import Sandbox, SandboxLimits
+    from worker.sandbox.sandbox import Sandbox, SandboxLimits
 
     settings = Settings()
     client = docker.from_env()
@@ -1215,7 +1215,7 @@ def test_worker_reads_a_run(sandbox_run) -> None:  # noqa: ANN001
 
 def test_worker_reports_a_heap_hog(sandbox_run) -> None:  # noqa: ANN001
     from shared.settings import Settings
-    from worker.sandbox import SandboxLimits
+    from worker.sandbox.sandbox import SandboxLimits
 
     mib = SandboxLimits.for_code(Settings(), 20).memory_bytes // (1024 * 1024)
     heap = mib - max(mib // 4, 48)

@@ -287,7 +287,7 @@ TEST_LABELS = {"codeactions.test-compile": "1"}
 @pytest.fixture(scope="module")
 def go_builder(docker_client, go_image: str, tmp_path_factory):  # noqa: ANN001, ANN201
     from shared.settings import Settings
-    from worker.go_build import GoBuilder
+    from worker.preparers.go_build import GoBuilder
 
     return GoBuilder(docker_client, Settings(), tmp_path_factory.mktemp("go-legacy-cache"),
                      image=go_image, labels=TEST_LABELS)
@@ -299,9 +299,9 @@ def go(docker_client, go_builder, go_image: str, mode: str):  # noqa: ANN001, AN
     one-shot container, or a warm environment bound to the artifact): a SandboxOutcome."""
     from shared.settings import Settings
     from worker.run_executor import engine_job
-    from worker.sandbox import Sandbox, SandboxLimits
-    from worker.warm_environment import WarmEnvironment
-    from worker.warm_environments import split_job
+    from worker.sandbox.sandbox import Sandbox, SandboxLimits
+    from worker.warm.environment import WarmEnvironment
+    from worker.warm.environments import split_job
 
     settings = Settings()
     sandbox = Sandbox(docker_client, settings)
@@ -354,7 +354,7 @@ def test_go_program_with_main_runs_as_a_program(go, go_builder) -> None:  # noqa
     assert (outcome.result, outcome.status_code, outcome.content_type) == ("", 200, "text")
     assert outcome.stdout == "hello from main\non stderr\n"
     assert len(go_debug(outcome)) == 1 and "whole program" in go_debug(outcome)[0]
-    from worker.preparers import PreparationError
+    from worker.preparers.preparer import PreparationError
 
     with pytest.raises(PreparationError, match=r"not func main \(the build adds main\)"):
         go(GO_PROGRAM, compat="strict")  # the worker fails the run with this message

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.local_services.rabbitmq import RabbitMQServer
+from codeactions.local.services.rabbitmq import RabbitMQServer
 from tests.integration.callback_receiver import Receiver
 from tests.integration.event_broker import PRIVATE_BROKER_PORT, PRIVATE_BROKER_STATE
 from tests.integration.identity_provider import IdentityProvider

@@ -82,7 +82,7 @@ class ConsumerProcess:
         self.log_path = log_path
         with log_path.open("ab") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "events"], env=env, cwd=REPO_ROOT,
+                [sys.executable, "-m", "codeactions.cli", "events"], env=env, cwd=REPO_ROOT,
                 stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
             )
 

@@ -8,7 +8,8 @@ import uuid
 import requests
 from sqlalchemy import select
 
-from shared.models import CodeLog, CodeRun
+from shared.logs.model import CodeLog
+from shared.runs.model import CodeRun
 from tests.integration.helpers import call, create_code
 
 ECHO = '''

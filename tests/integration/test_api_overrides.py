@@ -60,7 +60,7 @@ def test_run_route_token(platform, make_client):
 def test_request_body_limit_at_and_past(platform, make_client, db):
     from sqlalchemy import func, select
 
-    from shared.models import CodeRun
+    from shared.runs.model import CodeRun
 
     client = make_client(request_body_max_bytes=1000)
     code = create_code(platform, "def Run(engine):\n    engine.result.set(str(len(engine.body)))\n")
@@ -82,7 +82,7 @@ def test_back_pressure_refuses_new_runs_when_the_queue_is_full(platform, make_cl
     import requests
     from sqlalchemy import func, select
 
-    from shared.models import CodeRun
+    from shared.runs.model import CodeRun
 
     sleepy = create_code(platform, "import time\ndef Run(engine):\n    time.sleep(4)\n",
                          type="endpoint", timeout=20)

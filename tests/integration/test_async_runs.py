@@ -10,7 +10,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from shared.models import CodeRun
+from shared.runs.model import CodeRun
 from tests.integration.helpers import container_gone, create_code
 
 ECHO = "def Run(engine):\n    engine.result.set(engine.params.get('n') + ':' + engine.body)\n"

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.integration.helpers import call, create_code, no_run_leftovers
-from worker.warm_environments import WARM_LANGUAGES
+from worker.warm.environments import WARM_LANGUAGES
 
 ATTACKS_DIR = Path(__file__).parent / "attacks"
 EXTENSIONS = {"python": "py", "javascript": "js", "go": "go"}

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from api.app import create_app
-from shared.services.permission_sync import apply_permission_event
+from shared.access.permission_sync import apply_permission_event
 from tests.integration.identity_provider import REALM
 
 SOURCE = "def Run(engine):\n    engine.log.info('hi')\n    engine.result.set('ok')\n"
@@ -161,7 +161,7 @@ def _fill(body: dict, world: dict) -> dict:
 
 
 def test_deleting_needs_a_moderator(apps, world, db):  # noqa: ANN001
-    from shared.models import Code
+    from shared.codes.model import Code
 
     client = apps()
     tokens = world["tokens"]
@@ -181,7 +181,7 @@ def test_deleting_needs_a_moderator(apps, world, db):  # noqa: ANN001
 def test_lists_only_show_the_callers_projects(apps, world, db):  # noqa: ANN001
     from sqlalchemy import func, select
 
-    from shared.models import Code
+    from shared.codes.model import Code
 
     client = apps()
     stranger = bearer(world["tokens"]["norole"])

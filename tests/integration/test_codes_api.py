@@ -7,7 +7,7 @@ import uuid
 import requests
 from sqlalchemy import select
 
-from shared.models import Code
+from shared.codes.model import Code
 from tests.integration.helpers import PROJECT, create_code
 
 SOURCE = "def Run(engine):\n    engine.result.set('hi')\n"

@@ -7,7 +7,7 @@ import uuid
 
 from sqlalchemy import func, select
 
-from shared.models import UserPermission
+from shared.access.permission import UserPermission
 from tests.integration.event_broker import (
     ConsumerProcess,
     Publisher,

@@ -9,12 +9,14 @@ import docker
 import redis
 from sqlalchemy import func, select
 
-from shared.celery_app import make_celery
-from shared.models import Code, CodeLog, CodeRun
-from shared.services import run_submission
+from shared.codes.model import Code
+from shared.logs.model import CodeLog
+from shared.messaging.celery_app import make_celery
+from shared.runs import submission as run_submission
+from shared.runs.model import CodeRun
 from tests.integration.helpers import create_code
 from worker.run_executor import RunExecutor
-from worker.sandbox import Sandbox
+from worker.sandbox.sandbox import Sandbox
 
 SOURCE = "def Run(engine):\n    engine.log.info('executed')\n"
 

@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from shared.cli import spawn_child, stop_children
+from codeactions.local.children import spawn_child, stop_children
 from tests.conftest import TEST_BASE_PORT
 
 FLOWER_PORT = TEST_BASE_PORT + 30

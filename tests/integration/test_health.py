@@ -15,8 +15,8 @@ import pytest
 import redis
 import requests
 
-from shared import worker_registry
-from shared.local_platform import wait_for_http
+from codeactions.local.platform import wait_for_http
+from shared.observability import worker_registry
 from tests.conftest import REPO_ROOT, TEST_BASE_PORT
 
 HEALTH_STATE = REPO_ROOT / ".state" / "test-health"
@@ -25,8 +25,8 @@ PG_PORT, RABBIT_PORT, API_PORT = TEST_BASE_PORT + 4, TEST_BASE_PORT + 5, TEST_BA
 
 @pytest.fixture(scope="module")
 def own_services() -> Iterator[tuple]:
-    from shared.local_services.postgres import PostgresServer
-    from shared.local_services.rabbitmq import RabbitMQServer
+    from codeactions.local.services.postgres import PostgresServer
+    from codeactions.local.services.rabbitmq import RabbitMQServer
 
     postgres = PostgresServer(HEALTH_STATE, PG_PORT)
     rabbitmq = RabbitMQServer(HEALTH_STATE, RABBIT_PORT)
@@ -41,7 +41,7 @@ def own_services() -> Iterator[tuple]:
 
 @pytest.fixture(scope="module")
 def health_api(platform, own_services) -> Iterator[str]:  # noqa: ANN001
-    from shared.cli import spawn_child, stop_children
+    from codeactions.local.children import spawn_child, stop_children
 
     postgres, rabbitmq = own_services
     env = {k: v for k, v in platform.env.items() if k != "FLOWS_CODE_ACTIONS_API_METRICS_DIR"}

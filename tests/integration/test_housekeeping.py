@@ -17,9 +17,10 @@ import redis
 import requests
 from sqlalchemy import select
 
-from shared.cli import spawn_child, stop_children
-from shared.models import CodeLog, CodeRun
-from shared.services import housekeeping
+from codeactions.local.children import spawn_child, stop_children
+from shared.housekeeping import jobs as housekeeping
+from shared.logs.model import CodeLog
+from shared.runs.model import CodeRun
 from tests.integration.helpers import create_code
 
 HELLO = "def Run(engine):\n    engine.result.set('ok')\n"
@@ -139,7 +140,7 @@ def test_two_beats_run_the_cleaner_once(platform, db, s3, tmp_path):
     assert skipped["claimed_by"] == done["result"]["by"]
     assert runs_present(db, [old_run]) == set() and not object_exists(s3, old_key)
     # Beat's queue has its own exchange: a python run leaves no copy there for beat.
-    from shared.celery_app import make_celery
+    from shared.messaging.celery_app import make_celery
 
     run = requests.post(platform.url("/coderun"), json={"code_id": code["id"]}).json()
     done = requests.get(platform.url(f"/coderun/{run['id']}"), params={"wait": 30}).json()
@@ -173,7 +174,7 @@ def _wait(predicate, seconds: float, what: str):  # noqa: ANN001, ANN202
 def test_a_run_whose_worker_was_sigkilled_ends_failed_with_a_reason(
     platform, db, tmp_path, receiver
 ):
-    from shared.celery_app import make_celery
+    from shared.messaging.celery_app import make_celery
     from worker.preparation import worker_name
 
     celery = make_celery(platform.settings())

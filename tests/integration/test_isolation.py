@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from tests.integration.helpers import call, container_gone, create_code, run_now
-from worker.sandbox_link import GATEWAY
-from worker.sandbox_network import local_addresses
+from worker.network.firewall import local_addresses
+from worker.network.link import GATEWAY
 
 
 def _run_json(platform, source: str, **kwargs) -> dict:  # noqa: ANN001

@@ -13,7 +13,7 @@ MATRIX = Path(__file__).parent / "matrix"
 EXTENSIONS = {"python": "py", "javascript": "js", "go": "go"}
 LANGUAGES = list(EXTENSIONS)
 # One container per run for every language, and warm environments where an engine has them
-# (a warm JavaScript code runs one container per run: see worker/warm_environments.py).
+# (a warm JavaScript code runs one container per run: see worker/warm/environments.py).
 MODES = [pytest.param(language, warm, id=language + ("-warm" if warm else ""))
          for language in LANGUAGES for warm in (False, True)]
 

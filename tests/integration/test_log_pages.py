@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 import requests
 from sqlalchemy import delete, insert, select
 
-from shared.models import CodeLog, CodeLogCount, CodeRun
+from shared.logs.count import CodeLogCount
+from shared.logs.model import CodeLog
+from shared.runs.model import CodeRun
 from tests.integration.helpers import create_code, run_now
 
 PAGE = 20

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from api.app import create_app
-from shared.models import Project, UserPermission
+from shared.access.permission import UserPermission
+from shared.access.project import Project
 from tests.integration.event_broker import ConsumerProcess, Publisher, eventually
 from tests.integration.identity_provider import REALM, IdentityProvider
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from api.app import create_app
-from shared.models import CodeRun
+from shared.runs.model import CodeRun
 from tests.integration.event_broker import eventually
 from tests.integration.helpers import create_code
 
@@ -24,8 +24,8 @@ QUICK = "def Run(engine):\n    engine.result.set('quick')\n"
 @pytest.fixture(scope="module")
 def capped(platform, private_broker):  # noqa: ANN001, ANN201
     """An API client whose runs go to a capped python worker."""
-    from shared.celery_app import make_celery
-    from shared.cli import spawn_child, stop_children
+    from codeactions.local.children import spawn_child, stop_children
+    from shared.messaging.celery_app import make_celery
     from worker.preparation import worker_name
 
     env = {**platform.env, "FLOWS_CODE_ACTIONS_RABBITMQ_URL": private_broker.url,

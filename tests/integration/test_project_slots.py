@@ -10,7 +10,7 @@ import uuid
 import pytest
 import redis
 
-from shared.project_slots import ProjectSlots
+from shared.runs.project_slots import ProjectSlots
 from tests.integration.event_broker import REPO_ROOT, eventually
 
 
@@ -50,7 +50,7 @@ def test_a_lease_that_is_renewed_holds_and_one_that_is_not_runs_out(client):  # 
 
 HOLDER = """
 import sys, time, redis
-from shared.project_slots import ProjectSlots
+from shared.runs.project_slots import ProjectSlots
 slots = ProjectSlots(redis.Redis.from_url(sys.argv[1]), limit=1, lease_seconds=2.0)
 assert slots.try_acquire(sys.argv[2], "holder")
 print("holding", flush=True)

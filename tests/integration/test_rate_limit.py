@@ -10,8 +10,8 @@ import requests
 from prometheus_client import REGISTRY
 
 from api.app import create_app
-from shared.local_platform import wait_for_http
-from shared.rate_limit import CodeRateLimiter
+from api.rate_limit import CodeRateLimiter
+from codeactions.local.platform import wait_for_http
 from tests.conftest import TEST_BASE_PORT
 from tests.integration.helpers import create_code
 
@@ -20,7 +20,7 @@ LIMIT, WINDOW = 3, 10
 
 
 def test_two_api_processes_share_one_count(platform):  # noqa: ANN001
-    from shared.cli import spawn_child, stop_children
+    from codeactions.local.children import spawn_child, stop_children
 
     ports = (TEST_BASE_PORT + 30, TEST_BASE_PORT + 31)
     children = []
@@ -65,11 +65,11 @@ def test_an_unreachable_redis_fails_open_with_a_log_and_a_metric(platform, caplo
         return REGISTRY.get_sample_value("ca_rate_limit_fail_open_total") or 0.0
 
     before = fail_open_count()
-    with caplog.at_level(logging.ERROR, logger="shared.rate_limit"):
+    with caplog.at_level(logging.ERROR, logger="api.rate_limit"):
         statuses = [client.post(f"/action/endpoint/{code['id']}").status_code
                     for _ in range(3)]
     assert statuses == [200, 200, 200]  # past the limit of 1: nothing is counted
     assert fail_open_count() - before == 3
-    messages = [r.getMessage() for r in caplog.records if r.name == "shared.rate_limit"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "api.rate_limit"]
     assert len(messages) == 1 and "rate limiter unavailable" in messages[0]
     app.extensions["codeactions"].db.dispose()

@@ -13,9 +13,9 @@ import uuid
 import pytest
 import requests
 
-from shared.models import Code
-from shared.services import run_submission
-from shared.stores import run_store
+from shared.codes.model import Code
+from shared.runs import store as run_store
+from shared.runs import submission as run_submission
 from tests.conftest import CALLBACK_SECRET
 from tests.integration.callback_receiver import Receiver
 from tests.integration.helpers import create_code

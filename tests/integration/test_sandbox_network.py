@@ -21,14 +21,14 @@ from pyroute2 import Conntrack, IPRoute
 from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
 from tests.integration.helpers import call, container_gone, create_code, run_now
-from worker.sandbox_link import CLONE_NEWNET, INTERFACE_PREFIX, host_end
-from worker.sandbox_network import (
+from worker.network.firewall import (
     BLOCKED_RANGES,
     CHAIN,
     FIREWALL_RECHECK,
     FLOWS_PER_SANDBOX,
     sandbox_resolvers,
 )
+from worker.network.link import CLONE_NEWNET, INTERFACE_PREFIX, host_end
 
 PORT = 8080
 

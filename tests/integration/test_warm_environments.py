@@ -1,4 +1,4 @@
-"""Per-code warm environments (worker/warm_environments.py, engines/PROTOCOL.md): the `warm`
+"""Per-code warm environments (worker/warm/environments.py, engines/PROTOCOL.md): the `warm`
 switch on codes, and isolation: between runs of one code nothing survives (files, processes,
 memory, IPC), and an environment is never shared between codes or projects."""
 
@@ -278,9 +278,9 @@ def test_nothing_of_a_javascript_run_survives_into_the_next(platform):
 @pytest.fixture()
 def environments(platform):  # noqa: ANN001, ANN201
     """A worker's warm environments in this process, with short lifetimes."""
-    from worker.sandbox import Sandbox
-    from worker.warm_environments import WarmEnvironments
-    from worker.warm_pool import ContainerReaper
+    from worker.sandbox.sandbox import Sandbox
+    from worker.warm.environments import WarmEnvironments
+    from worker.warm.pool import ContainerReaper
 
     settings = platform.settings(warm_environment_max_runs=2, warm_environment_idle_seconds=2)
     client = docker.from_env()
@@ -296,8 +296,8 @@ def environments(platform):  # noqa: ANN001, ANN201
 def test_environments_retire_after_max_runs_and_when_idle(platform, environments):
     from worker.images import engine_image_tag
     from worker.run_executor import engine_job
-    from worker.sandbox import SandboxLimits
-    from worker.warm_environments import WarmSpec
+    from worker.sandbox.sandbox import SandboxLimits
+    from worker.warm.environments import WarmSpec
 
     sandbox = environments
     spec = WarmSpec("python", str(uuid.uuid4()), PROJECT)

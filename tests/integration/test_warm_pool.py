@@ -1,4 +1,4 @@
-"""The warm pool (worker/warm_pool.py) against the real Docker engine: containers started
+"""The warm pool (worker/warm/pool.py) against the real Docker engine: containers started
 ahead of demand, hardened like cold ones, each used for exactly one run; refilled in the
 background; an empty pool means a cold start (counted); leftovers removed on start."""
 
@@ -16,13 +16,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.integration.helpers import container_gone
-from worker.container_owner import owner_labels
 from worker.images import engine_image_tag
+from worker.network.link import host_end
 from worker.preparation import remove_leftovers
 from worker.run_executor import engine_job
-from worker.sandbox import Sandbox, SandboxLimits
-from worker.sandbox_link import host_end
-from worker.warm_pool import ContainerReaper, WarmPool
+from worker.sandbox.container_owner import owner_labels
+from worker.sandbox.sandbox import Sandbox, SandboxLimits
+from worker.warm.pool import ContainerReaper, WarmPool
 
 HELLO = engine_job("def Run(engine):\n    engine.result.set('hi')\n")
 

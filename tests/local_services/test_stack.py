@@ -17,10 +17,10 @@ import psycopg
 import pytest
 import redis
 
-from shared.local_services import LocalStack, StateDirBusyError
-from shared.local_services.docker_engine import docker_engine_answers
-from shared.local_services.processes import is_alive
-from shared.local_services.readiness import port_accepts_connections
+from codeactions.local.services import LocalStack, StateDirBusyError
+from codeactions.local.services.docker_engine import docker_engine_answers
+from codeactions.local.services.processes import is_alive
+from codeactions.local.services.readiness import port_accepts_connections
 from tests.conftest import TEST_BASE_PORT
 
 # Port bases no other stack uses: past the session stack's ports (base .. base+110), so
@@ -123,7 +123,7 @@ def test_second_supervisor_on_the_same_state_dir_is_refused(state_dir: Path) -> 
 CRASHING_SUPERVISOR = """
 import json, os, sys
 from pathlib import Path
-from shared.local_services import LocalStack
+from codeactions.local.services import LocalStack
 stack = LocalStack(Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]))
 stack.start()
 print(json.dumps({server.name: server.process.pid for server in stack.servers}), flush=True)

@@ -1,0 +1,1 @@
+"""Run callbacks: where they may go (target) and their delivery record (delivery)."""

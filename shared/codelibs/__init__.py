@@ -1,0 +1,1 @@
+"""The libraries each engine ships, as the API lists them."""

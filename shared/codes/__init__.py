@@ -1,0 +1,1 @@
+"""Stored code actions: model, store, service."""

@@ -1,0 +1,1 @@
+"""The Celery app both sides share, task names and queues, queue depth."""

@@ -1,0 +1,1 @@
+"""Metrics, structured logs, and the worker registry (heartbeats) /health reads."""

@@ -1,0 +1,1 @@
+"""Runs: model, store, submission, cancellation, completion signals, stuck-run reaper."""

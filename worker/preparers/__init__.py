@@ -1,0 +1,1 @@
+"""Work done on a code before its run (compiling Go)."""

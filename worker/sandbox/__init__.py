@@ -1,0 +1,1 @@
+"""The container a run executes in: hardening policy, lifecycle, ownership."""

@@ -1,0 +1,120 @@
+"""The one container policy for user code, shared by runs and Go compiles: nobody, no
+capabilities, no new privileges, read-only root, no swap, no core dumps, private IPC, an init,
+and no output kept on the host. Docker gives it no network (not even its own set-up: that is
+the expensive part of a container); a networked sandbox gets its link from the worker after
+start (worker/network/link.py). Callers choose only the sizes and, for a networked sandbox,
+the read-only /etc files (resolvers, hosts) it sees."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SANDBOX_USER = "65534:65534"
+REMOVE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class ContainerPolicy:
+    """The sizes and /etc files of one hardened container; the rest of the policy is fixed.
+    `init=False` only for a process that is a proper init itself (a warm environment's
+    supervisor reaps every orphan and is PID 1 on purpose: see engines/PROTOCOL.md)."""
+
+    memory_bytes: int
+    pids: int
+    tmpfs_options: str
+    fsize_bytes: int
+    nofile: int
+    #: (host file, path inside) pairs mounted read-only: a networked sandbox's resolv.conf
+    #: and hosts (Docker writes none for a container without network).
+    etc_files: tuple[tuple[str, str], ...] = ()
+    init: bool = True
+
+    def host_config(self, api: Any, **extra: Any) -> dict[str, Any]:
+        """For `create_hardened` (the Docker API); `extra`: the operator's CPU knobs."""
+        return api.create_host_config(
+            read_only=True,
+            tmpfs={"/tmp": self.tmpfs_options},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=self.pids,
+            mem_limit=self.memory_bytes,
+            memswap_limit=self.memory_bytes,  # no swap: the limit is the limit
+            ulimits=[
+                {"Name": "fsize", "Soft": self.fsize_bytes, "Hard": self.fsize_bytes},
+                {"Name": "nofile", "Soft": self.nofile, "Hard": self.nofile},
+                {"Name": "core", "Soft": 0, "Hard": 0},
+            ],
+            network_mode="none",
+            binds=[f"{host}:{inside}:ro" for host, inside in self.etc_files] or None,
+            ipc_mode="private",
+            init=self.init,
+            # Output is read over attach; nothing of it is kept on the host's disk.
+            log_config={"type": "none", "config": {}},
+            **extra,
+        )
+
+    def run_flags(self) -> list[str]:
+        """The same container as `docker run` flags, for what starts an engine image by hand
+        (the bench's cold baseline, the engine tests); tests/engines/test_hardening.py checks
+        both give Docker the same container."""
+        flags = [
+            "--read-only", "--tmpfs", f"/tmp:{self.tmpfs_options}", "--user", SANDBOX_USER,
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--pids-limit", str(self.pids),
+            "--memory", str(self.memory_bytes), "--memory-swap", str(self.memory_bytes),
+            "--ulimit", f"fsize={self.fsize_bytes}", "--ulimit", f"nofile={self.nofile}",
+            "--ulimit", "core=0",
+            "--network", "none", "--ipc", "private", "--log-driver", "none",
+        ]
+        for host, inside in self.etc_files:
+            flags += ["--volume", f"{host}:{inside}:ro"]
+        return [*flags, "--init"] if self.init else flags
+
+
+def create_hardened(
+    api: Any,
+    image: str,
+    *,
+    hostname: str,
+    labels: dict[str, str],
+    host_config: dict[str, Any],
+    command: list[str] | None = None,
+) -> str:
+    """A container waiting for one job on stdin; labelled so leftovers can be found."""
+    container = api.create_container(
+        image,
+        command=command,
+        stdin_open=True,
+        tty=False,
+        user=SANDBOX_USER,
+        environment={},
+        hostname=hostname,
+        labels={"codeactions.sandbox": "1", **labels},
+        host_config=host_config,
+        # No network set-up by Docker at all (no prestart hook re-exec, no resolver):
+        # the worker attaches a networked sandbox's link itself.
+        network_disabled=True,
+    )
+    return container["Id"]
+
+
+def remove_quietly(api: Any, container_id: str) -> None:
+    """Force-remove; already gone is fine, anything else is only logged. Tried again when
+    the container stopped by itself while Docker was killing it ("Could not kill running
+    container … is not running"), which a warm environment does when its stdin closes."""
+    for attempt in range(REMOVE_ATTEMPTS):
+        try:
+            api.remove_container(container_id, force=True, v=True)
+            return
+        except Exception as exc:
+            if "No such container" in str(exc) or "already in progress" in str(exc):
+                return
+            if attempt + 1 == REMOVE_ATTEMPTS:
+                log.warning("could not remove container %s: %s", container_id[:12], exc)
+                return
+            time.sleep(0.1 * (attempt + 1))
