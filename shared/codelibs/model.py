@@ -20,5 +20,5 @@ class CodeLib(UuidPk, Timestamps, Base):
     # What the engine image really has (its build-time manifest); null for what an engine
     # lists by hand (built-in modules) and for rows the old service wrote.
     version: Mapped[str | None] = mapped_column(String(64))
-    # The names to import it by (`bs4` for beautifulsoup4), when they differ from the name.
+    # The names to import it by (`bs4` for beautifulsoup4; `google.auth` in a namespace).
     modules: Mapped[list[Any] | None] = mapped_column(JSONB)
