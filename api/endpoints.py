@@ -15,6 +15,7 @@ from shared.codes import service as code_service
 from shared.codes.model import Code
 from shared.errors import NotFound
 from shared.ids import parse_id
+from shared.runs.model import ANSWERED
 from shared.runs.statuses import PLATFORM_FAILURES, RunStatus
 
 blp = Blueprint("endpoints", __name__, description="Run code actions")
@@ -56,7 +57,10 @@ def _run_endpoint(code_id: str, as_text: bool):  # noqa: ANN202
         return error_response(499, "client closed the request; the run was cancelled")
     if outcome.timed_out:
         return error_response(408, TIMEOUT_MESSAGE, run_id=str(run.id))
-    if run.status == RunStatus.FAILED:
+    extra = run.extra or {}
+    # A legacy code that failed after setting a result answers that result, as the old engine
+    # did (the run itself stays failed, with its error log); any other failure is an error.
+    if run.status == RunStatus.FAILED and extra.get(ANSWERED) is not True:
         if run.exit_reason in PLATFORM_FAILURES:  # not the code's fault: worth a retry
             response, status = error_response(
                 503, f"the platform could not finish the run ({run.exit_reason}); try again",
@@ -67,7 +71,6 @@ def _run_endpoint(code_id: str, as_text: bool):  # noqa: ANN202
         return error_response(
             500, "action execution failed", run_id=str(run.id), error=run.result or None
         )
-    extra = run.extra or {}
     content_type = "text" if as_text else extra.get("content_type", "text")
     return Response(
         run.result,

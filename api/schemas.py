@@ -157,6 +157,13 @@ class ApiErrorSchema(Schema):
 class CodeLibSchema(Schema):
     name = fields.String()
     language = fields.String(validate=validate.OneOf(LANGUAGES))
+    version = fields.String(
+        allow_none=True, metadata={"description": "the version the engine image has"}
+    )
+    modules = fields.List(
+        fields.String(), allow_none=True,
+        metadata={"description": "what to import (e.g. bs4 for beautifulsoup4)"},
+    )
 
 
 class CodeLibQuerySchema(Schema):

@@ -207,9 +207,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     status = run_migrate(settings, str(REPO_ROOT / "alembic.ini"), args.revision, args.dry_run,
                          sys.stdout, sys.stderr)
     if status == 0 and not args.dry_run:
-        from shared.codelibs.catalog import sync_catalog
+        from shared.codelibs.catalog import sync_listed
 
-        sync_catalog(settings)
+        # Languages whose image has a manifest (Python) are synced by their workers at start.
+        sync_listed(settings)
     return status
 
 

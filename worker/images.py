@@ -11,7 +11,13 @@ Both tags are content hashes, so a build is skipped whenever an image with the t
   written into the root filesystem;
 - engine hash: builder version, base tag and every file under ``engines/<language>/``.
 
-Adding a language is adding a folder with a ``Dockerfile`` (taking ``ARG BASE_IMAGE``).
+Adding a language is adding a folder with a ``Dockerfile`` (taking ``ARG BASE_IMAGE``). A
+Dockerfile that needs another Debian release than bookworm says so with
+``ARG DEBIAN_SUITE=<suite>`` (e.g. trixie, for a newer Python); a suite the machine's apt
+sources do not list comes from the mirror of the machine's own Debian release. An engine with
+a ``requirements.txt`` gets the machine's pip index settings (``pip_settings.py``) in its build
+context at ``.build/pip/``, for a build stage to install from; they are not part of the hash
+(they say where packages come from, not which).
 Nothing here runs at import time.
 """
 
@@ -36,6 +42,8 @@ from typing import Any
 import docker
 import docker.errors
 
+from worker.pip_settings import write_pip_settings
+
 log = logging.getLogger(__name__)
 
 #: Bump to invalidate every cached image (base and engines) after a change to this module
@@ -57,6 +65,10 @@ ENGINES_DIR_ENV = "FLOWS_CODE_ACTIONS_ENGINES_DIR"
 
 _APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 _APT_SOURCES_LIST = Path("/etc/apt/sources.list")
+_OS_RELEASE = Path("/etc/os-release")
+_SUITE_ARG_RE = re.compile(r"^\s*ARG\s+DEBIAN_SUITE\s*=\s*([a-z][a-z0-9-]*)\s*$", re.MULTILINE)
+#: Where an engine's build context gets the machine's pip settings (never hashed or kept).
+BUILD_SETTINGS_DIR = ".build"
 _HASH_EXCLUDED_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 _HASH_EXCLUDED_SUFFIXES = (".pyc", ".pyo", "~", ".swp")
 # Read by the platform (catalog, docs), never copied into an image: no rebuild for them.
@@ -167,25 +179,55 @@ def apt_sources() -> list[AptSource]:
     return [s for s in sources if s.uri.startswith(("http://", "https://"))]
 
 
-def apt_mirror(suite: str = DEFAULT_SUITE) -> str:
-    """The mirror URI of the configured ``deb`` entry that serves ``suite``."""
-    for source in apt_sources():
+def host_codename() -> str | None:
+    """The machine's own Debian release (``VERSION_CODENAME`` of /etc/os-release)."""
+    try:
+        text = _OS_RELEASE.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    match = re.search(r"^VERSION_CODENAME=\"?([a-z][a-z0-9-]*)\"?\s*$", text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def _source_for(suite: str, sources: list[AptSource]) -> str | None:
+    """The URI serving ``suite``: a source listing it, else the one serving the machine's own
+    release in the same role (``trixie-security`` from the source of ``bookworm-security``):
+    one Debian mirror serves every release."""
+    for source in sources:
         if suite in source.suites:
             return source.uri.rstrip("/")
-    raise ImageBuildError(
-        f"no apt source for suite {suite!r} in {_APT_SOURCES_LIST} or {_APT_SOURCES_DIR}/"
-    )
+    host = host_codename()
+    release, _, role = suite.partition("-")
+    if host is None or release == host:
+        return None
+    own = f"{host}-{role}" if role else host
+    for source in sources:
+        if own in source.suites:
+            return source.uri.rstrip("/")
+    return None
+
+
+def apt_mirror(suite: str = DEFAULT_SUITE) -> str:
+    """The mirror URI serving ``suite``: the configured ``deb`` entry that lists it, else the
+    one serving the machine's own Debian release."""
+    uri = _source_for(suite, apt_sources())
+    if uri is None:
+        raise ImageBuildError(
+            f"no apt source for suite {suite!r} (nor for this machine's own Debian release) "
+            f"in {_APT_SOURCES_LIST} or {_APT_SOURCES_DIR}/"
+        )
+    return uri
 
 
 def _rootfs_sources(suite: str, mirror: str) -> list[AptSource]:
-    """Sources the base image's apt uses: the mirror for ``suite``, plus the machine's own
-    ``<suite>-updates`` and ``<suite>-security`` entries when it has them."""
+    """Sources the base image's apt uses: the mirror for ``suite``, plus ``<suite>-updates``
+    and ``<suite>-security`` when the machine has them (or has them for its own release)."""
     wanted = [AptSource(mirror, (suite,), DEFAULT_COMPONENTS)]
+    sources = apt_sources()
     for extra in (f"{suite}-updates", f"{suite}-security"):
-        for source in apt_sources():
-            if extra in source.suites:
-                wanted.append(AptSource(source.uri.rstrip("/"), (extra,), DEFAULT_COMPONENTS))
-                break
+        uri = _source_for(extra, sources)
+        if uri is not None:
+            wanted.append(AptSource(uri, (extra,), DEFAULT_COMPONENTS))
     return wanted
 
 
@@ -260,6 +302,14 @@ def _language_dir(language: str, root: Path | None = None) -> Path:
     return path
 
 
+def engine_suite(language: str, root: Path | None = None) -> str:
+    """The Debian suite an engine's base image is made from: its Dockerfile's
+    ``ARG DEBIAN_SUITE=<suite>``, else bookworm."""
+    dockerfile = _language_dir(language, root) / "Dockerfile"
+    match = _SUITE_ARG_RE.search(dockerfile.read_text(encoding="utf-8"))
+    return match.group(1) if match else DEFAULT_SUITE
+
+
 def _context_files(path: Path) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = sorted(d for d in dirnames if d not in _HASH_EXCLUDED_DIRS)
@@ -281,14 +331,15 @@ def _engine_hash(language: str, base_tag: str, root: Path | None = None) -> str:
 
 
 def engine_image_tag(
-    language: str, *, suite: str = DEFAULT_SUITE, mirror: str | None = None
+    language: str, *, suite: str | None = None, mirror: str | None = None
 ) -> str:
     """``codeactions/engine-<language>:<hash>`` for the current sources, without building.
+    ``suite`` defaults to the engine's own (``engine_suite``).
 
     The worker compares this with the local images and refuses to run a language whose
     image is not built.
     """
-    base_tag = base_image_tag(suite=suite, mirror=mirror)
+    base_tag = base_image_tag(suite=suite or engine_suite(language), mirror=mirror)
     return f"{ENGINE_REPOSITORY_PREFIX}{language}:{_engine_hash(language, base_tag)}"
 
 
@@ -471,17 +522,19 @@ def build_engine_image(
     client: docker.DockerClient,
     language: str,
     *,
-    suite: str = DEFAULT_SUITE,
+    suite: str | None = None,
     mirror: str | None = None,
     force: bool = False,
 ) -> str:
     """Build ``codeactions/engine-<language>:<hash>`` from ``engines/<language>/Dockerfile``.
 
-    The base image is built first when missing. The build uses the host network so that
-    ``apt-get`` inside reaches the mirror in the base image's sources. Skipped when an image
-    with the tag exists.
+    The base image (of the engine's suite, unless ``suite`` is given) is built first when
+    missing. The build uses the host network so that ``apt-get`` inside reaches the mirror
+    in the base image's sources (and pip the machine's index). Skipped when an image with the
+    tag exists.
     """
     path = _language_dir(language)
+    suite = suite or engine_suite(language)
     base_tag = build_base_image(client, suite=suite, mirror=mirror)
     digest = _engine_hash(language, base_tag)
     tag = f"{ENGINE_REPOSITORY_PREFIX}{language}:{digest}"
@@ -492,42 +545,67 @@ def build_engine_image(
             return tag
         started = time.monotonic()
         log.info("building %s from %s on %s", tag, path, base_tag)
-        output: list[str] = []
-        error: str | None = None
-        for chunk in client.api.build(
-            path=str(path),
-            tag=tag,
-            buildargs={"BASE_IMAGE": base_tag},
-            labels={
-                "codeactions.engine": language,
-                "codeactions.hash": digest,
-                "codeactions.base_image": base_tag,
-            },
-            network_mode="host",
-            rm=True,
-            forcerm=True,
-            pull=False,
-            decode=True,
-        ):
-            if "stream" in chunk:
-                line = str(chunk["stream"]).rstrip()
-                if line:
-                    output.append(line)
-                    log.debug("%s | %s", language, line)
-            if "error" in chunk:
-                error = str(chunk.get("error"))
-        if error is not None or not image_exists(client, tag):
-            tail = "\n".join(output[-40:])
-            raise ImageBuildError(f"building {tag} failed: {error}\n{tail}")
+        with _build_context(path) as context:
+            _docker_build(client, context, tag, language, digest, base_tag)
         log.info("built %s in %.1f s", tag, time.monotonic() - started)
     return tag
+
+
+@contextlib.contextmanager
+def _build_context(path: Path) -> Iterator[Path]:
+    """The engine's folder, or a copy of it with the machine's pip settings in
+    ``.build/pip/`` when the engine installs from a ``requirements.txt``."""
+    if not (path / "requirements.txt").is_file():
+        yield path
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="codeactions-context-"))
+    try:
+        context = workdir / path.name
+        shutil.copytree(path, context, ignore=shutil.ignore_patterns(*_HASH_EXCLUDED_DIRS))
+        write_pip_settings(context / BUILD_SETTINGS_DIR / "pip")
+        yield context
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _docker_build(
+    client: docker.DockerClient, context: Path, tag: str, language: str, digest: str,
+    base_tag: str,
+) -> None:
+    output: list[str] = []
+    error: str | None = None
+    for chunk in client.api.build(
+        path=str(context),
+        tag=tag,
+        buildargs={"BASE_IMAGE": base_tag},
+        labels={
+            "codeactions.engine": language,
+            "codeactions.hash": digest,
+            "codeactions.base_image": base_tag,
+        },
+        network_mode="host",
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+    ):
+        if "stream" in chunk:
+            line = str(chunk["stream"]).rstrip()
+            if line:
+                output.append(line)
+                log.debug("%s | %s", language, line)
+        if "error" in chunk:
+            error = str(chunk.get("error"))
+    if error is not None or not image_exists(client, tag):
+        tail = "\n".join(output[-40:])
+        raise ImageBuildError(f"building {tag} failed: {error}\n{tail}")
 
 
 def ensure_images(
     client: docker.DockerClient,
     languages: Iterable[str] | None = None,
     *,
-    suite: str = DEFAULT_SUITE,
+    suite: str | None = None,
     mirror: str | None = None,
 ) -> dict[str, str]:
     """Build whatever is missing; returns ``language -> engine image tag``.
@@ -546,8 +624,15 @@ def remove_stale_images(client: docker.DockerClient, keep: Iterable[str]) -> lis
     returned), then base images no remaining engine image was built on.
 
     Never called implicitly: another worker on the host may still run an older version.
-    Images in use by a container are left alone. Returns the tags removed.
+    Images in use by a container are left alone, and nothing is removed while a build runs
+    on this host (it holds the build lock): a base image no engine image refers to yet may be
+    the one a build is using. Returns the tags removed.
     """
+    with _build_lock("pruning"):
+        return _remove_stale_images(client, keep)
+
+
+def _remove_stale_images(client: docker.DockerClient, keep: Iterable[str]) -> list[str]:
     kept = set(keep)
     repositories = {tag.rpartition(":")[0] for tag in kept}
     removed: list[str] = []
@@ -571,8 +656,9 @@ def remove_stale_images(client: docker.DockerClient, keep: Iterable[str]) -> lis
         if "codeactions.engine" in labels and labels.get("codeactions.base_image"):
             in_use.add(labels["codeactions.base_image"])
         bases.extend(t for t in image.tags if t.rpartition(":")[0] == BASE_REPOSITORY)
-    with contextlib.suppress(ImageBuildError):
-        in_use.add(base_image_tag())
+    for language in available_languages():
+        with contextlib.suppress(ImageBuildError, OSError):
+            in_use.add(base_image_tag(suite=engine_suite(language)))
     for tag in bases:
         if tag not in in_use and tag not in kept:
             _remove(tag)

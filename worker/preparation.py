@@ -33,9 +33,35 @@ def prepare_worker_host(settings: Settings, languages: list[str]) -> dict[str, s
     )
     tags = ensure_images(client, languages)
     FirewallGuard(settings).check()
-    remove_leftovers(client, worker_name(languages, settings))
+    name = worker_name(languages, settings)
+    remove_leftovers(client, name)
     LogArchive(settings).ensure_bucket()
+    sync_catalog_from_images(settings, client, tags, {"codeactions.worker": name})
     return tags
+
+
+def sync_catalog_from_images(
+    settings: Settings, client, tags: dict[str, str], labels: dict[str, str]  # noqa: ANN001
+) -> None:
+    """GET /codelib lists what the images this worker runs really ship: each image with a
+    build-time manifest replaces its language's catalog rows (the others list theirs by
+    hand; `codeactions migrate` syncs those). A failure here costs the catalog, not the runs."""
+    from shared.codelibs.catalog import sync_language
+    from shared.db import Database
+    from worker.image_manifest import manifest_libraries, read_manifest
+
+    db = Database(settings)
+    try:
+        for language, tag in tags.items():
+            try:
+                manifest = read_manifest(client, tag, labels)
+                if manifest is not None:
+                    count = sync_language(db, language, manifest_libraries(manifest))
+                    log.info("codelib catalog: %d %s libraries from %s", count, language, tag)
+            except Exception as exc:
+                log.error("codelib catalog for %s not synced from %s: %s", language, tag, exc)
+    finally:
+        db.dispose()
 
 
 def remove_leftovers(client, name: str) -> int:  # noqa: ANN001

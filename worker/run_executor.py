@@ -19,14 +19,14 @@ import redis
 import sqlalchemy.exc
 
 from shared.after_commit.steps import Step, StepKind
-from shared.codes.model import Code
+from shared.codes.model import LEGACY, Code
 from shared.logs import store as log_store
 from shared.observability import log_context
 from shared.platform import Platform
 from shared.runs import cancel_flag as cancellation
 from shared.runs import store as run_store
 from shared.runs.ending import after_end
-from shared.runs.model import CodeRun
+from shared.runs.model import ANSWERED, CodeRun
 from shared.runs.statuses import ExitReason, RunStatus
 from worker.images import engine_image_tag
 from worker.leases import RunLeases
@@ -56,14 +56,17 @@ def engine_job(
     params: dict[str, Any] | None = None,
     body: str | None = "",
     headers: dict[str, Any] | None = None,
+    compat: str = "strict",
 ) -> dict[str, Any]:
-    """The job an engine gets for one run (engines/PROTOCOL.md)."""
+    """The job an engine gets for one run (engines/PROTOCOL.md); `compat` is the code's
+    (legacy: the old engine's leniency)."""
     return {
         "source": source,
         "params": params or {},
         "body": body or "",
         "headers": headers or {},
         "limits": {"log_content_max": LOG_CONTENT_MAX},
+        "compat": compat,
     }
 
 
@@ -122,7 +125,7 @@ class RunExecutor:
             raise StorageUnavailable(str(exc)) from exc
 
     def _run(self, run_id: str, run: CodeRun, code: Code) -> SandboxOutcome:
-        job = engine_job(code.source, run.params, run.body, run.headers)
+        job = engine_job(code.source, run.params, run.body, run.headers, code.compat)
         log_context.bind(code_id=code.id)
         queue_wait = _seconds_between(run.created_at, run.started_at)
         limits = SandboxLimits.for_code(self.settings, code.timeout, network=code.network)
@@ -139,7 +142,7 @@ class RunExecutor:
         try:
             preparer = self.preparers.get(code.language)
             if preparer is not None:
-                job.update(preparer.job_fields(code.source))
+                job.update(preparer.job_fields(code.source, code.compat))
             while True:
                 try:
                     outcome = self.sandbox.run(
@@ -162,6 +165,12 @@ class RunExecutor:
             )
         record_run(code.language, outcome.status, outcome.exit_reason, queue_wait,
                    time.monotonic() - begun, outcome.startup_seconds)
+        # Only a legacy code's failure may still answer the result its code set (the engine
+        # says so with a result frame before its failed end; frames are untrusted).
+        outcome.answered = (
+            outcome.answered and outcome.exit_reason == ExitReason.ERROR
+            and code.compat == LEGACY
+        )
         return outcome
 
     def _wait_for_docker(self, deadline: float) -> bool:
@@ -214,8 +223,15 @@ class RunExecutor:
             logs.append(self._row(run_id, code_id, len(logs), "error", outcome.error))
         completed = status == RunStatus.COMPLETED
         result = outcome.result if completed else (outcome.error or outcome.result)
-        extra = {"status_code": outcome.status_code, "content_type": outcome.content_type}
-        if status == RunStatus.FAILED:
+        extra: dict[str, Any] = {
+            "status_code": outcome.status_code, "content_type": outcome.content_type,
+        }
+        if status == RunStatus.FAILED and outcome.answered:
+            # A legacy code that failed after setting a result: the caller gets that result,
+            # the run stays failed with its error.
+            result = outcome.result
+            extra.update({"error": outcome.error, ANSWERED: True})
+        elif status == RunStatus.FAILED:
             extra = {"status_code": 500, "content_type": "json", "error": outcome.error}
         with self.platform.unit_of_work() as uow:
             # The run first: a run the reaper already ended writes nothing, and the insert's

@@ -24,6 +24,10 @@
  *
  * It knows nothing of the platform and needs no network, environment or mounted file; /tmp
  * (the sandbox's tmpfs) only holds the FIFO for the moments before start-up ends.
+ *
+ * A job with `"compat": "legacy"` gets the old engine's leniency (engines/PROTOCOL.md, "Legacy
+ * mode"): a source without Run runs as a script, as the old service ran JavaScript codes; each
+ * leniency that applies is told to the code's owner in a `debug` log.
  */
 
 const fs = require('fs');
@@ -36,6 +40,21 @@ const { Worker } = require('worker_threads');
 const LOG_CONTENT_MAX = 8000;
 const STDOUT_MAX = 64 * 1024;
 const CONTENT_TYPES = ['text', 'json', 'html'];
+// Legacy mode: MIME names of the three kinds (a `+json` suffix is json too).
+const MIME_KINDS = new Map([
+  ['application/json', 'json'],
+  ['text/json', 'json'],
+  ['text/html', 'html'],
+  ['application/xhtml+xml', 'html'],
+  ['text/plain', 'text'],
+]);
+
+/** The kind legacy mode answers for a content type that is not one of ours, or null. */
+function legacyKind(kind) {
+  const media = (kind || '').split(';')[0].trim();
+  if (MIME_KINDS.has(media)) return MIME_KINDS.get(media);
+  return media.endsWith('+json') ? 'json' : null;
+}
 const ACTION_FILENAME = '/tmp/action.js';
 const HARNESS_FILENAME = __filename;
 const FRAME_FD = 3; // from start.sh: the container's stdout
@@ -670,11 +689,23 @@ function resultOptions(options, positionalContentType) {
   };
 }
 
-/** `engine.result.set(value, { statusCode = 200, contentType = "text" })`; the last call wins. */
+/**
+ * `engine.result.set(value, { statusCode = 200, contentType = "text" })`; the last call wins.
+ * In legacy mode an unknown content type answers text and a status outside 100-599 answers 200
+ * instead of throwing; a status given as a digit string works in every mode. Each of these is
+ * told once per run in a `debug` log (`note`).
+ */
 class Result {
   #value = '';
   #statusCode = 200;
   #contentType = 'text';
+  #legacy;
+  #note;
+
+  constructor(legacy = false, note = () => {}) {
+    this.#legacy = legacy;
+    this.#note = note;
+  }
 
   get value() {
     return this.#value;
@@ -698,18 +729,41 @@ class Result {
 
   set(value = '', options = undefined, positionalContentType = undefined) {
     const { statusCode, contentType } = resultOptions(options, positionalContentType);
-    const kind = typeof contentType === 'string' ? contentType.trim().toLowerCase() : null;
+    let kind = typeof contentType === 'string' ? contentType.trim().toLowerCase() : null;
     if (!CONTENT_TYPES.includes(kind)) {
-      throw new TypeError(
-        `contentType must be one of ${CONTENT_TYPES.join(', ')}; got ${util.inspect(contentType)}`
+      if (!this.#legacy) {
+        throw new TypeError(
+          `contentType must be one of ${CONTENT_TYPES.join(', ')}; got ${util.inspect(contentType)}`
+        );
+      }
+      const mapped = legacyKind(kind);
+      this.#note(
+        mapped
+          ? `result.set: contentType ${util.inspect(contentType)} taken as '${mapped}' ` +
+              "(legacy mode; the engine's names are text, json and html)"
+          : `result.set: contentType ${util.inspect(contentType)} is not text, json or html: ` +
+              'answered as text/plain (legacy mode)'
       );
+      kind = mapped || 'text';
     }
     let code = statusCode;
-    if (typeof code === 'string' && /^\s*\d+\s*$/.test(code)) code = Number(code);
+    if (typeof code === 'string' && /^\s*\d+\s*$/.test(code)) {
+      code = Number(code);
+      if (code >= 100 && code <= 599) {
+        this.#note(`result.set: statusCode ${util.inspect(statusCode)} (a string) taken as ${code}`);
+      }
+    }
     if (!Number.isInteger(code) || code < 100 || code > 599) {
-      throw new RangeError(
-        `statusCode must be an HTTP status (100-599); got ${util.inspect(statusCode)}`
+      if (!this.#legacy) {
+        throw new RangeError(
+          `statusCode must be an HTTP status (100-599); got ${util.inspect(statusCode)}`
+        );
+      }
+      this.#note(
+        `result.set: statusCode ${util.inspect(statusCode)} is not an HTTP status (100-599): ` +
+          'answered 200 (legacy mode)'
       );
+      code = 200;
     }
     let text;
     if (typeof value === 'string') {
@@ -834,7 +888,13 @@ function limit(limits, key, fallback) {
 
 // ----------------------------------------------------------------------------- running
 
-class ExitCalled extends Error {}
+class ExitCalled extends Error {
+  /** `exitCode`: the status process.exit() was given (undefined for other ways out). */
+  constructor(message, exitCode = undefined) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
 
 function failureMessage(err) {
   if (err instanceof ExitCalled) return err.message;
@@ -893,8 +953,11 @@ function loadHint(err) {
   return null;
 }
 
-/** Load the source as a CommonJS module of its own; returns the `Run` function. */
-function loadAction(source) {
+/**
+ * Load the source as a CommonJS module of its own; returns the `Run` function, or null in
+ * legacy mode when the source has none (it ran as a script).
+ */
+function loadAction(source, legacy) {
   // A top-level `function Run` is local to the module wrapper: a trailer hands it to us.
   const takeKey = `__codeactions_take_${Math.random().toString(36).slice(2)}`;
   let topLevel;
@@ -935,6 +998,7 @@ function loadAction(source) {
     candidates.push(typeof fallback === 'function' ? fallback : fallback && fallback.Run);
   }
   const found = candidates.find((candidate) => candidate !== undefined && candidate !== null);
+  if (found === undefined && legacy) return null;
   if (found === undefined) {
     throw new ReferenceError(
       'Run(engine) is not defined: declare async function Run(engine) { ... } ' +
@@ -997,37 +1061,60 @@ function hardExit(code) {
   originalReallyExit.call(process, code);
 }
 
-function createRunner({ capture, logMax, result, source, engine }) {
+function createRunner({ capture, logMax, result, source, engine, legacy, note }) {
+  // Where the code is: 'load' (its top level), 'run' (Run was called), 'script' (legacy: no
+  // Run, the top level ran and its callbacks may still be running).
+  let phase = 'load';
+
   function finish(error, override = null) {
     if (finished) return;
     finished = true;
+    if (error instanceof ExitCalled && error.exitCode === 0 && legacy) {
+      note(
+        `${error.message}: the run ends as if the code had returned, and the caller gets what ` +
+          'it set (legacy mode)'
+      );
+      error = null;
+    }
+    // Legacy mode: a code that fails once Run was called still answers what it had set (an
+    // empty 200 when nothing), as the old engine did; the run stays failed.
+    const answered = error !== null && legacy && phase === 'run';
     let message = null;
     let resultFrame = null;
+    let snapshot = null;
     if (error !== null) {
       message = override !== null ? override : failureMessage(error);
       const trace = userTrace(error);
       if (trace) capture.write(bufferFrom(trace, 'utf8'));
-    } else {
+    }
+    if (error === null || answered) {
       try {
-        const { value, statusCode, contentType } = snapshotResult(result);
+        snapshot = snapshotResult(result);
         resultFrame = encodeFrame({
           t: 'result',
-          value: wellFormed(value),
-          status_code: statusCode,
-          content_type: contentType,
+          value: wellFormed(snapshot.value),
+          status_code: snapshot.statusCode,
+          content_type: snapshot.contentType,
         });
       } catch (err) {
-        message = `invalid result: ${failureMessage(err)}`;
+        resultFrame = null;
+        if (message === null) message = `invalid result: ${failureMessage(err)}`;
       }
     }
     try {
       markEnded();
-      if (message === null) {
-        writeFrame(resultFrame);
-      } else {
+      if (message !== null) {
         const content = wellFormed(cut(`Action execution failed: ${message}`, logMax));
         send({ t: 'log', level: 'error', content });
+        if (resultFrame !== null) {
+          note(
+            'the code failed after Run began: the caller still gets the result it had set ' +
+              `(status ${snapshot.statusCode}, ${snapshot.contentType}); the run is recorded ` +
+              'as failed (legacy mode)'
+          );
+        }
       }
+      if (resultFrame !== null) writeFrame(resultFrame);
       const printed = capture.finish();
       if (printed.text || printed.total) {
         send({ t: 'stdout', data: wellFormed(printed.text), total: printed.total });
@@ -1047,7 +1134,8 @@ function createRunner({ capture, logMax, result, source, engine }) {
     const exitHook = (code) => {
       const status = code === undefined ? process.exitCode : code;
       const detail = status === undefined ? '' : ` with code ${status}`;
-      finish(new ExitCalled(`process.exit() called${detail}`));
+      const exitCode = status === undefined || status === null ? 0 : Number(status);
+      finish(new ExitCalled(`process.exit() called${detail}`, exitCode));
     };
     process.exit = exitHook;
     process.reallyExit = exitHook;
@@ -1055,16 +1143,31 @@ function createRunner({ capture, logMax, result, source, engine }) {
     // Errors the user code did not handle fail the run, as they would crash a node process.
     process.on('uncaughtException', (err) => finish(err));
     process.on('unhandledRejection', (reason) => finish(reason));
-    // The event loop emptied while Run's promise was still pending.
-    process.on('beforeExit', () =>
-      finish(new ExitCalled('Run(engine) never finished: the promise it returned never settled'))
-    );
+    // The event loop emptied: a script is done; Run's promise can never settle any more.
+    process.on('beforeExit', () => {
+      if (phase === 'script') {
+        finish(null);
+        return;
+      }
+      finish(new ExitCalled('Run(engine) never finished: the promise it returned never settled'));
+    });
     process.on('exit', (code) => finish(new ExitCalled(`the process exited with code ${code}`)));
 
     let outcome;
     let pending = false;
     try {
-      const run = loadAction(source);
+      const run = loadAction(source, legacy);
+      if (run === null) {
+        // Legacy mode: the old service ran JavaScript codes as scripts (`node -e`); this one
+        // is done when its event loop is (beforeExit).
+        phase = 'script';
+        note(
+          'no Run(engine) in the source: it ran as a script, what it printed is kept as the ' +
+            "run's output and the caller gets an empty 200 (legacy mode)"
+        );
+        return;
+      }
+      phase = 'run';
       outcome = run(engine);
       const kind = typeof outcome;
       pending =
@@ -1127,7 +1230,15 @@ function main() {
 
   const maxChars = limit(job.limits, 'log_content_max', LOG_CONTENT_MAX);
   const log = new Log(maxChars);
-  const result = new Result();
+  const legacy = job.compat === 'legacy';
+  // A leniency the engine applied: one `debug` log per distinct message and run.
+  const noted = new Set();
+  const note = (message) => {
+    if (noted.has(message)) return;
+    noted.add(message);
+    send({ t: 'log', level: 'debug', content: wellFormed(cut(message, maxChars)) });
+  };
+  const result = new Result(legacy, note);
   const params = new Params(toParams(job.params));
   const header = new Header(toHeaders(job.headers));
   const body = typeof job.body === 'string' ? job.body.trim() : '';
@@ -1141,7 +1252,8 @@ function main() {
     // stay where the image put us
   }
 
-  createRunner({ capture, logMax: maxChars, result, source: job.source, engine }).start();
+  createRunner({ capture, logMax: maxChars, result, source: job.source, engine, legacy, note })
+    .start();
 }
 
 if (require.main === module) {

@@ -9,6 +9,9 @@ It knows nothing of the platform and needs no network, environment or mounted fi
 run needs is imported at start-up, before the job is read, so a container started ahead of
 demand (warm pool) spends nothing on imports once the job arrives; what only the error path
 needs is imported there.
+
+A job with ``"compat": "legacy"`` gets the old engine's leniency (engines/PROTOCOL.md, "Legacy
+mode"); each leniency that applies is told to the code's owner in a ``debug`` log.
 """
 
 import io
@@ -21,6 +24,14 @@ import types
 LOG_CONTENT_MAX = 8000
 STDOUT_MAX = 64 * 1024
 CONTENT_TYPES = ("text", "json", "html")
+#: Legacy mode: MIME names of the three kinds (a `+json` suffix is json too).
+MIME_KINDS = {
+    "application/json": "json",
+    "text/json": "json",
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "text/plain": "text",
+}
 ACTION_MODULE = "action"
 ACTION_FILENAME = "<action>"
 
@@ -149,10 +160,17 @@ class Header:
 class Log:
     """``engine.log``: each call is one log of that level, in call order."""
 
-    __slots__ = ("_max_chars",)
+    __slots__ = ("_max_chars", "_noted")
 
     def __init__(self, max_chars):
         self._max_chars = max_chars
+        self._noted = set()
+
+    def note(self, message):
+        """A leniency the engine applied: one ``debug`` log per distinct message and run."""
+        if message not in self._noted:
+            self._noted.add(message)
+            self._emit("debug", message)
 
     def _emit(self, level, content):
         text = content if type(content) is str else str(content)
@@ -169,14 +187,20 @@ class Log:
 
 
 class Result:
-    """``engine.result.set(value, status_code=200, content_type="text")``; the last call wins."""
+    """``engine.result.set(value, status_code=200, content_type="text")``; the last call wins.
 
-    __slots__ = ("_value", "_status_code", "_content_type")
+    In legacy mode an unknown content type answers text and a status outside 100-599 answers
+    200 instead of raising; a status given as a digit string works in every mode. Each of
+    these is told once per run in a ``debug`` log (``note``)."""
 
-    def __init__(self):
+    __slots__ = ("_value", "_status_code", "_content_type", "_legacy", "_note")
+
+    def __init__(self, legacy=False, note=None):
         self._value = ""
         self._status_code = 200
         self._content_type = "text"
+        self._legacy = legacy
+        self._note = note or (lambda message: None)
 
     @property
     def value(self):
@@ -190,17 +214,41 @@ class Result:
     def content_type(self):
         return self._content_type
 
-    def set(self, value="", status_code=200, content_type="text"):
+    def _kind(self, content_type):
         kind = content_type.strip().lower() if isinstance(content_type, str) else None
-        if kind not in CONTENT_TYPES:
+        if kind in CONTENT_TYPES:
+            return kind
+        if not self._legacy:
             raise ValueError(
                 f"content_type must be one of {', '.join(CONTENT_TYPES)}; got {content_type!r}"
             )
+        media = kind.split(";", 1)[0].strip() if kind else ""
+        mapped = MIME_KINDS.get(media) or ("json" if media.endswith("+json") else None)
+        if mapped:
+            self._note(f"result.set: content_type {content_type!r} taken as {mapped!r} "
+                       f"(legacy mode; the engine's names are text, json and html)")
+            return mapped
+        self._note(f"result.set: content_type {content_type!r} is not text, json or html: "
+                   f"answered as text/plain (legacy mode)")
+        return "text"
+
+    def _code(self, status_code):
         code = status_code
         if isinstance(code, str) and code.strip().isdigit():
             code = int(code.strip())
-        if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+            if 100 <= code <= 599:
+                self._note(f"result.set: status_code {status_code!r} (a string) taken as {code}")
+        if not isinstance(code, bool) and isinstance(code, int) and 100 <= code <= 599:
+            return code
+        if not self._legacy:
             raise ValueError(f"status_code must be an HTTP status (100-599); got {status_code!r}")
+        self._note(f"result.set: status_code {status_code!r} is not an HTTP status (100-599): "
+                   f"answered 200 (legacy mode)")
+        return 200
+
+    def set(self, value="", status_code=200, content_type="text"):
+        kind = self._kind(content_type)
+        code = self._code(status_code)
         if isinstance(value, str):
             text = str(value)
         else:
@@ -389,7 +437,9 @@ def _print_traceback(exc, source):
         pass
 
 
-def _run_action(source, engine):
+def _load_action(source, legacy, log):
+    """Execute the source as the module `action`; its `Run`, or None in legacy mode when it
+    has none (the source ran as a script)."""
     module = types.ModuleType(ACTION_MODULE)
     module.__file__ = ACTION_FILENAME
     sys.modules[ACTION_MODULE] = module
@@ -397,7 +447,14 @@ def _run_action(source, engine):
     exec(code, module.__dict__)
     run = module.__dict__.get("Run")
     if run is None:
-        raise NameError("Run(engine) is not defined")
+        if not legacy:
+            raise NameError("Run(engine) is not defined")
+        log.note("no Run(engine) in the source: it ran as a script and the caller gets an "
+                 "empty 200 (legacy mode)")
+    return run
+
+
+def _call_action(run, engine):
     if not callable(run):
         raise TypeError("Run must be a function taking the engine: def Run(engine): ...")
     outcome = run(engine)
@@ -405,6 +462,10 @@ def _run_action(source, engine):
         import asyncio
 
         asyncio.run(outcome)
+
+
+def _clean_exit(exc):
+    return isinstance(exc, SystemExit) and exc.code in (None, 0)
 
 
 def main():
@@ -440,10 +501,11 @@ def run_job(raw, source=None):
         os._exit(2)
 
     source = job["source"]
+    legacy = job.get("compat") == "legacy"
     body = job.get("body")
     body = body.strip() if isinstance(body, str) else ""
     log = Log(_limit(job.get("limits"), "log_content_max", LOG_CONTENT_MAX))
-    result = Result()
+    result = Result(legacy, log.note)
     params = Params(_params(job.get("params")))
     header = Header(_headers(job.get("headers")))
     engine = Engine(params, body, header, log, result)
@@ -453,13 +515,26 @@ def run_job(raw, source=None):
     sys.argv = [ACTION_MODULE]
 
     error = None
+    # Legacy mode: a code that fails once Run was called still answers what it had set
+    # (an empty 200 when nothing), as the old engine did; the run stays failed.
+    answered = False
+    running = False
     try:
-        _run_action(source, engine)
+        run = _load_action(source, legacy, log)
+        running = True
+        if run is not None:
+            _call_action(run, engine)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt are failures too
-        error = _failure_message(exc)
-        _print_traceback(exc, source)
+        if legacy and _clean_exit(exc):
+            log.note(f"{_failure_message(exc)}: the run ends as if the code had returned, and "
+                     f"the caller gets what it set (legacy mode)")
+        else:
+            error = _failure_message(exc)
+            answered = legacy and running
+            _print_traceback(exc, source)
 
-    if error is None:
+    frame = None
+    if error is None or answered:
         try:
             # Bytes first, so that a result object tampered with by the user code cannot
             # break the frame stream half-way.
@@ -472,15 +547,21 @@ def run_job(raw, source=None):
                 }
             )
         except BaseException as exc:
-            error = f"invalid result: {_failure_message(exc)}"
+            frame = None
+            if error is None:
+                error = f"invalid result: {_failure_message(exc)}"
 
     try:
-        if error is None:
-            with _frame_lock:
-                _write_all(_frame_fd, frame)
-        else:
+        if error is not None:
             message = f"Action execution failed: {error}"
             send({"t": "log", "level": "error", "content": message[: log._max_chars]})
+            if frame is not None:
+                log.note(f"the code failed after Run began: the caller still gets the result "
+                         f"it had set (status {int(result._status_code)}, "
+                         f"{result._content_type}); the run is recorded as failed (legacy mode)")
+        if frame is not None:
+            with _frame_lock:
+                _write_all(_frame_fd, frame)
         printed = capture.finish()
         if printed or capture.total:
             # `total` counts every byte printed, kept or not: the worker enforces its cap.

@@ -40,11 +40,14 @@ OOM_COUNTERS = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memo
 DEADLINE_GRACE = 5.0
 KILL_PATIENCE = 2.0
 
-# Imported ahead when the code imports them: the curated libraries and standard modules
-# whose import has no side effect beyond defining things.
-PRELOADABLE = frozenset(
-    """requests httpx pydantic dateutil pytz yaml bs4 xmltodict jwt
-    abc array asyncio base64 binascii bisect calendar collections contextlib copy csv
+#: The image's catalog of installed packages (manifest.py): whatever it lists was imported when
+#: the image was built, so it may be imported ahead.
+LIBRARIES = "/opt/codeactions/libraries.json"
+
+# Imported ahead when the code imports them: the installed packages (LIBRARIES) and standard
+# modules whose import has no side effect beyond defining things.
+STANDARD_PRELOADABLE = frozenset(
+    """abc array asyncio base64 binascii bisect calendar collections contextlib copy csv
     dataclasses datetime decimal difflib email enum fractions functools gzip hashlib heapq
     hmac html http inspect io ipaddress itertools json logging math operator pathlib pprint
     random re secrets shlex socket ssl statistics string struct tempfile textwrap time
@@ -92,7 +95,22 @@ def _undumpable():
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE)")
 
 
-def _preload(source):
+def preloadable(path=LIBRARIES):
+    """Top-level names the supervisor may import ahead: the standard modules above and every
+    module of the image's installed packages, but those whose import starts a thread (the
+    supervisor must stay single-threaded to fork)."""
+    names = set(STANDARD_PRELOADABLE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+        names.update(m.split(".")[0] for p in manifest["packages"] for m in p["modules"])
+        names.difference_update(m.split(".")[0] for m in manifest.get("threaded", []))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        pass  # no catalog: the standard modules only
+    return frozenset(names)
+
+
+def _preload(source, allowed):
     try:
         tree = ast.parse(source)
         names = set()
@@ -104,7 +122,7 @@ def _preload(source):
     except BaseException:  # the child reports what is wrong with the code
         return
     for name in sorted(names):
-        if name.split(".")[0] in PRELOADABLE:
+        if name.split(".")[0] in allowed:
             try:
                 importlib.import_module(name)
             except BaseException:
@@ -314,7 +332,7 @@ def serve():
     if bind.get("t") != "bind" or not isinstance(bind.get("source"), str):
         os._exit(2)
     source = bind["source"]
-    _preload(source)
+    _preload(source, preloadable())
     if not _single_threaded():  # forking a threaded process is not safe
         os._exit(5)
     clean_up()

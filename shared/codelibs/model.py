@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Boolean, String, Text, UniqueConstraint, false
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.orm import Base, Timestamps, UuidPk
@@ -21,3 +24,8 @@ class CodeLib(UuidPk, Timestamps, Base):
     catalog: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=false()
     )
+    # What the engine image really has (its build-time manifest); null for what an engine
+    # lists by hand (built-in modules) and for rows the old service wrote.
+    version: Mapped[str | None] = mapped_column(String(64))
+    # The names to import it by (`bs4` for beautifulsoup4; `google.auth` in a namespace).
+    modules: Mapped[list[Any] | None] = mapped_column(JSONB)

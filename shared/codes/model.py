@@ -23,6 +23,7 @@ CODE_TYPES = ("flow", "endpoint")
 #: How leniently the engine treats a code: `legacy` behaves as the Go service's engine did
 #: (adopted codes), `strict` is ours (new codes).
 COMPAT_MODES = ("strict", "legacy")
+STRICT, LEGACY = COMPAT_MODES
 TIMEOUT_DEFAULT, TIMEOUT_MIN, TIMEOUT_MAX = 60, 5, 300
 
 

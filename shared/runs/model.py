@@ -24,6 +24,10 @@ from shared.codes import model as _codes  # noqa: F401 - registers `codes`, its 
 from shared.orm import Base, Timestamps, UuidPk
 from shared.runs.statuses import RunStatus
 
+#: Key of `extra` on a failed run whose caller still got the result the code had set (a
+#: legacy code failing after result.set, as the old engine answered it): `true`.
+ANSWERED = "answered"
+
 
 class CodeRun(UuidPk, Timestamps, Base):
     __tablename__ = "coderuns"

@@ -127,14 +127,19 @@ def _job(
     body: str,
     headers: dict[str, list[str]] | None,
     limits: dict[str, Any] | None,
+    compat: str | None = None,
 ) -> dict[str, Any]:
-    """A job as the worker sends it (engines/PROTOCOL.md), without the source."""
-    return {
+    """A job as the worker sends it (engines/PROTOCOL.md), without the source; `compat` only
+    when given (an engine must take a job without it as strict)."""
+    job = {
         "params": params or {},
         "body": body,
         "headers": headers or {},
         "limits": limits if limits is not None else {"log_content_max": 8000},
     }
+    if compat is not None:
+        job["compat"] = compat
+    return job
 
 
 def run_engine(
@@ -147,12 +152,15 @@ def run_engine(
     limits: dict[str, Any] | None = None,
     raw_job: bytes | None = None,
     timeout: float = 60,
+    compat: str | None = None,
+    memory: str = "128m",
 ) -> RunOutput:
     if raw_job is None:
-        raw_job = json.dumps({"source": source, **_job(params, body, headers, limits)}).encode()
+        job = {"source": source, **_job(params, body, headers, limits, compat)}
+        raw_job = json.dumps(job).encode()
     started = time.monotonic()
     proc = subprocess.run(
-        ["docker", "run", "-i", "--rm", *sandbox_flags(), image],
+        ["docker", "run", "-i", "--rm", *sandbox_flags(memory), image],
         input=raw_job,
         capture_output=True,
         timeout=timeout,
@@ -187,6 +195,8 @@ def run_engine_warm(
     timeout: float = 60,
     runs: int = 1,
     flags: list[str] | None = None,
+    compat: str | None = None,
+    memory: str = "128m",
 ) -> RunOutput:
     """The same job through a warm environment (engines/PROTOCOL.md), driven with `docker
     run … serve` and written here from the protocol text, independently of the worker's
@@ -201,10 +211,10 @@ def run_engine_warm(
             source = parsed.pop("source")
             raw_job = json.dumps(parsed).encode()
     else:
-        raw_job = json.dumps(_job(params, body, headers, limits)).encode()
+        raw_job = json.dumps(_job(params, body, headers, limits, compat)).encode()
     started = time.monotonic()
     proc = subprocess.Popen(
-        ["docker", "run", "-i", "--rm", *(flags or sandbox_flags()), image, "serve"],
+        ["docker", "run", "-i", "--rm", *(flags or sandbox_flags(memory)), image, "serve"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
     )
     reader = _StreamReader(proc.stdout, started + timeout)

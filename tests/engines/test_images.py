@@ -59,6 +59,16 @@ def test_apt_mirror_reads_the_machine_sources(
         ("bookworm-updates",),
         ("bookworm-security",),
     ]
+    # A suite the sources do not list comes from the mirror of the machine's own release,
+    # in the same role (an engine may need a newer Debian than the host's).
+    monkeypatch.setattr(images, "host_codename", lambda: "bookworm")
+    assert images.apt_mirror("trixie") == "http://a.example/debian"
+    assert images._rootfs_sources("trixie", "http://a.example/debian") == [
+        images.AptSource("http://a.example/debian", ("trixie",), ("main",)),
+        images.AptSource("http://a.example/debian", ("trixie-updates",), ("main",)),
+        images.AptSource("http://a.example/debian-security", ("trixie-security",), ("main",)),
+    ]
+    monkeypatch.setattr(images, "host_codename", lambda: None)  # not a Debian host
     with pytest.raises(images.ImageBuildError):
         images.apt_mirror("trixie")
     tag = images.base_image_tag()
@@ -93,3 +103,68 @@ def test_unknown_or_invalid_language(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         images.engine_image_tag("ruby", mirror="http://a.example/debian")
     with pytest.raises(ValueError):
         images.engine_image_tag("../etc", mirror="http://a.example/debian")
+
+
+def test_engine_suite_comes_from_the_dockerfile(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, dockerfile in (
+        ("plain", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"),
+        ("newer", "ARG BASE_IMAGE\n# the base image's suite\nARG DEBIAN_SUITE=trixie\n"
+                  "FROM ${BASE_IMAGE}\n"),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "Dockerfile").write_text(dockerfile)
+    monkeypatch.setenv(images.ENGINES_DIR_ENV, str(tmp_path))
+    assert images.engine_suite("plain") == "bookworm"
+    assert images.engine_suite("newer") == "trixie"
+    mirror = "http://a.example/debian"
+    assert images.engine_image_tag("newer", mirror=mirror) != images.engine_image_tag(
+        "newer", suite="bookworm", mirror=mirror)
+    assert images.engine_suite("python", root=Path(images.__file__).parents[1] / "engines") == (
+        "trixie")
+
+
+def test_pip_settings_follow_the_machine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The build stage gets the index, proxy and CA this machine's pip uses; local-only
+    settings (file:// indexes, find-links, constraints) stay behind."""
+    import os
+
+    from worker import pip_settings
+
+    for name in list(os.environ):  # this machine's own pip settings stay out of the test
+        if name.startswith("PIP_") or name.lower() in ("https_proxy", "http_proxy"):
+            monkeypatch.delenv(name)
+    cert = tmp_path / "ca.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    conf = tmp_path / "pip.conf"
+    conf.write_text(
+        "[global]\nindex-url = https://mirror.example/simple\n"
+        "extra-index-url = file:///opt/local/simple https://extra.example/simple\n"
+        f"find-links = /opt/wheels\nconstraint = /etc/constraints.txt\ncert = {cert}\n"
+        "[install]\ntrusted-host = mirror.example\n"
+    )
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+    monkeypatch.setenv("PIP_TIMEOUT", "90")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    out = tmp_path / "context" / ".build" / "pip"
+    written = pip_settings.write_pip_settings(out).read_text()
+    lines = [line for line in written.splitlines() if not line.startswith("#")]
+    assert lines == [
+        "[global]",
+        "index-url = https://mirror.example/simple",
+        "extra-index-url = https://extra.example/simple",
+        "trusted-host = mirror.example",
+        "proxy = http://proxy.example:3128",
+        "timeout = 90",
+        f"cert = {pip_settings.BUILD_PATH}/cert.pem",
+    ]
+    assert (out / "cert.pem").read_text() == cert.read_text()
+    # Nothing configured: an empty [global], pip's defaults.
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.delenv("PIP_TIMEOUT")
+    monkeypatch.delenv("HTTPS_PROXY")
+    bare = pip_settings.write_pip_settings(tmp_path / "bare").read_text().splitlines()
+    assert bare[1:] == ["[global]"]

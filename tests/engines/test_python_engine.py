@@ -27,9 +27,10 @@ def _completed(out) -> None:  # noqa: ANN001
 def test_image_tag_scheme_and_labels(python_image: str) -> None:
     import docker
 
-    from worker.images import BASE_REPOSITORY, base_image_tag, engine_image_tag
+    from worker.images import BASE_REPOSITORY, base_image_tag, engine_image_tag, engine_suite
 
     assert python_image == engine_image_tag("python")
+    assert engine_suite("python") == "trixie"  # Python >= 3.12 (SPEC: the old runtime's 3.12)
     repository, _, digest = python_image.partition(":")
     assert repository == "codeactions/engine-python"
     assert len(digest) == 16 and int(digest, 16) >= 0
@@ -38,9 +39,12 @@ def test_image_tag_scheme_and_labels(python_image: str) -> None:
         image = client.images.get(python_image)
         assert image.labels["codeactions.engine"] == "python"
         assert image.labels["codeactions.hash"] == digest
-        base = client.images.get(base_image_tag())
-        assert base_image_tag().startswith(BASE_REPOSITORY + ":")
-        assert base.labels["codeactions.hash"] == base_image_tag().partition(":")[2]
+        base_tag = base_image_tag(suite="trixie")
+        assert image.labels["codeactions.base_image"] == base_tag
+        base = client.images.get(base_tag)
+        assert base_tag.startswith(BASE_REPOSITORY + ":")
+        assert base.labels["codeactions.hash"] == base_tag.partition(":")[2]
+        assert base.labels["codeactions.base"] == "trixie"
         config = image.attrs["Config"]
         assert config["User"] == "65534:65534"
         assert config["WorkingDir"] == "/tmp"

@@ -36,8 +36,10 @@ def Run(engine):
     for secret in ("FLOWS_CODE_ACTIONS", "postgresql", "amqp://", "redis://", "S3_",
                    platform.urls["postgres"], platform.urls["rabbitmq"]):
         assert secret not in blob, secret
+    # The image's own settings only (numeric libraries' thread counts: engines/python/Dockerfile).
     assert set(got["env"]) <= {"PATH", "HOSTNAME", "HOME", "LANG", "PYTHONDONTWRITEBYTECODE",
-                               "PYTHONUNBUFFERED", "LC_CTYPE"}
+                               "PYTHONUNBUFFERED", "LC_CTYPE", "OPENBLAS_NUM_THREADS",
+                               "OMP_NUM_THREADS"}
 
 
 def test_runs_as_nobody_without_capabilities_on_a_read_only_root(platform):

@@ -1,11 +1,14 @@
 """Compile Go actions, once per source, in a hardened container of the Go engine image.
 
-``GoBuilder`` is the ``CodePreparer`` of Go: ``job_fields(source)`` gives
+``GoBuilder`` is the ``CodePreparer`` of Go: ``job_fields(source, compat)`` gives
 ``{"artifact": <base64 of a static linux binary>}``, which the engine's launcher runs (see
-engines/go/README.md). The binary depends only on the source and the engine image, so it is
-cached under ``sha256(image tag + source)``: in memory (a small LRU) and on local disk
-(``<cache_dir>/<key>.bin``, or ``<key>.err`` holding the compiler's message, so that code
-that does not compile is not compiled again either). Disk writes are atomic (temp file +
+engines/go/README.md); for a legacy code whose source is a whole program (its own
+``func main``, as the old service ran Go codes) also ``"program": true``. The binary depends
+only on the source, the engine image and, for legacy codes, the compat mode, so it is cached
+under ``sha256(image tag + source)`` (``+ "legacy"`` for those): in memory (a small LRU) and
+on local disk (``<cache_dir>/<key>.bin``, ``<key>.prog`` for a program, or ``<key>.err``
+holding the compiler's message, so that code that does not compile is not compiled again
+either). Disk writes are atomic (temp file +
 rename), so worker processes sharing the folder never see half a file.
 
 The compile container gets the same treatment as a run, with room for the compiler:
@@ -14,7 +17,7 @@ memory and file-size limit, a noexec tmpfs ``/tmp`` and a timeout. Its protocol 
 engines/PROTOCOL.md: ``{"source": "..."}`` on stdin, then EOF; frames on stdout:
 
 - ``{"t": "artifact", "data": "<base64>", "size": n, "go_version": "...", "elapsed_ms": n}``
-  then ``{"t": "end", "status": "completed"}``, or
+  (``"program": true`` for a legacy program) then ``{"t": "end", "status": "completed"}``, or
 - ``{"t": "end", "status": "failed", "error": "main.go:3:5: undefined: x",
   "reason": "compile" | "internal"}``: only ``compile`` errors depend on the source alone
   and are cached.
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.codes.model import STRICT
 from shared.settings import Settings
 from worker.preparers.preparer import PreparationError
 from worker.sandbox.hardening import ContainerPolicy, create_hardened, remove_quietly
@@ -51,6 +55,10 @@ from worker.wire.frames import FrameDecoder, FrameError
 log = logging.getLogger(__name__)
 
 LANGUAGE = "go"
+#: Disk cache entries: a compiled action, a compiled legacy program, a compile error.
+_DISK_KINDS = ((".bin", "ok"), (".prog", "program"), (".err", "err"))
+_DISK_SUFFIXES = tuple(suffix for suffix, _ in _DISK_KINDS)
+_SUFFIX_OF = {kind: suffix for suffix, kind in _DISK_KINDS}
 COMPILE_COMMAND = ["compile"]
 STDERR_KEEP = 4096
 ELF_MAGIC = b"\x7fELF"
@@ -115,12 +123,14 @@ class GoBuilder:
             self._image = engine_image_tag(LANGUAGE)
         return self._image
 
-    def cache_key(self, source: str) -> str:
-        return hashlib.sha256(f"{self.image}\0{source}".encode()).hexdigest()
+    def cache_key(self, source: str, compat: str = STRICT) -> str:
+        mode = "" if compat == STRICT else f"{compat}\0"
+        return hashlib.sha256(f"{self.image}\0{mode}{source}".encode()).hexdigest()
 
-    def job_fields(self, source: str) -> dict[str, Any]:
-        """``{"artifact": base64}``; ``PreparationError`` when the source does not compile."""
-        key = self.cache_key(source)
+    def job_fields(self, source: str, compat: str = STRICT) -> dict[str, Any]:
+        """``{"artifact": base64}`` (with ``"program": true`` for a legacy program);
+        ``PreparationError`` when the source does not compile."""
+        key = self.cache_key(source, compat)
         hit = self._lru_get(key)
         if hit is None:
             lock = self._key_lock(key)
@@ -128,7 +138,7 @@ class GoBuilder:
                 with lock:  # one compile per source at a time in this process
                     hit = self._lru_get(key) or self._disk_get(key)
                     if hit is None:
-                        hit = self._build(key, source)
+                        hit = self._build(key, source, compat)
                     self._lru_put(key, hit)
             finally:
                 with self._lock:
@@ -137,6 +147,8 @@ class GoBuilder:
         kind, text = hit
         if kind == "err":
             raise PreparationError(text)
+        if kind == "program":
+            return {"artifact": text, "program": True}
         return {"artifact": text}
 
     # ------------------------------------------------------------------ caches
@@ -167,7 +179,7 @@ class GoBuilder:
         return self.cache_dir / f"{key}{suffix}"
 
     def _disk_get(self, key: str) -> tuple[str, str] | None:
-        for suffix, kind in ((".bin", "ok"), (".err", "err")):
+        for suffix, kind in _DISK_KINDS:
             path = self._path(key, suffix)
             try:
                 data = path.read_bytes()
@@ -176,15 +188,15 @@ class GoBuilder:
             except OSError as exc:
                 log.warning("go build cache: cannot read %s: %s", path, exc)
                 continue
-            if kind == "ok" and not data.startswith(ELF_MAGIC):
+            if kind != "err" and not data.startswith(ELF_MAGIC):
                 log.warning("go build cache: %s is not an executable; rebuilding", path)
                 continue
             try:
                 os.utime(path)  # the disk cache evicts the least recently used first
             except OSError:
                 pass
-            if kind == "ok":
-                return "ok", base64.b64encode(data).decode("ascii")
+            if kind != "err":
+                return kind, base64.b64encode(data).decode("ascii")
             return "err", data.decode("utf-8", "replace")
         return None
 
@@ -215,7 +227,7 @@ class GoBuilder:
         try:
             with os.scandir(self.cache_dir) as it:
                 for entry in it:
-                    if entry.name.endswith((".bin", ".err")) and entry.is_file():
+                    if entry.name.endswith(_DISK_SUFFIXES) and entry.is_file():
                         st = entry.stat()
                         entries.append((st.st_mtime, st.st_size, entry.path))
                         total += st.st_size
@@ -234,10 +246,10 @@ class GoBuilder:
 
     # ------------------------------------------------------------------ compiling
 
-    def _build(self, key: str, source: str) -> tuple[str, str]:
+    def _build(self, key: str, source: str, compat: str) -> tuple[str, str]:
         started = time.monotonic()
         try:
-            binary = self._compile(source)
+            binary, program = self._compile(source, compat)
         except _CompileFailure as failure:
             log.info("go compile %s failed in %.2f s", key[:12], time.monotonic() - started)
             if failure.cacheable:
@@ -247,8 +259,9 @@ class GoBuilder:
         log.info(
             "go compile %s: %d bytes in %.2f s", key[:12], len(binary), time.monotonic() - started
         )
-        self._disk_put(key, ".bin", binary)
-        return "ok", base64.b64encode(binary).decode("ascii")
+        kind = "program" if program else "ok"
+        self._disk_put(key, _SUFFIX_OF[kind], binary)
+        return kind, base64.b64encode(binary).decode("ascii")
 
     def _host_config(self) -> Any:
         limits = self.limits
@@ -261,7 +274,7 @@ class GoBuilder:
             nofile=1024,
         ).host_config(self.client.api, **extra)
 
-    def _compile(self, source: str) -> bytes:
+    def _compile(self, source: str, compat: str) -> tuple[bytes, bool]:
         container_id = create_hardened(
             self.client.api,
             self.image,
@@ -272,18 +285,18 @@ class GoBuilder:
         )
         self.compiles += 1
         try:
-            return self._exchange(container_id, source)
+            return self._exchange(container_id, source, compat)
         finally:
             remove_quietly(self.client.api, container_id)
 
-    def _exchange(self, container_id: str, source: str) -> bytes:
+    def _exchange(self, container_id: str, source: str, compat: str) -> tuple[bytes, bool]:
         attached = AttachedContainer(self.client.api, container_id)
         frames: list[dict[str, Any]] = []
         stderr_tail = bytearray()
         timed_out = False
         try:
             self.client.api.start(container_id)
-            attached.send_job(json.dumps({"source": source}).encode())
+            attached.send_job(json.dumps({"source": source, "compat": compat}).encode())
             timed_out = self._pump(attached, frames, stderr_tail)
         finally:
             attached.hang_up()  # before kill: see AttachedContainer.hang_up
@@ -323,7 +336,8 @@ class GoBuilder:
 
     def _outcome(
         self, container_id: str, frames: list[dict[str, Any]], stderr_tail: bytes
-    ) -> bytes:
+    ) -> tuple[bytes, bool]:
+        """The binary, and whether it is a whole program (legacy mode)."""
         end = next((f for f in frames if f.get("t") == "end"), None)
         artifact = next((f for f in frames if f.get("t") == "artifact"), None)
         if end is None or (end.get("status") == "completed" and artifact is None):
@@ -354,7 +368,7 @@ class GoBuilder:
                 f"{_mib(self.limits.max_artifact_bytes)} can run",
                 cacheable=True,
             )
-        return binary
+        return binary, artifact.get("program") is True
 
 
 def _mib(size: int) -> str:

@@ -14,6 +14,7 @@ class PreparationError(Exception):
 
 
 class CodePreparer(Protocol):
-    def job_fields(self, source: str) -> dict[str, Any]:
-        """Extra fields for the job; raises PreparationError with a user-facing message."""
+    def job_fields(self, source: str, compat: str = "strict") -> dict[str, Any]:
+        """Extra fields for the job of a code in that compat mode; raises PreparationError
+        with a user-facing message."""
         ...

@@ -101,6 +101,9 @@ class SandboxOutcome:
     container_id: str = ""
     stdout: str = ""
     startup_seconds: float = 0.0  # container create + start + job handed over
+    #: The engine sent a result before a failed end: a legacy code that failed after setting
+    #: it (engines/PROTOCOL.md, "Legacy mode"); the executor honours it for legacy codes only.
+    answered: bool = False
 
 
 def clean_text(value: object, limit: int | None = None) -> str:
@@ -122,6 +125,7 @@ class FrameCollector:
         self.limits = limits
         self.outcome = SandboxOutcome(status="failed", exit_reason="no_end_frame")
         self.ended = False
+        self.has_result = False
         self.violation: tuple[str, str] | None = None
 
     @property
@@ -153,6 +157,7 @@ class FrameCollector:
                 }
             )
         elif kind == "result":
+            self.has_result = True
             content_type = frame.get("content_type")
             status_code = frame.get("status_code", 200)
             valid_code = isinstance(status_code, int) and 100 <= status_code <= 599
@@ -176,6 +181,7 @@ class FrameCollector:
             else:
                 self.outcome.status, self.outcome.exit_reason = "failed", "error"
                 self.outcome.error = clean_text(frame.get("error", ""), LOG_CONTENT_MAX)
+                self.outcome.answered = self.has_result
 
 
 @dataclass
@@ -451,6 +457,7 @@ def describe_exit(
     """Why an engine stopped without (or despite) its end frame: out of memory, killed, or
     crashed; the same words for a one-run container and a warm environment's process."""
     outcome.status = "failed"
+    outcome.answered = False  # a limit or a crash, not the code's own failure
     if oom:
         outcome.exit_reason = "memory_limit"
         outcome.error = f"memory limit exceeded ({human_size(limits.memory_bytes)})"

@@ -100,7 +100,11 @@ class WarmEnvironments:
         if spec.language not in WARM_LANGUAGES:
             return None
         bind, run_job = split_job(spec.language, job)
-        version = hashlib.sha256(job.get("source", "").encode()).hexdigest()[:16]
+        # The code version: its source, and its compat (a legacy Go program binds another
+        # artifact than the same source would in strict mode).
+        version = hashlib.sha256(
+            f"{job.get('compat', 'strict')}\0{job.get('source', '')}".encode()
+        ).hexdigest()[:16]
         key = (spec.code_id, version, *pool_key(image, limits))
         slot = self._lease(key, spec, image, limits, bind)
         if slot is None:

@@ -157,7 +157,8 @@ def ensure_docker_engine(
 
 def _without_bridge(dockerd_args: Sequence[str]) -> bool:
     args = list(dockerd_args)
-    return any(flag == "--bridge" and value == "none" for flag, value in zip(args, args[1:]))
+    pairs = zip(args, args[1:], strict=False)
+    return any(flag == "--bridge" and value == "none" for flag, value in pairs)
 
 
 def _ensure_docker_installed() -> str:

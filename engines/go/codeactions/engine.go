@@ -272,6 +272,32 @@ type Result struct {
 	statusCode  int
 	contentType string
 	err         error // the last Set call's error, until a later call succeeds
+	// Legacy mode (a code adopted from the old service): an unknown content type answers
+	// text and a status outside 100-599 answers 200 instead of an error; note tells the
+	// code's owner what was mapped (a debug log).
+	legacy bool
+	note   func(message string)
+}
+
+// mimeKinds maps MIME names to the engine's content types (legacy mode).
+var mimeKinds = map[string]string{
+	"application/json":      ContentJSON,
+	"text/json":             ContentJSON,
+	"text/html":             ContentHTML,
+	"application/xhtml+xml": ContentHTML,
+	"text/plain":            ContentText,
+}
+
+// legacyKind is the content type legacy mode answers for a name that is not one of ours.
+func legacyKind(kind string) string {
+	media := strings.TrimSpace(strings.SplitN(kind, ";", 2)[0])
+	if mapped, ok := mimeKinds[media]; ok {
+		return mapped
+	}
+	if strings.HasSuffix(media, "+json") {
+		return ContentJSON
+	}
+	return ""
 }
 
 // NewResult makes an empty Result (for an action's own tests).
@@ -292,11 +318,30 @@ func (r *Result) Set(value any, opts ...Option) error {
 		}
 	}
 	kind := strings.ToLower(strings.TrimSpace(o.contentType))
+	validKind := kind == ContentText || kind == ContentJSON || kind == ContentHTML
+	validCode := o.statusCode >= 100 && o.statusCode <= 599
+	if r.legacy && !validKind {
+		if mapped := legacyKind(kind); mapped != "" {
+			r.tell(fmt.Sprintf("result.Set: content type %q taken as %q (legacy mode; the "+
+				"engine's names are text, json and html)", o.contentType, mapped))
+			kind = mapped
+		} else {
+			r.tell(fmt.Sprintf("result.Set: content type %q is not text, json or html: "+
+				"answered as text/plain (legacy mode)", o.contentType))
+			kind = ContentText
+		}
+		validKind = true
+	}
+	if r.legacy && !validCode {
+		r.tell(fmt.Sprintf("result.Set: status code %d is not an HTTP status (100-599): "+
+			"answered 200 (legacy mode)", o.statusCode))
+		o.statusCode, validCode = 200, true
+	}
 	var err error
 	switch {
-	case kind != ContentText && kind != ContentJSON && kind != ContentHTML:
+	case !validKind:
 		err = fmt.Errorf("content type must be one of text, json, html; got %q", o.contentType)
-	case o.statusCode < 100 || o.statusCode > 599:
+	case !validCode:
 		err = fmt.Errorf("status code must be an HTTP status (100-599); got %d", o.statusCode)
 	}
 	text := ""
@@ -321,6 +366,12 @@ func (r *Result) StatusCode() int { r.mu.Lock(); defer r.mu.Unlock(); return r.s
 
 // ContentType is the recorded content type.
 func (r *Result) ContentType() string { r.mu.Lock(); defer r.mu.Unlock(); return r.contentType }
+
+func (r *Result) tell(message string) {
+	if r.note != nil {
+		r.note(message)
+	}
+}
 
 func (r *Result) snapshot() (value string, statusCode int, contentType string, err error) {
 	r.mu.Lock()

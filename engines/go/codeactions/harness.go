@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -68,6 +69,17 @@ func serve(run func(*Engine) error) int {
 	logger := &Logger{maxChars: maxChars, send: func(level, content string) {
 		frames.Send(wire.LogFrame{T: "log", Level: level, Content: content})
 	}}
+	legacy := false
+	if compat, ok := stringField(job["compat"]); ok && compat == "legacy" {
+		legacy = true
+	}
+	// Each leniency legacy mode applies is told once per run, in a debug log.
+	var noted sync.Map
+	note := func(message string) {
+		if _, seen := noted.LoadOrStore(message, true); !seen {
+			logger.Debug(message)
+		}
+	}
 	params := Params{values: parseParams(job["params"])}
 	header := newHeader(parseHeaders(job["headers"]))
 	body := ""
@@ -80,7 +92,7 @@ func serve(run func(*Engine) error) int {
 		Header:  header,
 		Request: &Request{Params: params, Body: body, Header: header, Log: logger},
 		Log:     logger,
-		Result:  NewResult(),
+		Result:  &Result{statusCode: 200, contentType: ContentText, legacy: legacy, note: note},
 	}
 
 	// A runaway recursion fails as "fatal error: stack overflow" rather than exhausting the
@@ -88,15 +100,23 @@ func serve(run func(*Engine) error) int {
 	debug.SetMaxStack(maxStack)
 	failure := call(run, engine)
 	value, statusCode, contentType, setErr := engine.Result.snapshot()
+	// Legacy mode: Run failed, yet the caller gets what it had set (an empty 200 when
+	// nothing), as the old engine answered; the run stays failed.
+	answered := legacy && failure != "" && setErr == nil
 	if failure == "" && setErr != nil {
 		failure = "invalid result: " + setErr.Error()
 	}
-	if failure == "" {
-		frames.Send(wire.ResultFrame{T: "result", Value: value, StatusCode: statusCode, ContentType: contentType})
-	} else {
+	if failure != "" {
 		frames.Send(wire.LogFrame{
 			T: "log", Level: "error", Content: wire.Truncate("Action execution failed: "+failure, maxChars),
 		})
+	}
+	if answered {
+		note(fmt.Sprintf("the code failed after Run began: the caller still gets the result it "+
+			"had set (status %d, %s); the run is recorded as failed (legacy mode)", statusCode, contentType))
+	}
+	if failure == "" || answered {
+		frames.Send(wire.ResultFrame{T: "result", Value: value, StatusCode: statusCode, ContentType: contentType})
 	}
 	if capture != nil {
 		if text := finishCapture(capture); text != "" || capture.Total() > 0 {

@@ -95,6 +95,19 @@ func runPrepared(executable *os.File, childJob []byte) int {
 		out.SendFinal(wire.EndFrame{T: "end", Status: "failed", Error: message})
 		return 2
 	}
+	// Legacy mode (engines/PROTOCOL.md): "program" is a whole program with its own func
+	// main, built as the old service ran it; it speaks no frames and reads no job.
+	var mode struct {
+		Compat  string `json:"compat"`
+		Program bool   `json:"program"`
+	}
+	_ = json.Unmarshal(childJob, &mode)
+	legacy := mode.Compat == "legacy"
+	program := legacy && mode.Program
+	stdin, extra := io.Reader(bytes.NewReader(childJob)), []*os.File{nil}
+	if program {
+		stdin, extra = bytes.NewReader(nil), nil
+	}
 
 	captureR, captureW, err := os.Pipe()
 	if err != nil {
@@ -119,10 +132,13 @@ func runPrepared(executable *os.File, childJob []byte) int {
 			"LANG=C.UTF-8",
 			"GOMAXPROCS=" + strconv.Itoa(procs),
 		},
-		Stdin:      bytes.NewReader(childJob),
+		Stdin:      stdin,
 		Stdout:     captureW,
 		Stderr:     captureW,
-		ExtraFiles: []*os.File{framesW}, // fd 3 = childFrameFD
+		ExtraFiles: extra,
+	}
+	if extra != nil {
+		cmd.ExtraFiles[0] = framesW // fd 3 = childFrameFD
 	}
 	if err := cmd.Start(); err != nil {
 		return fail("could not start the action: " + err.Error())
@@ -151,7 +167,23 @@ func runPrepared(executable *os.File, childJob []byte) int {
 		}
 		return 1
 	}
-	message := exitMessage(cmd.ProcessState, waitErr, capture.Tail())
+	if legacy && cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == 0 {
+		// The old service ran Go codes as programs and answered an empty 200 when they
+		// exited cleanly; so does legacy mode, for a program and for os.Exit(0) in Run.
+		note := "os.Exit(0) ended the action before Run returned: the caller gets an empty 200 (legacy mode)"
+		if program {
+			note = "the source is a whole program (func main): it ran as one, what it printed is " +
+				"kept as the run's output and the caller gets an empty 200 (legacy mode)"
+		}
+		out.Send(wire.LogFrame{T: "log", Level: "debug", Content: note})
+		out.Send(wire.ResultFrame{T: "result", Value: "", StatusCode: 200, ContentType: "text"})
+		if printed != "" || capture.Total() > 0 {
+			out.Send(wire.StdoutFrame{T: "stdout", Data: printed, Total: capture.Total()})
+		}
+		out.SendFinal(wire.EndFrame{T: "end", Status: "completed"})
+		return 0
+	}
+	message := exitMessage(cmd.ProcessState, waitErr, capture.Tail(), program)
 	out.Send(wire.LogFrame{T: "log", Level: "error", Content: wire.Truncate("Action execution failed: "+message, logContentMax)})
 	if printed != "" || capture.Total() > 0 {
 		out.Send(wire.StdoutFrame{T: "stdout", Data: printed, Total: capture.Total()})
@@ -288,8 +320,8 @@ func forwardFrames(r io.Reader, out *wire.Writer) []byte {
 	}
 }
 
-// exitMessage says why the action ended without an end frame.
-func exitMessage(state *os.ProcessState, waitErr error, output string) string {
+// exitMessage says why the action (or a legacy program) ended without an end frame.
+func exitMessage(state *os.ProcessState, waitErr error, output string, program bool) string {
 	if state == nil {
 		return fmt.Sprintf("the action could not be waited for: %v", waitErr)
 	}
@@ -302,6 +334,9 @@ func exitMessage(state *os.ProcessState, waitErr error, output string) string {
 		if crash := wire.CrashMessage(output); crash != "" {
 			return crash
 		}
+	}
+	if program {
+		return fmt.Sprintf("the program exited with status %d", code)
 	}
 	return fmt.Sprintf("the action exited with status %d before Run returned", code)
 }
@@ -317,6 +352,7 @@ func compileMode() int {
 	raw, err := io.ReadAll(os.Stdin)
 	var request struct {
 		Source *string `json:"source"`
+		Compat string  `json:"compat"`
 	}
 	if err == nil {
 		err = json.Unmarshal(raw, &request)
@@ -329,7 +365,7 @@ func compileMode() int {
 		return 2
 	}
 	started := time.Now()
-	binary, reason, message := build(*request.Source)
+	binary, program, reason, message := build(*request.Source, request.Compat == "legacy")
 	if binary == nil {
 		out.SendFinal(failure(reason, message))
 		return 1
@@ -338,9 +374,10 @@ func compileMode() int {
 		T         string `json:"t"`
 		Data      string `json:"data"`
 		Size      int    `json:"size"`
+		Program   bool   `json:"program,omitempty"`
 		GoVersion string `json:"go_version"`
 		ElapsedMS int64  `json:"elapsed_ms"`
-	}{"artifact", base64.StdEncoding.EncodeToString(binary), len(binary), runtime.Version(),
+	}{"artifact", base64.StdEncoding.EncodeToString(binary), len(binary), program, runtime.Version(),
 		time.Since(started).Milliseconds()})
 	out.SendFinal(wire.EndFrame{T: "end", Status: "completed"})
 	return 0
@@ -374,22 +411,27 @@ func main() { codeactions__.Main(Run) }
 `
 
 // build compiles source; on failure it gives the reason ("compile" or "internal") and a
-// message with paths relative to the action (main.go:3:5: ...).
-func build(source string) ([]byte, string, string) {
-	message, runAt := precheck(source)
+// message with paths relative to the action (main.go:3:5: ...). In legacy mode a source with
+// its own func main (a whole program, as the old service ran them) is built as it is, and
+// program says so.
+func build(source string, legacy bool) (binary []byte, program bool, reason, message string) {
+	message, runAt, program := precheck(source, legacy)
 	if message != "" {
-		return nil, "compile", message
+		return nil, false, "compile", message
 	}
 	if err := os.RemoveAll(buildDir); err != nil {
-		return nil, "internal", "could not prepare the build: " + err.Error()
+		return nil, false, "internal", "could not prepare the build: " + err.Error()
 	}
-	files := map[string]string{"go.mod": goMod, userFile: source, mainFile: generatedMain}
+	files := map[string]string{"go.mod": goMod, userFile: source}
+	if !program {
+		files[mainFile] = generatedMain
+	}
 	if err := os.MkdirAll(buildDir, 0o700); err != nil {
-		return nil, "internal", "could not prepare the build: " + err.Error()
+		return nil, false, "internal", "could not prepare the build: " + err.Error()
 	}
 	for name, content := range files {
 		if err := os.WriteFile(buildDir+"/"+name, []byte(content), 0o600); err != nil {
-			return nil, "internal", "could not prepare the build: " + err.Error()
+			return nil, false, "internal", "could not prepare the build: " + err.Error()
 		}
 	}
 	var output bytes.Buffer
@@ -404,25 +446,25 @@ func build(source string) ([]byte, string, string) {
 		text := output.String()
 		var exitErr *exec.ExitError
 		if !errors.As(err, &exitErr) {
-			return nil, "internal", "the Go compiler could not run: " + err.Error()
+			return nil, false, "internal", "the Go compiler could not run: " + err.Error()
 		}
 		if status, ok := exitErr.Sys().(syscall.WaitStatus); ok && status.Signaled() {
-			return nil, "internal", fmt.Sprintf("the Go compiler was killed (signal: %v)", status.Signal())
+			return nil, false, "internal", fmt.Sprintf("the Go compiler was killed (signal: %v)", status.Signal())
 		}
 		if transient(text) {
-			return nil, "internal", "the Go compiler failed: " + cleanOutput(text, runAt)
+			return nil, false, "internal", "the Go compiler failed: " + cleanOutput(text, runAt)
 		}
 		message := cleanOutput(text, runAt)
 		if message == "" {
 			message = "the Go compiler failed: " + err.Error()
 		}
-		return nil, "compile", message
+		return nil, false, "compile", message
 	}
-	binary, err := os.ReadFile(buildDir + "/" + binaryName)
+	binary, err = os.ReadFile(buildDir + "/" + binaryName)
 	if err != nil {
-		return nil, "internal", "could not read the compiled action: " + err.Error()
+		return nil, false, "internal", "could not read the compiled action: " + err.Error()
 	}
-	return binary, "", ""
+	return binary, program, "", ""
 }
 
 func goEnv() []string {
@@ -451,18 +493,26 @@ func goEnv() []string {
 }
 
 // precheck catches what the compiler would otherwise report through the generated file;
-// it also gives where Run is declared ("main.go:5:6"), or "main.go" when it cannot tell.
-func precheck(source string) (message, runAt string) {
+// it also gives where Run is declared ("main.go:5:6"), or "main.go" when it cannot tell, and
+// in legacy mode whether the source is a whole program (it declares func main).
+func precheck(source string, legacy bool) (message, runAt string, program bool) {
 	runAt = userFile
 	fset := token.NewFileSet()
 	file, err := parser.ParseFile(fset, userFile, source, parser.SkipObjectResolution)
 	if err != nil {
-		return "", runAt // syntax errors: the compiler says it best
+		return "", runAt, false // syntax errors: the compiler says it best
 	}
 	if file.Name.Name != "main" {
 		pos := fset.Position(file.Name.Pos())
 		return fmt.Sprintf("%s:%d:%d: an action is package main, not package %s",
-			userFile, pos.Line, pos.Column, file.Name.Name), runAt
+			userFile, pos.Line, pos.Column, file.Name.Name), runAt, false
+	}
+	if legacy {
+		for _, decl := range file.Decls {
+			if d, ok := decl.(*ast.FuncDecl); ok && d.Recv == nil && d.Name.Name == "main" {
+				return "", runAt, true
+			}
+		}
 	}
 	hasRun := false
 	found := func(ident *ast.Ident) {
@@ -481,7 +531,7 @@ func precheck(source string) (message, runAt string) {
 			if d.Name.Name == "main" {
 				pos := fset.Position(d.Name.Pos())
 				return fmt.Sprintf("%s:%d:%d: an action defines %s, not func main (the build adds main)",
-					userFile, pos.Line, pos.Column, runSignature), runAt
+					userFile, pos.Line, pos.Column, runSignature), runAt, false
 			}
 			found(d.Name)
 		case *ast.GenDecl:
@@ -495,9 +545,9 @@ func precheck(source string) (message, runAt string) {
 		}
 	}
 	if !hasRun {
-		return userFile + ": Run is not defined: an action defines " + runSignature, runAt
+		return userFile + ": Run is not defined: an action defines " + runSignature, runAt, false
 	}
-	return "", runAt
+	return "", runAt, false
 }
 
 const runSignature = "func Run(engine *codeactions.Engine) error"
@@ -630,7 +680,7 @@ func warmup() int {
 		fmt.Fprintln(os.Stderr, "warmup: go build std:", err)
 		return 1
 	}
-	binary, _, message := build(warmupSource)
+	binary, _, _, message := build(warmupSource, false)
 	if binary == nil {
 		fmt.Fprintln(os.Stderr, "warmup: the sample action does not compile:", message)
 		return 1
