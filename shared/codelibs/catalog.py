@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 
 from shared.codelibs.model import CodeLib
@@ -60,11 +60,16 @@ def sync_language(db: Database, language: str, libraries: list[Library]) -> int:
                 for lib in wanted.values()
             ]
             statement = insert(CodeLib).values(rows)
-            session.execute(statement.on_conflict_do_update(
+            changed = or_(
+                CodeLib.version.is_distinct_from(statement.excluded.version),
+                CodeLib.modules.is_distinct_from(statement.excluded.modules),
+            )
+            session.execute(statement.on_conflict_do_update(  # a row only when it changed
                 constraint="uq_codelibs_name_language",
                 set_={"version": statement.excluded.version,
                       "modules": statement.excluded.modules,
                       "updated_at": func.now()},
+                where=changed,
             ))
         stale = delete(CodeLib).where(CodeLib.language == language, CodeLib.catalog)
         if wanted:

@@ -1051,7 +1051,7 @@ def test_leftover_timers_and_children_do_not_hold_the_run(run: Runner) -> None:
     )
     _completed(out)
     assert out.result["value"] == "done"
-    assert out.elapsed < 10
+    assert out.elapsed < 25  # not held by the 30 s timer or child (busy machines are slow)
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=ENGINE_MODES)

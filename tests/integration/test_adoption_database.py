@@ -192,7 +192,17 @@ def test_runs_the_old_service_left_unfinished_are_ended_by_the_reaper(
         assert [log["type"] for log in logs["data"]] == ["error"]
 
 
-def test_operator_libraries_survive_the_catalog_sync(adopted: Adopted):
+def test_operator_libraries_survive_the_catalog_sync(adopted: Adopted, platform: Platform):
+    from shared.codelibs.catalog import Library, sync_language
+    from shared.db import Database
+
+    # What a Python worker does at start with its image's manifest.
+    db = Database(platform.settings(db_uri=adopted.url))
+    try:
+        sync_language(db, "python", [Library("httpx", "0.28.1", ("httpx",)),
+                                     Library("requests", "2.32.3", ("requests",))])
+    finally:
+        db.dispose()
     listed = {lib["name"] for lib in adopted.get("/codelib", language="python").json()}
     assert {"operator-private-lib", "requests", "httpx"} <= listed
     with create_engine(adopted.url).connect() as connection:

@@ -20,7 +20,8 @@ RAISES_AFTER_SET = (
 
 def _run_and_logs(platform, run_id: str) -> tuple[dict, list[tuple[str, str]]]:  # noqa: ANN001
     run = requests.get(platform.url(f"/coderun/{run_id}"), timeout=10).json()
-    logs = requests.get(platform.url("/codelog"), params={"run_id": run_id}, timeout=10).json()
+    logs = requests.get(platform.url("/codelog"), params={"run_id": run_id, "order": "asc"},
+                        timeout=10).json()
     return run, [(entry["type"], entry["content"]) for entry in logs["data"]]
 
 
