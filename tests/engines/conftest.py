@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from worker.wire.frames import MARKER_BIT, FrameError, decode_all
+
 
 def sandbox_flags(memory: str = "128m", init: bool = False) -> list[str]:
     """`docker run` flags for an engine container: the worker's own hardening
@@ -27,26 +29,12 @@ def sandbox_flags(memory: str = "128m", init: bool = False) -> list[str]:
     return Sandbox(None, settings).policy(limits, init=init).run_flags()
 
 
-class FrameError(ValueError):
-    """The engine's stdout is not a clean sequence of frames."""
-
-
 def parse_frames(data: bytes) -> list[dict[str, Any]]:
-    """4-byte big-endian length + UTF-8 JSON, repeated; nothing else allowed on stdout."""
-    frames: list[dict[str, Any]] = []
-    pos = 0
-    while pos < len(data):
-        if len(data) - pos < 4:
-            raise FrameError(f"truncated length prefix at byte {pos}: {data[pos:]!r}")
-        size = int.from_bytes(data[pos : pos + 4], "big")
-        pos += 4
-        if len(data) - pos < size:
-            raise FrameError(f"frame of {size} bytes truncated at byte {pos}")
-        frame = json.loads(data[pos : pos + size].decode("utf-8"))
-        if not isinstance(frame, dict) or "t" not in frame:
+    """Every frame on an engine's stdout; nothing else is allowed there (worker/wire)."""
+    frames = decode_all(data)
+    for frame in frames:
+        if "t" not in frame:
             raise FrameError(f"not a frame: {frame!r}")
-        frames.append(frame)
-        pos += size
     return frames
 
 
@@ -176,9 +164,6 @@ def run_engine(
     )
 
 
-MARKER = 0x80000000
-
-
 def _frame(payload: bytes) -> bytes:
     return len(payload).to_bytes(4, "big") + payload
 
@@ -275,10 +260,10 @@ class _StreamReader:
         while True:
             self._fill(4)
             header = int.from_bytes(self.buffer[:4], "big")
-            size = header & ~MARKER
+            size = header & ~MARKER_BIT
             self._fill(4 + size)
             chunk, self.buffer = self.buffer[: 4 + size], self.buffer[4 + size :]
-            if header & MARKER:
+            if header & MARKER_BIT:
                 return frames, json.loads(chunk[4:])
             frames += chunk
 

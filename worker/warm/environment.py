@@ -12,7 +12,6 @@ stream breaks the environment: it is destroyed, never reused.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import select
@@ -29,14 +28,17 @@ from worker.sandbox.sandbox import (
     SandboxOutcome,
     describe_exit,
 )
-from worker.wire.attach_stream import StreamStopped, StreamTimeout, final_state
-from worker.wire.frames import FrameError, FrameTooLarge
+from worker.wire.attach_stream import (
+    STDOUT,
+    StreamDemuxer,
+    StreamStopped,
+    StreamTimeout,
+    final_state,
+)
+from worker.wire.frames import MARKER_MAX, FrameDecoder, FrameError, FrameTooLarge, encode_frame
 
 log = logging.getLogger(__name__)
 
-MARKER = 0x80000000
-MARKER_MAX = 64 * 1024
-_DOCKER_HEADER = 8  # attach stream: stream id, 3 padding bytes, 4-byte length
 START_TIMEOUT = 60.0
 DRAIN_TIMEOUT = 5.0
 #: After a failed end frame, how long to wait for the process's exit (was it out of memory?).
@@ -51,18 +53,13 @@ class WarmEnvironmentStopped(WarmEnvironmentError):
     """Its container ended (the stream closed)."""
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    data = json.dumps(message).encode()
-    return len(data).to_bytes(4, "big") + data
-
-
 class WarmStream:
     """The container's attach stream, demultiplexed and cut into frames, kept across runs."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._raw = bytearray()
-        self._stdout = bytearray()
+        self._demuxer = StreamDemuxer()
+        self._frames = FrameDecoder(0, markers=True)
         self.received = 0  # stdout bytes since the last `count_from_zero`
 
     def send(self, data: bytes) -> None:
@@ -74,7 +71,7 @@ class WarmStream:
     @property
     def pending(self) -> int:
         """Bytes received and not yet read as frames."""
-        return len(self._raw) + len(self._stdout)
+        return self._demuxer.pending + self._frames.pending
 
     def next(
         self,
@@ -85,9 +82,10 @@ class WarmStream:
     ) -> tuple[bool, dict[str, Any]]:
         """(is a supervisor marker, message). StreamTimeout, StreamStopped, FrameTooLarge,
         FrameError, or WarmEnvironmentError at EOF."""
+        self._frames.max_frame_bytes = max_frame
         next_check = time.monotonic() + check_every
         while True:
-            parsed = self._parse(max_frame)
+            parsed = self._frames.next_frame()
             if parsed is not None:
                 return parsed
             now = time.monotonic()
@@ -103,38 +101,10 @@ class WarmStream:
                 chunk = self.sock.recv(1024 * 1024)
                 if not chunk:
                     raise WarmEnvironmentStopped("the warm environment stopped")
-                self._demux(chunk)
-
-    def _demux(self, chunk: bytes) -> None:
-        self._raw += chunk
-        while len(self._raw) >= _DOCKER_HEADER:
-            size = int.from_bytes(self._raw[4:8], "big")
-            if len(self._raw) < _DOCKER_HEADER + size:
-                return
-            if self._raw[0] == 1:  # stdout; stderr only ever holds the engine's own noise
-                self._stdout += self._raw[_DOCKER_HEADER : _DOCKER_HEADER + size]
-                self.received += size
-            del self._raw[: _DOCKER_HEADER + size]
-
-    def _parse(self, max_frame: int) -> tuple[bool, dict[str, Any]] | None:
-        if len(self._stdout) < 4:
-            return None
-        header = int.from_bytes(self._stdout[:4], "big")
-        is_marker = bool(header & MARKER)
-        size = header & ~MARKER
-        if size > (MARKER_MAX if is_marker else max_frame):
-            raise FrameTooLarge(f"frame of {size} bytes")
-        if len(self._stdout) < 4 + size:
-            return None
-        payload = bytes(self._stdout[4 : 4 + size])
-        del self._stdout[: 4 + size]
-        try:
-            message = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FrameError(f"undecodable frame: {exc}") from None
-        if not isinstance(message, dict):
-            raise FrameError("a frame is not an object")
-        return is_marker, message
+                for stream, payload in self._demuxer.feed(chunk):
+                    if stream == STDOUT:  # stderr only ever holds the engine's own noise
+                        self._frames.add(payload)
+                        self.received += len(payload)
 
 
 class WarmEnvironment:
@@ -173,7 +143,7 @@ class WarmEnvironment:
         self.stream = WarmStream(self.container.attached.sock)
         self._nonce = secrets.token_hex(16)
         try:
-            self.stream.send(encode({"t": "bind", "nonce": self._nonce, **self.bind}))
+            self.stream.send(encode_frame({"t": "bind", "nonce": self._nonce, **self.bind}))
             is_marker, message = self.stream.next(time.monotonic() + timeout, MARKER_MAX)
         except (OSError, StreamTimeout, FrameError) as exc:
             raise WarmEnvironmentError(f"the warm environment did not start: {exc}") from exc
@@ -206,7 +176,7 @@ class WarmEnvironment:
         deadline = time.monotonic() + limits.timeout
         try:
             self.stream.count_from_zero()
-            self.stream.send(encode(job) + encode(seal))
+            self.stream.send(encode_frame(job) + encode_frame(seal))
             while True:
                 is_marker, message = self.stream.next(deadline, limits.output_bytes, should_stop)
                 if is_marker:
@@ -240,7 +210,7 @@ class WarmEnvironment:
             reason, self.broken = ("protocol", f"engine output was malformed: {exc}"), True
         if not self.broken:
             try:
-                self.stream.send(encode({"t": "finish"}))
+                self.stream.send(encode_frame({"t": "finish"}))
             except OSError:
                 self.broken = True
         return self._outcome(collector, reason, exited)

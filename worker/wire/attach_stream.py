@@ -37,6 +37,27 @@ class StreamStopped(Exception):
     """The caller's `check` asked to stop (e.g. the run was cancelled)."""
 
 
+class StreamDemuxer:
+    """Docker's multiplexed attach stream cut back into (stream id, bytes) pieces."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
+        self._buffer += chunk
+        while len(self._buffer) >= _HEADER.size:
+            stream, size = _HEADER.unpack_from(self._buffer)
+            if len(self._buffer) < _HEADER.size + size:
+                return
+            payload = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
+            del self._buffer[: _HEADER.size + size]
+            yield stream, payload
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
 class AttachedContainer:
     """An attach connection opened before `start`, so no output can be missed."""
 
@@ -60,7 +81,7 @@ class AttachedContainer:
     ) -> Iterator[tuple[int, bytes]]:
         """(stream id, bytes) pieces until EOF; StreamTimeout / StreamTooLarge otherwise.
         `should_stop` is asked every `check_every` seconds; True raises StreamStopped."""
-        buffer = bytearray()
+        demuxer = StreamDemuxer()
         received = 0
         next_check = time.monotonic() + check_every
         while True:
@@ -82,14 +103,7 @@ class AttachedContainer:
             received += len(chunk)
             if received > max_bytes:
                 raise StreamTooLarge
-            buffer += chunk
-            while len(buffer) >= _HEADER.size:
-                stream, size = _HEADER.unpack_from(buffer)
-                if len(buffer) < _HEADER.size + size:
-                    break
-                payload = bytes(buffer[_HEADER.size : _HEADER.size + size])
-                del buffer[: _HEADER.size + size]
-                yield stream, payload
+            yield from demuxer.feed(chunk)
 
     def quiet(self) -> bool:
         """Nothing to read: a container waiting for its job writes nothing, so a readable
