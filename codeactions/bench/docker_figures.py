@@ -146,3 +146,51 @@ def process_rss_mib(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+# Starts the engine's own command `count` times inside one container and prints the wall
+# times (ms): the run's process from exec to its answer, without Docker's share.
+_ENGINE_STARTS = """
+import json, subprocess, sys, time
+command, job, count = json.loads(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3])
+times = []
+for index in range(count + 1):
+    started = time.perf_counter()
+    proc = subprocess.run(command, input=job, capture_output=True)
+    if proc.returncode != 0 or b'"end"' not in proc.stdout:
+        sys.exit(proc.stderr[-500:].decode(errors="replace"))
+    if index:
+        times.append((time.perf_counter() - started) * 1000)
+print(json.dumps(times))
+"""
+
+
+def python_packages_cost(image: str, job: dict[str, Any], client: Any, settings: Settings,
+                         count: int = 40) -> dict[str, Any]:
+    """What the old runtime's packages (issue 13) cost a hello-world Python run: the engine's
+    process from start to answer, p50 with the packages installed and with their folder
+    hidden under an empty tmpfs (the image as it would be without them), in the same run."""
+    from worker.sandbox.sandbox import Sandbox, SandboxLimits
+
+    flags = Sandbox(client, settings).policy(
+        SandboxLimits.for_code(settings, 60, network=False)).run_flags()
+    command = client.api.inspect_image(image)["Config"]["Entrypoint"]
+    site = subprocess.run(
+        ["docker", "run", "--rm", *flags, "--entrypoint", "python3", image, "-c",
+         "import sysconfig; print(sysconfig.get_path('purelib', 'posix_prefix'))"],
+        capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+    figures: dict[str, Any] = {"runs": count, "site_packages": site}
+    for label, extra in (("with_packages", []),
+                         ("without_packages", ["--mount", f"type=tmpfs,destination={site}"])):
+        proc = subprocess.run(
+            ["docker", "run", "--rm", *flags, *extra, "--entrypoint", "python3", image,
+             "-c", _ENGINE_STARTS, json.dumps(command), json.dumps(job), str(count)],
+            capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"engine starts in {image} failed: {proc.stderr[-500:]!r}")
+        times = json.loads(proc.stdout)
+        figures[label] = {"p50_ms": round(percentile(times, 0.5), 1),
+                          "p99_ms": round(percentile(times, 0.99), 1)}
+    figures["ratio"] = round(figures["with_packages"]["p50_ms"]
+                             / figures["without_packages"]["p50_ms"], 3)
+    return figures

@@ -92,6 +92,10 @@ def measure_language(platform: BenchPlatform, client: Any, settings: Any, langua
                                                    plan.baseline_runs, network=False)
     out: dict[str, Any] = {"image": image, "docker_run": baseline,
                            "docker_run_no_network": offline_baseline}
+    if language == "python":
+        print("bench: python: the old runtime's packages, installed vs hidden …", flush=True)
+        out["packages_cost"] = figures.python_packages_cost(image, job, client, settings,
+                                                            plan.baseline_runs * 4)
 
     print(f"bench: {language}: warm pool (one container per run) …", flush=True)
     code = _create(platform, language, HELLO[language], warm=False)
@@ -204,6 +208,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
         checks.append(("python pool p50 ≤ 40 ms at 4/s", f"{p50} ms", p50 <= 40))
         checks.append(("python pool ≥ 6× faster than docker run",
                        f"{pool['ratio_to_docker_run']}×", pool["ratio_to_docker_run"] >= 6))
+        cost = python.get("packages_cost")
+        if cost:
+            checks.append(("python hello world with the old runtime's packages ≤ 10 % slower",
+                           f"{cost['with_packages']['p50_ms']} vs "
+                           f"{cost['without_packages']['p50_ms']} ms p50 "
+                           f"({cost['ratio']}×)", cost["ratio"] <= 1.10))
         offline = pool.get("paced_4_per_s_no_network")
         if offline:
             checks.append(("python pool p50 ≤ 40 ms at 4/s, code without network",
