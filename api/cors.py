@@ -50,10 +50,17 @@ def origins_for_flask_cors(allowed: list[str]) -> str | list[str | re.Pattern[st
 def _answer_options() -> Response | None:
     if request.method != "OPTIONS" or request.url_rule is None:
         return None
+    allowed = allowed_methods()
+    if allowed == ["OPTIONS"]:  # no method serves this path: an id that does not parse
+        from shared.ids import parse_id
+
+        for name, value in (request.view_args or {}).items():
+            if name.endswith("_id"):
+                parse_id(value, name)  # raises InvalidId: the same 400 a GET gets
     response = current_app.make_default_options_response()
     response.status_code = 204
     del response.headers["Content-Type"]
-    response.headers["Allow"] = ", ".join(allowed_methods())
+    response.headers["Allow"] = ", ".join(allowed)
     return response
 
 

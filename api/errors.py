@@ -45,6 +45,18 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(InvalidId)
     def _invalid_id(err: InvalidId):  # noqa: ANN202
+        from flask import request
+
+        from api.cors import allowed_methods
+
+        # `GET /coderun/batch` matched `/coderun/<run_id>` only for want of a better rule:
+        # the path exists, for other methods.
+        allowed = allowed_methods()
+        if allowed != ["OPTIONS"] and request.method not in allowed:
+            response, status = error_response(405, "The method is not allowed for the "
+                                              "requested URL.")
+            response.headers["Allow"] = ", ".join(allowed)
+            return response, status
         return error_response(400, str(err))
 
     @app.errorhandler(HTTPException)
