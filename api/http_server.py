@@ -104,10 +104,11 @@ class ThreadWorker(gthread.ThreadWorker):
             plain_init = conn.init
 
             def init() -> None:  # the parser reads through the deadline
-                plain_init()
+                plain_init()  # gunicorn calls it before every request; it works once
                 unreader = getattr(conn.parser, "unreader", None)
-                if unreader is not None and hasattr(unreader, "sock"):
-                    unreader.sock = _DeadlineSocket(unreader.sock, state)
+                sock = getattr(unreader, "sock", None)
+                if sock is not None and not isinstance(sock, _DeadlineSocket):
+                    unreader.sock = _DeadlineSocket(sock, state)
 
             conn.init = init
         state.deadline = time.monotonic() + self.read_timeout

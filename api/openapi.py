@@ -141,6 +141,7 @@ def complete(generated: dict[str, Any]) -> dict[str, Any]:
         "schema": {"type": "string"},
     }
     _code_create_json(components["schemas"].get("CodeCreateJson"))
+    _run_submit(components["schemas"].get("RunSubmit"))
     paths = spec.setdefault("paths", {})
     for path, item in paths.items():
         _path_item(path, item)
@@ -266,6 +267,24 @@ def _code_create_json(schema: dict[str, Any] | None) -> None:
     if "timeout" in properties:
         properties["timeout"]["type"] = "integer"
     schema["required"] = ["source"]
+
+
+def _run_submit(schema: dict[str, Any] | None) -> None:
+    if schema is None:
+        return
+    properties = schema.setdefault("properties", {})
+    properties["code_id"] = {"type": "string", "pattern": ID_PATTERN}
+    properties["headers"] = {
+        "type": "object",
+        "description": "header name → a value or a list of values, passed to the code",
+        "additionalProperties": {"oneOf": [
+            {"type": "string"}, {"type": "array", "items": {"type": "string"}},
+        ]},
+    }
+    properties["callback_url"] = {
+        "type": "string", "nullable": True,
+        "description": "http(s) URL on an allowed network (…_CALLBACK_ALLOWED_NETWORKS)",
+    }
 
 
 def _undeclared_routes() -> dict[str, Any]:
