@@ -107,7 +107,9 @@ class ThreadWorker(gthread.ThreadWorker):
                 plain_init()  # gunicorn calls it before every request; it works once
                 unreader = getattr(conn.parser, "unreader", None)
                 sock = getattr(unreader, "sock", None)
-                if sock is not None and not isinstance(sock, _DeadlineSocket):
+                if unreader is not None and sock is not None and not isinstance(
+                    sock, _DeadlineSocket
+                ):
                     unreader.sock = _DeadlineSocket(sock, state)
 
             conn.init = init

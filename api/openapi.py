@@ -229,11 +229,10 @@ def _query_parameter(path: str, parameter: dict[str, Any]) -> None:
     elif name == "project_uuid":
         schema.update(pattern=UUID_PATTERN)
     if path.endswith(("/code", "/code/{code_id}")):
+        # `language`, `type` and `project_uuid` are needed on create, from the query or
+        # from the JSON form of the body (whose values win): OpenAPI 3.0 cannot say "in
+        # one of the two", so neither is marked required.
         _code_field(name, schema)
-        if path.endswith("/code") and name in ("language", "type", "project_uuid"):
-            # One of the two forms (query + raw source) needs them; a JSON body's own
-            # values win over these (README).
-            parameter["required"] = True
 
 
 def _code_field(name: str, schema: dict[str, Any]) -> None:
