@@ -174,6 +174,12 @@ def _path_item(path: str, item: dict[str, Any]) -> None:
             operation_responses.setdefault(status, _ref(status))
         if endpoint:
             _endpoint_operation(method, operation)
+        if method == "patch" and path.endswith("/code/{code_id}"):
+            # A stored code's language and project never change: PATCH ignores them.
+            operation["parameters"] = [
+                parameter for parameter in operation.get("parameters", [])
+                if parameter.get("name") not in ("language", "project_uuid")
+            ]
         for parameter in operation.get("parameters", []):
             _query_parameter(path, parameter)
     if path in ("/", "/healthz"):
@@ -192,8 +198,8 @@ def _endpoint_operation(method: str, operation: dict[str, Any]) -> None:
     """The code's own answer: its status, content type and body."""
     responses = operation["responses"]
     if method == "options":
-        operation["responses"] = {"204": {"description": "the path's methods",
-                                          "headers": _ALLOW}}
+        operation.clear()
+        _options({}, into=operation)
         return
     if method == "head":
         responses["200"] = {"description": "the code's answer, without its body"}
@@ -304,13 +310,18 @@ def _undeclared_routes() -> dict[str, Any]:
     }
 
 
-def _options(item: dict[str, Any]) -> None:
-    """Every known path answers OPTIONS (api/cors.py): 204, `Allow`, never a handler."""
-    item.setdefault("options", {
+def _options(item: dict[str, Any], into: dict[str, Any] | None = None) -> None:
+    """Every known path answers OPTIONS (api/cors.py): 204 and `Allow`, never a handler;
+    400 for an id that does not parse."""
+    operation = {
         "summary": "The path's methods (CORS preflight); never runs anything",
         "responses": {"204": {"description": "the path's methods", "headers": _ALLOW},
                       **{status: _ref(status) for status in ("400", "404", "414", "431")}},
-    })
+    }
+    if into is not None:
+        into.update(operation)
+    else:
+        item.setdefault("options", operation)
 
 
 def _drop_nulls(node: Any) -> None:
