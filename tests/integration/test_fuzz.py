@@ -35,7 +35,10 @@ def run_schemathesis(base_url: str, examples: int, seed: int, report_dir: Path,
         "--phases", "examples,coverage,fuzzing,stateful",
         "--max-examples", str(examples),
         "--seed", str(seed),
-        "--workers", "2",
+        # One worker: Hypothesis parses Schemathesis's sources with `ast` to describe its
+        # lambdas, and CPython 3.11's parser fails when two threads do it at once ("AST
+        # constructor recursion depth mismatch", a Runtime Error of the run).
+        "--workers", "1",
         # A request is answered within the read timeout or a code's own timeout.
         "--request-timeout", "60",
         # A sync call lasts as long as its code runs (a fuzzed code's first run on a busy
