@@ -33,7 +33,7 @@ lint: install ## ruff, the architecture's import rules (import-linter), types (m
 	$(BIN)/mypy
 
 fuzz: install ## Schemathesis at length over /openapi.json (own test platform; a new seed each time)
-	CODEACTIONS_FUZZ_EXAMPLES=$${CODEACTIONS_FUZZ_EXAMPLES:-60} $(BIN)/pytest -p no:cacheprovider -s tests/integration/test_fuzz.py $(PYTEST_ARGS)
+	CODEACTIONS_FUZZ_EXAMPLES=$${CODEACTIONS_FUZZ_EXAMPLES:-100} CODEACTIONS_FUZZ_MIN_CASES=5000 $(BIN)/pytest -p no:cacheprovider -s tests/integration/test_fuzz.py $(PYTEST_ARGS)
 
 images: install ## build the engine images (debootstrap base, cached by content hash)
 	$(BIN)/codeactions images

@@ -77,3 +77,7 @@ def test_the_api_keeps_to_its_openapi_document(platform):
     )
     generated = re.search(r"(\d+) generated", summary)
     assert generated and int(generated.group(1)) > 0, summary
+    # `make fuzz` promises at least this many requests (one test case, one request, but for
+    # the stateful phase's sequences).
+    least = int(os.environ.get("CODEACTIONS_FUZZ_MIN_CASES", "0"))
+    assert int(generated.group(1)) >= least, summary
