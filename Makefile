@@ -32,6 +32,9 @@ lint: install ## ruff, the architecture's import rules (import-linter), types (m
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+fuzz: install ## Schemathesis at length over /openapi.json (own test platform; a new seed each time)
+	CODEACTIONS_FUZZ_EXAMPLES=$${CODEACTIONS_FUZZ_EXAMPLES:-100} CODEACTIONS_FUZZ_MIN_CASES=5000 $(BIN)/pytest -p no:cacheprovider -s tests/integration/test_fuzz.py $(PYTEST_ARGS)
+
 images: install ## build the engine images (debootstrap base, cached by content hash)
 	$(BIN)/codeactions images
 
@@ -47,4 +50,4 @@ chaos: install ## kill and restart the platform's parts under load; counts per f
 clean: ## remove local state (databases, logs) of make run / make test
 	rm -rf .state
 
-.PHONY: help install run test test-fast lint images migrate clean bench chaos
+.PHONY: help install run test test-fast lint fuzz images migrate clean bench chaos

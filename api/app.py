@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Flask
-from flask_smorest import Api
 
 from shared.platform import Platform
 
@@ -13,11 +12,14 @@ def create_app(platform: Platform) -> Flask:
     from api.authorization import install as install_authorization
     from api.context import ApiContext
     from api.errors import register_error_handlers
+    from api.json_body import BoundedJSONProvider
+    from api.openapi import DocumentedApi
     from api.rate_limit import CodeRateLimiter
     from shared.messaging.queue_depth import QueueDepth
 
     settings = platform.settings
     app = Flask("codeactions")
+    app.json = BoundedJSONProvider(app)
     app.config.update(
         API_TITLE="Code Actions",
         API_VERSION="1.0",
@@ -39,7 +41,7 @@ def create_app(platform: Platform) -> Flask:
         ),
         queue_depth=QueueDepth(platform.celery),
     )
-    api = Api(app)
+    api = DocumentedApi(app)
     for module in (health, codes, coderuns, run_submissions, codelogs, codelibs, endpoints):
         api.register_blueprint(module.blp)
     register_error_handlers(app)
@@ -50,6 +52,9 @@ def create_app(platform: Platform) -> Flask:
 
     init_metrics(app, app.extensions["codeactions"])
     app.before_request(log_context.clear)
+    from api.request_input import refuse_nul_in_query
+
+    app.before_request(refuse_nul_in_query)
     # Then every OPTIONS is answered (CORS), before authentication or any handler.
     cors.install(app, settings.cors_origins)
     install_authorization(app)

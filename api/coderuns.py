@@ -7,8 +7,9 @@ from flask_smorest.pagination import PaginationParameters
 
 from api.authorization import READ, authorize_code, authorize_code_id, authorize_run
 from api.context import ctx
-from api.schemas import CodeRunListQuerySchema, CodeRunSchema, RunWaitQuerySchema
+from api.schemas import MAX_PAGE, CodeRunListQuerySchema, CodeRunSchema, RunWaitQuerySchema
 from api.sync_run import wait_for_end
+from shared.errors import InvalidInput
 from shared.ids import parse_id
 from shared.runs import reading as run_reading
 
@@ -36,6 +37,8 @@ def get_run(query: dict, run_id: str):
 @blp.doc(summary="A code's runs, newest first (`order=asc`: oldest first); `page`/`page_size`, "
          "totals in X-Pagination")
 def list_runs(query: dict, pagination_parameters: PaginationParameters):
+    if pagination_parameters.page > MAX_PAGE:
+        raise InvalidInput(f"page must be at most {MAX_PAGE}", field="page")
     db = ctx().db
     code, code_id = run_reading.code_of_runs(db, parse_id(query["code_id"], "code_id"))
     if code is not None:

@@ -50,7 +50,40 @@ def origins_for_flask_cors(allowed: list[str]) -> str | list[str | re.Pattern[st
 def _answer_options() -> Response | None:
     if request.method != "OPTIONS" or request.url_rule is None:
         return None
-    response = current_app.make_default_options_response()  # carries `Allow`
+    allowed = allowed_methods()
+    if allowed == ["OPTIONS"]:  # no method serves this path: an id that does not parse
+        from shared.ids import parse_id
+
+        for name, value in (request.view_args or {}).items():
+            if name.endswith("_id"):
+                parse_id(value, name)  # raises InvalidId: the same 400 a GET gets
+    response = current_app.make_default_options_response()
     response.status_code = 204
     del response.headers["Content-Type"]
+    response.headers["Allow"] = ", ".join(allowed)
     return response
+
+
+def allowed_methods() -> list[str]:
+    """The methods a request to this path would be served with (`Allow` of an OPTIONS or
+    a 405): a rule whose id does not parse is not one (`/coderun/batch` is no run id, so
+    it takes no GET)."""
+    from werkzeug.exceptions import HTTPException
+
+    from shared.ids import InvalidId, parse_id
+
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    allowed = {"OPTIONS"}
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        try:
+            _rule, arguments = adapter.match(request.path, method=method, return_rule=True)
+        except HTTPException:
+            continue
+        try:
+            for name, value in arguments.items():
+                if name.endswith("_id"):
+                    parse_id(value, name)
+        except InvalidId:
+            continue
+        allowed.add(method)
+    return sorted(allowed)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
 
+from api.http_server import RequestReadTimeout
 from shared.errors import ServiceError
 from shared.ids import InvalidId
 
@@ -43,6 +45,18 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(InvalidId)
     def _invalid_id(err: InvalidId):  # noqa: ANN202
+        from flask import request
+
+        from api.cors import allowed_methods
+
+        # `GET /coderun/batch` matched `/coderun/<run_id>` only for want of a better rule:
+        # the path exists, for other methods.
+        allowed = allowed_methods()
+        if allowed != ["OPTIONS"] and request.method not in allowed:
+            response, status = error_response(405, "The method is not allowed for the "
+                                              "requested URL.")
+            response.headers["Allow"] = ", ".join(allowed)
+            return response, status
         return error_response(400, str(err))
 
     @app.errorhandler(HTTPException)
@@ -52,7 +66,36 @@ def register_error_handlers(app: Flask) -> None:
             return error_response(400, message, field=field)
         if err.code == 413:
             return error_response(413, "request body is too large")
-        return error_response(err.code or 500, err.description or err.name)
+        response, status = error_response(err.code or 500, err.description or err.name)
+        # werkzeug's own headers: `Allow` on a 405 above all.
+        for name, value in err.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        if err.code == 405:
+            from api.cors import allowed_methods
+
+            response.headers["Allow"] = ", ".join(allowed_methods())
+        return response, status
+
+    @app.errorhandler(RequestReadTimeout)
+    def _read_timeout(err: RequestReadTimeout):  # noqa: ANN202
+        # The body did not all arrive (api/http_server.py); nothing was stored.
+        return error_response(408, str(err))
+
+    @app.errorhandler(ParseException)
+    def _malformed_body(err: ParseException):  # noqa: ANN202
+        # gunicorn found the body malformed while Flask read it (a bad chunk size, say).
+        return error_response(400, f"malformed request body: {err}")
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(err: RecursionError):  # noqa: ANN202
+        # Only a request's JSON nests without bound (webargs parses bodies with json.loads;
+        # api/json_body.py bounds the rest).
+        return error_response(400, "the request's JSON is nested too deeply", field="body")
+
+    @app.errorhandler(NoMoreData)
+    def _body_cut_short(err: NoMoreData):  # noqa: ANN202
+        return error_response(400, "the request body ended before its announced length")
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):  # noqa: ANN202

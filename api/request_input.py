@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from typing import Any
 
 from flask import request
 
+from api.json_body import TooDeep, loads_bounded
 from api.received_headers import ENVIRON_KEY, canonical_name
+from shared.errors import InvalidInput
+from shared.storable import ensure_storable
 
 
 def raw_body() -> str:
@@ -27,7 +29,9 @@ def code_json_body(fields: Collection[str]) -> dict[str, Any] | None:
     if not text.lstrip().startswith("{"):
         return None
     try:
-        value = json.loads(text)
+        value = loads_bounded(text)
+    except TooDeep as exc:  # valid JSON nobody's source is: refused rather than stored
+        raise InvalidInput(str(exc), field="body") from None
     except ValueError:
         return None
     if not isinstance(value, dict) or not value:
@@ -57,3 +61,13 @@ def header_lists() -> dict[str, list[str]]:
     for name, value in pairs:
         headers.setdefault(canonical_name(name), []).append(value)
     return headers
+
+
+def refuse_nul_in_query() -> None:
+    """`before_request`: a query key or value with a NUL character is a 400 naming it, on
+    every route (PostgreSQL stores no NUL, shared/storable.py; a query may be stored as a
+    run's params or be looked up)."""
+    for key, values in request.args.lists():
+        ensure_storable(key, "query")  # a key itself is to blame: no other name for it
+        for value in values:
+            ensure_storable(value, key)

@@ -19,6 +19,7 @@ from shared.runs import cancellation as run_cancellation
 from shared.runs import submission as run_submission
 from shared.runs.model import CodeRun
 from shared.runs.statuses import FINISHED
+from shared.storable import ensure_storable
 
 blp = Blueprint("run_submissions", __name__, description="Queue runs without waiting")
 
@@ -33,6 +34,8 @@ def _prepared(
     for index, item in enumerate(items):
         at = f"{prefix}{index}." if prefix else ""  # a batch names the item's fields
         field = f"{at}code_id"
+        for name in ("params", "body", "headers", "callback_url"):
+            ensure_storable(item.get(name), f"{at}{name}")
         callback_url = item.get("callback_url")
         if callback_url is not None:
             callback_url = check_submitted_url(

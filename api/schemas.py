@@ -56,6 +56,8 @@ class CodeCreateJsonSchema(CodeCreateQuerySchema):
 
 
 ORDERS = ("desc", "asc")
+#: The largest page a listing takes: beyond it the offset would leave PostgreSQL's bigint.
+MAX_PAGE = 1_000_000
 
 
 def _order(what: str) -> fields.String:
@@ -138,7 +140,7 @@ class CodeLogSchema(Schema):
 class CodeLogListQuerySchema(Schema):
     run_id = fields.String()
     code_id = fields.String()
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
     order = _order("logs")
 
 

@@ -20,6 +20,7 @@ from shared.runs import submission as run_submission
 from shared.runs.completion import CompletionWaiter
 from shared.runs.model import CodeRun
 from shared.runs.statuses import FINISHED, ExitReason, RunStatus
+from shared.storable import ensure_storable
 
 
 @dataclass
@@ -32,12 +33,16 @@ class SyncOutcome:
 def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
     body = raw_body()
     run_submission.check_body(body, c.settings.request_body_max_bytes)
+    headers = header_lists()
+    # The query was checked for every route (api/request_input.py).
+    ensure_storable(body, "body")
+    ensure_storable(headers, "headers")
     run_submission.ensure_capacity(
         c.queue_depth, code.language, c.settings.worker_pool_queue_size
     )
     begun = time.monotonic()
     request = run_submission.RunRequest(
-        code, params=first_query_values(), body=body.strip(), headers=header_lists()
+        code, params=first_query_values(), body=body.strip(), headers=headers
     )
     log_context.bind(run_id=request.run_id, code_id=code.id)
     client = ClientConnection.of_request()

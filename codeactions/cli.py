@@ -49,6 +49,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from api.app import create_app
+    from api.http_server import ThreadWorker
     from api.received_headers import keep_received_headers
     from api.server import GunicornLogger, mark_worker_dead
 
@@ -56,7 +57,9 @@ def cmd_api(args: argparse.Namespace) -> int:
         def load_config(self) -> None:
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
             self.cfg.set("workers", args.workers or settings.api_workers)
-            self.cfg.set("worker_class", "gthread")
+            # gthread with a bounded read and JSON errors (api/http_server.py).
+            ThreadWorker.read_timeout = settings.api_request_read_timeout
+            self.cfg.set("worker_class", "api.http_server.ThreadWorker")
             self.cfg.set("threads", args.threads)
             self.cfg.set("timeout", 330)  # the longest code timeout is 300 s
             self.cfg.set("graceful_timeout", 10)

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     log_level: str = Field("debug", validation_alias=_env("LOG_LEVEL"))
     sentry_dsn: str = Field("", validation_alias=_env("SENTRY_DSN"))
     api_workers: int = Field(2, validation_alias=_env("API_WORKERS"))
+    # Seconds a request's line, headers and body may take to arrive (api/http_server.py):
+    # past it the caller gets a 408 and the thread is free again.
+    api_request_read_timeout: float = Field(
+        30.0, gt=0, validation_alias=_env("API_REQUEST_READ_TIMEOUT")
+    )
     # Browser origins allowed to call the API (comma-separated; `*` alone allows any, a `*`
     # inside an entry matches any characters); empty allows none.
     cors_allowed_origins: str = Field("", validation_alias=_env("CORS_ALLOWED_ORIGINS"))

@@ -23,6 +23,7 @@ CALLBACK_SECRET = "test-callback-signing-secret"
 TEST_WORKER_METRICS_PORT = TEST_BASE_PORT + 20  # + the language's index
 TEST_API_METRICS_DIR = TEST_STATE / "api-metrics"
 CORS_ALLOWED_ORIGINS = "https://app.example.com,https://*.partner.example"
+TEST_READ_TIMEOUT = 8  # seconds (FLOWS_CODE_ACTIONS_API_REQUEST_READ_TIMEOUT)
 
 
 class Platform:
@@ -81,6 +82,8 @@ def _start_platform() -> Platform:
             "FLOWS_CODE_ACTIONS_API_METRICS_DIR": str(TEST_API_METRICS_DIR),
             # tests/integration/test_cors.py: one exact origin, one wildcard entry.
             "FLOWS_CODE_ACTIONS_CORS_ALLOWED_ORIGINS": CORS_ALLOWED_ORIGINS,
+            # tests/integration/test_nasty_requests.py waits this long for its 408s.
+            "FLOWS_CODE_ACTIONS_API_REQUEST_READ_TIMEOUT": str(TEST_READ_TIMEOUT),
         }
     )
     platform = Platform(env, urls)

@@ -25,6 +25,7 @@ from shared.runs import store as run_store
 from shared.runs.ending import after_end
 from shared.runs.statuses import ExitReason, RunStatus
 from shared.settings import LANGUAGES, Settings
+from shared.storable import ensure_storable
 
 if TYPE_CHECKING:
     from shared.platform import Platform
@@ -74,7 +75,7 @@ def _check_timeout(value: int | str | None) -> int:
         return TIMEOUT_DEFAULT
     try:
         timeout = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1e999 is infinity
         raise InvalidInput(f"timeout must be an integer, got {value!r}", "timeout") from None
     if not TIMEOUT_MIN <= timeout <= TIMEOUT_MAX:
         raise InvalidInput(
@@ -151,8 +152,14 @@ def project_for_listing(db: Database, value: str | None) -> uuid.UUID:
     return parse_project_uuid(value)
 
 
+def _check_storable(data: CodeInput) -> None:
+    for name, value in vars(data).items():
+        ensure_storable(value, name)
+
+
 def create(platform: Platform, data: CodeInput) -> Code:
     settings = platform.settings
+    _check_storable(data)
     if data.language not in LANGUAGES:
         raise InvalidInput(
             f"language must be one of {', '.join(LANGUAGES)}, got {data.language!r}", "language"
@@ -180,6 +187,7 @@ def create(platform: Platform, data: CodeInput) -> Code:
 def update(platform: Platform, code_id: EntityId, data: CodeInput) -> Code:
     """Change only what was given; an empty source keeps the stored one (seed behaviour)."""
     settings = platform.settings
+    _check_storable(data)
     with platform.unit_of_work() as uow:
         code = code_store.get(uow.session, code_id)
         if code is None:
