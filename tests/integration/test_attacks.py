@@ -34,6 +34,13 @@ ATTACKS: dict[str, tuple[int, tuple]] = {
     'write_outside_tmp': (10, ('failed', ('Read-only file system', 'read-only file system',
                                           'EROFS'))),
     'stdout_flood': (30, ('failed', 'output limit exceeded')),
+    # fd 2 written past the language's own streams, by the run and by a child: output too.
+    'stderr_flood': (30, ('failed', 'output limit exceeded (2 MiB)')),
+    'child_stderr_flood': (30, ('failed', 'output limit exceeded (2 MiB)')),
+    # Half a frame, then gone: failed at once (not at the timeout) and said so.
+    'die_mid_frame': (30, ('failed', 'died in the middle of a frame')),
+    # Every call our seccomp profile refuses answers EPERM or ENOSYS.
+    'seccomp_denied': (10, ('completed', 'all denied')),
     'huge_result': (30, ('failed', 'output limit exceeded (2 MiB)')),
     'log_flood': (30, ('failed', 'log limit exceeded (1000 logs per run)')),
     'close_std_streams': (10, ('completed', 'still here')),

@@ -114,6 +114,8 @@ def clean_text(value: object, limit: int | None = None) -> str:
     return text if limit is None else text[:limit]
 
 
+#: How a run that died while writing a frame is reported (before why it stopped).
+TORN_FRAME = "the run's process died in the middle of a frame"
 #: Beyond a run's output cap, what its frames' JSON may add on the output stream.
 OUTPUT_SLACK = 64 * 1024
 
@@ -127,6 +129,8 @@ class FrameCollector:
         self.ended = False
         self.has_result = False
         self.violation: tuple[str, str] | None = None
+        #: The output ended inside a frame: the engine's process died while writing it.
+        self.torn = False
 
     @property
     def stream_limit(self) -> int:
@@ -417,6 +421,7 @@ class Sandbox:
             return collector.too_much
         except StreamStopped:
             return "cancelled", "cancelled"
+        collector.torn = decoder.pending > 0
         return None
 
     def _kill(self, container_id: str) -> None:
@@ -444,6 +449,8 @@ class Sandbox:
             detail = clean_text(stderr_tail.decode("utf-8", "replace").strip()[-500:])
             describe_exit(outcome, bool(state.get("OOMKilled")), state.get("ExitCode"),
                           limits, detail)
+            if collector.torn and outcome.exit_reason != "memory_limit":
+                outcome.error = f"{TORN_FRAME}: {outcome.error}"
         return outcome
 
 

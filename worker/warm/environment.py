@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.sandbox.sandbox import (
+    TORN_FRAME,
     FrameCollector,
     LaunchedContainer,
     Sandbox,
@@ -29,7 +30,7 @@ from worker.sandbox.sandbox import (
     SandboxOutcome,
     describe_exit,
 )
-from worker.wire.attach_stream import StreamStopped, StreamTimeout, final_state
+from worker.wire.attach_stream import StreamStopped, StreamTimeout, StreamTooLarge, final_state
 from worker.wire.frames import FrameError, FrameTooLarge
 
 log = logging.getLogger(__name__)
@@ -57,19 +58,35 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 class WarmStream:
-    """The container's attach stream, demultiplexed and cut into frames, kept across runs."""
+    """The container's attach stream, demultiplexed and cut into frames, kept across runs.
+
+    Both streams count against a run's output cap, as in a one-run container: a run (or its
+    child) writing to the container's stderr is output too, and Docker carries every byte.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._raw = bytearray()
         self._stdout = bytearray()
-        self.received = 0  # stdout bytes since the last `count_from_zero`
+        self.received = 0  # stdout and stderr bytes since the last `count_from_zero`
+        #: While a run is on: StreamTooLarge once `received` passes it.
+        self.limit: int | None = None
+        #: The current run's nonce: the supervisor's markers carry it and the run cannot know
+        #: it, so finding it in the stream while a frame is incomplete means the run's
+        #: process died in the middle of that frame (see `_resync`).
+        self.nonce = ""
+        self.truncated = False
+        self._searched = 0
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def count_from_zero(self) -> None:
+    def count_from_zero(self, limit: int | None = None, nonce: str = "") -> None:
         self.received = 0
+        self.limit = limit
+        self.nonce = nonce
+        self.truncated = False
+        self._searched = 0
 
     @property
     def pending(self) -> int:
@@ -84,12 +101,22 @@ class WarmStream:
         check_every: float = 0.25,
     ) -> tuple[bool, dict[str, Any]]:
         """(is a supervisor marker, message). StreamTimeout, StreamStopped, FrameTooLarge,
-        FrameError, or WarmEnvironmentError at EOF."""
+        FrameError, StreamTooLarge past `limit`, or WarmEnvironmentError at EOF."""
         next_check = time.monotonic() + check_every
         while True:
-            parsed = self._parse(max_frame)
+            if self.limit is not None and self.received > self.limit:
+                raise StreamTooLarge
+            try:
+                parsed = self._parse(max_frame)
+            except (FrameTooLarge, FrameError):
+                self._searched = 0  # a torn frame's header may claim anything: look first
+                if self._resync():
+                    continue
+                raise
             if parsed is not None:
                 return parsed
+            if self._resync():
+                continue
             now = time.monotonic()
             if now >= deadline:
                 raise StreamTimeout
@@ -111,10 +138,42 @@ class WarmStream:
             size = int.from_bytes(self._raw[4:8], "big")
             if len(self._raw) < _DOCKER_HEADER + size:
                 return
-            if self._raw[0] == 1:  # stdout; stderr only ever holds the engine's own noise
+            if self._raw[0] == 1:  # stdout; stderr is counted, never read as frames
                 self._stdout += self._raw[_DOCKER_HEADER : _DOCKER_HEADER + size]
-                self.received += size
+            self.received += size
             del self._raw[: _DOCKER_HEADER + size]
+
+    def _resync(self) -> bool:
+        """A frame is incomplete: when the current nonce shows up after its start, the run's
+        process died mid-frame and the supervisor's marker follows the torn piece. Drop the
+        piece (up to the marker's header) and say so; the marker is then read as usual."""
+        if not self.nonce or len(self._stdout) < 4:
+            return False
+        needle = self.nonce.encode()
+        start = max(4, self._searched - len(needle))
+        self._searched = len(self._stdout)
+        found = self._stdout.find(needle, start)
+        while found != -1:
+            # The marker's header is within MARKER_MAX bytes before its nonce.
+            for begin in range(found - 5, max(-1, found - MARKER_MAX - 4), -1):
+                header = int.from_bytes(self._stdout[begin : begin + 4], "big")
+                size = header & ~MARKER
+                if not header & MARKER or size > MARKER_MAX or begin + 4 + size <= found:
+                    continue
+                if begin + 4 + size > len(self._stdout):
+                    self._searched = begin  # the marker is still arriving: look again
+                    return False
+                try:
+                    message = json.loads(bytes(self._stdout[begin + 4 : begin + 4 + size]))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    continue
+                if isinstance(message, dict) and message.get("nonce") == self.nonce:
+                    del self._stdout[:begin]
+                    self._searched = 0
+                    self.truncated = True
+                    return True
+            found = self._stdout.find(needle, found + 1)
+        return False
 
     def _parse(self, max_frame: int) -> tuple[bool, dict[str, Any]] | None:
         if len(self._stdout) < 4:
@@ -127,13 +186,14 @@ class WarmStream:
         if len(self._stdout) < 4 + size:
             return None
         payload = bytes(self._stdout[4 : 4 + size])
-        del self._stdout[: 4 + size]
         try:
             message = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise FrameError(f"undecodable frame: {exc}") from None
         if not isinstance(message, dict):
             raise FrameError("a frame is not an object")
+        del self._stdout[: 4 + size]
+        self._searched = max(0, self._searched - 4 - size)
         return is_marker, message
 
 
@@ -205,7 +265,7 @@ class WarmEnvironment:
         seal = {"t": "seal", "nonce": self._nonce, "timeout_ms": int(limits.timeout * 1000)}
         deadline = time.monotonic() + limits.timeout
         try:
-            self.stream.count_from_zero()
+            self.stream.count_from_zero(collector.stream_limit, self._nonce)
             self.stream.send(encode(job) + encode(seal))
             while True:
                 is_marker, message = self.stream.next(deadline, limits.output_bytes, should_stop)
@@ -222,9 +282,8 @@ class WarmEnvironment:
                     break
                 if collector.ended:  # a failure may be the memory limit: the exit tells
                     deadline = min(deadline, time.monotonic() + EXIT_WAIT)
-                if self.stream.received > collector.stream_limit:
-                    reason = collector.too_much
-                    break
+        except StreamTooLarge:
+            reason = collector.too_much
         except StreamTimeout:
             if not collector.ended:
                 reason = ("timeout", f"timed out after {limits.timeout:g} s")
@@ -238,6 +297,7 @@ class WarmEnvironment:
             self.broken = True
         except WarmEnvironmentError as exc:
             reason, self.broken = ("protocol", f"engine output was malformed: {exc}"), True
+        self.stream.limit = None  # what it writes until `finish` takes effect counts no more
         if not self.broken:
             try:
                 self.stream.send(encode({"t": "finish"}))
@@ -291,6 +351,8 @@ class WarmEnvironment:
             if exited.get("oom") or not collector.ended:
                 describe_exit(outcome, bool(exited.get("oom")), exited.get("exit_code"),
                               self.limits)
+                if self.stream is not None and self.stream.truncated and not exited.get("oom"):
+                    outcome.error = f"{TORN_FRAME}: {outcome.error}"
         elif not collector.ended:  # the container itself stopped (killed, out of memory)
             state = final_state(self.sandbox.client.api, self.container_id, wait_seconds=2)
             describe_exit(outcome, bool(state.get("OOMKilled")), state.get("ExitCode"),
