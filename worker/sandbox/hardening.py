@@ -1,21 +1,35 @@
 """The one container policy for user code, shared by runs and Go compiles: nobody, no
 capabilities, no new privileges, read-only root, no swap, no core dumps, private IPC, an init,
-and no output kept on the host. Docker gives it no network (not even its own set-up: that is
+no output kept on the host, our own seccomp profile (seccomp.json: THREAT_MODEL.md says
+what it refuses and why) and nothing of the host's kernel command line. Docker gives it no network (not even its own set-up: that is
 the expensive part of a container); a networked sandbox gets its link from the worker after
 start (worker/network/link.py). Callers choose only the sizes and, for a networked sandbox,
 the read-only /etc files (resolvers, hosts) it sees."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 SANDBOX_USER = "65534:65534"
 REMOVE_ATTEMPTS = 3
+SECCOMP_FILE = Path(__file__).with_name("seccomp.json")
+#: As the Docker CLI sends a profile file (compacted JSON); the API takes the text itself.
+SECCOMP = json.dumps(json.loads(SECCOMP_FILE.read_text()), separators=(",", ":"))
+#: Docker's default masked paths (what it sets when none are given) and the host's kernel
+#: command line, which tells a run the host's boot options. Docker masks a file by mounting
+#: /dev/null over it. `docker run` has no flag for this list: `run_flags` leaves Docker's.
+MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap", "/proc/cmdline",
+)
 
 
 @dataclass(frozen=True)
@@ -36,11 +50,11 @@ class ContainerPolicy:
 
     def host_config(self, api: Any, **extra: Any) -> dict[str, Any]:
         """For `create_hardened` (the Docker API); `extra`: the operator's CPU knobs."""
-        return api.create_host_config(
+        config: dict[str, Any] = api.create_host_config(
             read_only=True,
             tmpfs={"/tmp": self.tmpfs_options},
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", f"seccomp={SECCOMP}"],
             pids_limit=self.pids,
             mem_limit=self.memory_bytes,
             memswap_limit=self.memory_bytes,  # no swap: the limit is the limit
@@ -57,6 +71,8 @@ class ContainerPolicy:
             log_config={"type": "none", "config": {}},
             **extra,
         )
+        config["MaskedPaths"] = list(MASKED_PATHS)  # docker-py has no argument for it
+        return config
 
     def run_flags(self) -> list[str]:
         """The same container as `docker run` flags, for what starts an engine image by hand
@@ -65,6 +81,7 @@ class ContainerPolicy:
         flags = [
             "--read-only", "--tmpfs", f"/tmp:{self.tmpfs_options}", "--user", SANDBOX_USER,
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--security-opt", f"seccomp={SECCOMP_FILE}",
             "--pids-limit", str(self.pids),
             "--memory", str(self.memory_bytes), "--memory-swap", str(self.memory_bytes),
             "--ulimit", f"fsize={self.fsize_bytes}", "--ulimit", f"nofile={self.nofile}",
