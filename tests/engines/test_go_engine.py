@@ -483,7 +483,7 @@ def test_invalid_set_then_valid_set_completes(run) -> None:  # noqa: ANN001
 
 def test_invalid_status_code_fails(run) -> None:  # noqa: ANN001
     out = run(action('return engine.Result.Set("x", codeactions.WithStatusCode(600))'))
-    failed_with(out, "status code must be an HTTP status (100-599); got 600")
+    failed_with(out, "status code must be an HTTP status (200-599); got 600")
 
 
 # ----------------------------------------------------------------------------- failures

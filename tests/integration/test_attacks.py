@@ -39,6 +39,9 @@ ATTACKS: dict[str, tuple[int, tuple]] = {
     'child_stderr_flood': (30, ('failed', 'output limit exceeded (2 MiB)')),
     # Half a frame, then gone: failed at once (not at the timeout) and said so.
     'die_mid_frame': (30, ('failed', 'died in the middle of a frame')),
+    # Statuses outside 200–599 are refused in strict mode; throwing nothing still fails.
+    'informational_status': (10, ('failed', 'must be an HTTP status (200-599)')),
+    'throw_null': (10, ('failed', 'null was thrown')),
     # Every call our seccomp profile refuses answers EPERM or ENOSYS.
     'seccomp_denied': (10, ('completed', 'all denied')),
     'huge_result': (30, ('failed', 'output limit exceeded (2 MiB)')),
@@ -83,19 +86,24 @@ def _wait_finished(platform, run_id: str, seconds: float = 30) -> dict:  # noqa:
         time.sleep(0.2)
 
 
+def _called(platform, code_id: str) -> dict:  # noqa: ANN001
+    """Call the code; its run once finished."""
+    response = call(platform, code_id)
+    run_id = response.headers.get("X-Run-Id") or (
+        response.json().get("run_id") if response.status_code >= 400 else None
+    )
+    if run_id is None:
+        runs = requests.get(platform.url("/coderun"), params={"code_id": code_id}).json()
+        run_id = runs[0]["id"]
+    return _wait_finished(platform, run_id)
+
+
 @pytest.mark.parametrize(("attack", "language", "warm"), CASES)
 def test_attack_is_contained(platform, attack: str, language: str, warm: bool):
     timeout, (status, reason) = ATTACKS[attack]
     code = create_code(platform, source(language, attack), language=language, timeout=timeout,
                        warm=warm)
-    response = call(platform, code["id"])
-    run_id = response.headers.get("X-Run-Id") or (
-        response.json().get("run_id") if response.status_code >= 400 else None
-    )
-    if run_id is None:
-        runs = requests.get(platform.url("/coderun"), params={"code_id": code["id"]}).json()
-        run_id = runs[0]["id"]
-    run = _wait_finished(platform, run_id)
+    run = _called(platform, code["id"])
     assert run["status"] == status, run
     if reason:
         reasons = reason if isinstance(reason, tuple) else (reason,)
@@ -133,3 +141,26 @@ def Run(engine):
 ''')
     got = call(platform, code["id"]).json()
     assert got == {"found": [], "bind_mounts": []}
+
+
+@pytest.mark.parametrize("language", WARM_LANGUAGES)
+def test_a_warm_supervisor_survives_every_signal_its_run_sends(platform, language: str):
+    """PID 1 of a warm environment takes no signal from its run (engines/PROTOCOL.md): after
+    a run sent every signal number to it, the environment is still up and serves again."""
+    code = create_code(platform, source(language, "signal_pid1"), language=language, warm=True)
+    container_id = None
+    deadline = time.monotonic() + 90
+    while container_id is None and time.monotonic() < deadline:
+        # The first calls may go to a pool container (its docker-init passes the signals on
+        # to the run, which then dies): only a run in the warm environment counts.
+        run = _called(platform, code["id"])
+        if (labels := _labels(run["container_id"])) and labels["codeactions.kind"] == "warm":
+            assert run["status"] == "completed" and run["result"] == "sent", run
+            container_id = run["container_id"]
+        else:
+            time.sleep(0.3)
+    assert container_id, "no run was served by the warm environment"
+    # Served again (by it, or by another environment of the code), and still running.
+    assert call(platform, code["id"]).text == "sent"
+    state = docker.from_env().api.inspect_container(container_id)["State"]
+    assert state["Running"] is True, state

@@ -164,7 +164,7 @@ class FrameCollector:
             self.has_result = True
             content_type = frame.get("content_type")
             status_code = frame.get("status_code", 200)
-            valid_code = isinstance(status_code, int) and 100 <= status_code <= 599
+            valid_code = isinstance(status_code, int) and 200 <= status_code <= 599
             self.outcome.result = clean_text(frame.get("value", ""))
             self.outcome.status_code = status_code if valid_code else 200
             self.outcome.content_type = content_type if content_type in CONTENT_TYPES else "text"
