@@ -1,10 +1,11 @@
 """The one container policy for user code, shared by runs and Go compiles: nobody, no
 capabilities, no new privileges, read-only root, no swap, no core dumps, private IPC, an init,
 no output kept on the host, our own seccomp profile (seccomp.json: THREAT_MODEL.md says
-what it refuses and why) and nothing of the host's kernel command line. Docker gives it no network (not even its own set-up: that is
-the expensive part of a container); a networked sandbox gets its link from the worker after
-start (worker/network/link.py). Callers choose only the sizes and, for a networked sandbox,
-the read-only /etc files (resolvers, hosts) it sees."""
+what it refuses and why) and nothing of the host's kernel command line. Docker gives it no
+network (not even its own set-up: that is the expensive part of a container); a networked
+sandbox gets its link from the worker after start (worker/network/link.py). Callers choose
+only the sizes and, for a networked sandbox, the read-only /etc files (resolvers, hosts) it
+sees."""
 
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ class ContainerPolicy:
     #: and hosts (Docker writes none for a container without network).
     etc_files: tuple[tuple[str, str], ...] = ()
     init: bool = True
+    #: `uid:gid`; the worker gives each sandbox its own (worker/sandbox/uids.py).
+    user: str = SANDBOX_USER
 
     def host_config(self, api: Any, **extra: Any) -> dict[str, Any]:
         """For `create_hardened` (the Docker API); `extra`: the operator's CPU knobs."""
@@ -79,7 +82,7 @@ class ContainerPolicy:
         (the bench's cold baseline, the engine tests); tests/engines/test_hardening.py checks
         both give Docker the same container."""
         flags = [
-            "--read-only", "--tmpfs", f"/tmp:{self.tmpfs_options}", "--user", SANDBOX_USER,
+            "--read-only", "--tmpfs", f"/tmp:{self.tmpfs_options}", "--user", self.user,
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--security-opt", f"seccomp={SECCOMP_FILE}",
             "--pids-limit", str(self.pids),
@@ -101,6 +104,7 @@ def create_hardened(
     labels: dict[str, str],
     host_config: dict[str, Any],
     command: list[str] | None = None,
+    user: str = SANDBOX_USER,
 ) -> str:
     """A container waiting for one job on stdin; labelled so leftovers can be found."""
     container = api.create_container(
@@ -108,7 +112,7 @@ def create_hardened(
         command=command,
         stdin_open=True,
         tty=False,
-        user=SANDBOX_USER,
+        user=user,
         environment={},
         hostname=hostname,
         labels={"codeactions.sandbox": "1", **labels},

@@ -1,9 +1,10 @@
 """Run one job in one fresh, hardened container and collect its frames.
 
 The container gets the job on stdin and nothing else: no credentials in its environment,
-files or network reach. It runs as nobody, with every capability dropped, a read-only root,
-a small tmpfs, memory/pids/file-size limits, and is killed at the code's timeout or as soon
-as its output passes the cap. It is always removed afterwards.
+files or network reach. It runs as a host uid of its own (worker/sandbox/uids.py), with
+every capability dropped, a read-only root, a small tmpfs, memory/pids/file-size limits,
+and is killed at the code's timeout or as soon as its output passes the cap. It is always
+removed afterwards.
 
 Fast path: with a `WarmPool` the container was started ahead of demand and waits for its one
 job (an empty pool falls back to starting one here); with `WarmEnvironments`, a code marked
@@ -28,6 +29,7 @@ from worker.network.firewall import FirewallGuard, etc_files
 from worker.network.link import SandboxLink
 from worker.sandbox.hardening import ContainerPolicy, create_hardened, remove_quietly
 from worker.sandbox.run_activity import RunActivity
+from worker.sandbox.uids import SandboxUids
 from worker.wire.attach_stream import (
     STDERR,
     AttachedContainer,
@@ -231,9 +233,16 @@ class Sandbox:
         """Plugs networked sandboxes in (the firewall they pass: `self.firewall`)."""
         return SandboxLink(self.settings.sandbox_subnet)
 
-    def policy(self, limits: SandboxLimits, init: bool = True) -> ContainerPolicy:
+    @functools.cached_property
+    def uids(self) -> SandboxUids:
+        """Each sandbox's own host uid."""
+        return SandboxUids(self.settings)
+
+    def policy(
+        self, limits: SandboxLimits, init: bool = True, user: str | None = None
+    ) -> ContainerPolicy:
         """The container a run with these limits gets (without the operator's CPU knobs);
-        `.run_flags()` spells it for `docker run`."""
+        `.run_flags()` spells it for `docker run`. `user`: its uid:gid (else a fresh one)."""
         return ContainerPolicy(
             memory_bytes=limits.memory_bytes,
             pids=limits.pids,
@@ -242,9 +251,12 @@ class Sandbox:
             nofile=256,
             etc_files=tuple(etc_files(self.settings).items()) if limits.network else (),
             init=init,
+            user=user or self.uids.next(),
         )
 
-    def host_config(self, limits: SandboxLimits, init: bool = True) -> dict[str, Any]:
+    def host_config(
+        self, limits: SandboxLimits, init: bool = True, user: str | None = None
+    ) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if limits.cpu_quota:
             extra.update(cpu_period=100_000, cpu_quota=limits.cpu_quota)
@@ -252,7 +264,7 @@ class Sandbox:
             extra["cpu_shares"] = limits.cpu_shares
         if limits.memory_reservation:
             extra["mem_reservation"] = min(limits.memory_reservation, limits.memory_bytes)
-        return self.policy(limits, init).host_config(self.client.api, **extra)
+        return self.policy(limits, init, user).host_config(self.client.api, **extra)
 
     def create(
         self,
@@ -262,13 +274,15 @@ class Sandbox:
         command: list[str] | None = None,
         init: bool = True,
     ) -> str:
+        user = self.uids.next()
         return create_hardened(
             self.client.api,
             image,
             hostname="sandbox",
             labels=labels,
-            host_config=self.host_config(limits, init=init),
+            host_config=self.host_config(limits, init=init, user=user),
             command=command,
+            user=user,
         )
 
     def launch(

@@ -27,7 +27,8 @@ def Run(engine):
         # Arguments that would do something if the call were let through.
         args = {'unshare': (CLONE_NEWUSER,), 'ptrace': (16, 1)}.get(name, (0, 0, 0, 0))
         ctypes.set_errno(0)
-        if libc.syscall(number, *args) != -1 or ctypes.get_errno() not in (errno.EPERM, errno.ENOSYS):
+        answer = libc.syscall(number, *args)
+        if answer != -1 or ctypes.get_errno() not in (errno.EPERM, errno.ENOSYS):
             allowed.append(f'{name}: errno {ctypes.get_errno()}')
     # clone with a new user namespace: refused, never a child.
     ctypes.set_errno(0)
