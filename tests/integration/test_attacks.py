@@ -7,7 +7,10 @@ file there.
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import docker
@@ -164,3 +167,70 @@ def test_a_warm_supervisor_survives_every_signal_its_run_sends(platform, languag
     assert call(platform, code["id"]).text == "sent"
     state = docker.from_env().api.inspect_container(container_id)["State"]
     assert state["Running"] is True, state
+
+
+QUOTA_HOG = '''
+import ctypes, fcntl, json, os, time
+
+def Run(engine):
+    libc = ctypes.CDLL(None, use_errno=True)
+    inotify = 0
+    while libc.inotify_init1(0) != -1:  # fs.inotify.max_user_instances, per uid
+        inotify += 1
+    queues = 0
+    while libc.mq_open(f"/hog{queues}".encode(), os.O_CREAT | os.O_RDWR, 0o600, None) != -1:
+        queues += 1  # RLIMIT_MSGQUEUE bytes, counted per uid
+    pipe_error = ""
+    for _ in range(80):  # fs.pipe-user-pages-soft (64 MiB), counted per uid
+        read_end, write_end = os.pipe()
+        os.close(write_end)
+        try:
+            fcntl.fcntl(read_end, 1031, 1 << 20)  # F_SETPIPE_SZ
+        except OSError as exc:
+            pipe_error = exc.strerror
+            break
+    print(json.dumps({"inotify": inotify, "queues": queues, "pipes": pipe_error}), flush=True)
+    time.sleep(12)  # hold it all while the other project's run looks
+    engine.result.set({"inotify": inotify, "queues": queues, "pipes": pipe_error},
+                      content_type="json")
+'''
+
+QUOTA_PROBE = '''
+import ctypes, fcntl, os
+
+def Run(engine):
+    libc = ctypes.CDLL(None, use_errno=True)
+    read_end, _ = os.pipe()
+    engine.result.set({
+        "inotify": libc.inotify_init1(0) != -1,
+        "mqueue": libc.mq_open(b"/probe", os.O_CREAT | os.O_RDWR, 0o600, None) != -1,
+        "pipe_size": fcntl.fcntl(read_end, 1032),  # F_GETPIPE_SZ: one page once over quota
+    }, content_type="json")
+'''
+
+
+def test_one_projects_kernel_quotas_are_not_anothers(platform):
+    """Per-user kernel quotas (inotify instances, POSIX message queue bytes, pipe buffer
+    pages) exhausted by a run of one project leave a run of another project untouched: each
+    sandbox is its own host uid (worker/sandbox/uids.py)."""
+    hog = create_code(platform, QUOTA_HOG, timeout=40, project_uuid=str(uuid.uuid4()))
+    probe = create_code(platform, QUOTA_PROBE, project_uuid=str(uuid.uuid4()))
+    hogged: dict = {}
+    thread = threading.Thread(target=lambda: hogged.update(run=_called(platform, hog["id"])))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the hog runs; give it a moment to fill it all
+        runs = requests.get(platform.url("/coderun"), params={"code_id": hog["id"]}).json()
+        if runs and runs[0]["status"] == "running":
+            time.sleep(3)
+            break
+        time.sleep(0.2)
+    probed = call(platform, probe["id"])
+    thread.join(60)
+    assert hogged["run"]["status"] == "completed", hogged
+    held = json.loads(hogged["run"]["result"])
+    # The hog really reached each quota (its own uid's) ...
+    assert held["inotify"] >= 100 and held["queues"] >= 1 and held["pipes"], held
+    # ... and the other project's run, meanwhile, had all of its own.
+    assert probed.status_code == 200, probed.text
+    assert probed.json() == {"inotify": True, "mqueue": True, "pipe_size": 65536}
