@@ -14,7 +14,7 @@ import pytest
 #: What makes a sandbox a sandbox, as Docker reports it back.
 HOST_CONFIG_KEYS = ("ReadonlyRootfs", "Tmpfs", "CapDrop", "SecurityOpt", "PidsLimit", "Memory",
                     "MemorySwap", "Ulimits", "NetworkMode", "IpcMode", "Init", "Privileged",
-                    "CapAdd", "Binds")
+                    "CapAdd", "Binds", "Sysctls")
 
 
 def _policy(client, container_id: str) -> dict:  # noqa: ANN001

@@ -234,3 +234,40 @@ def test_one_projects_kernel_quotas_are_not_anothers(platform):
     # ... and the other project's run, meanwhile, had all of its own.
     assert probed.status_code == 200, probed.text
     assert probed.json() == {"inotify": True, "mqueue": True, "pipe_size": 65536}
+
+
+SOCKET_SNOOP = '''
+import socket
+
+def Run(engine):
+    # What an earlier run of this environment left in the kernel's socket table ...
+    seen = [line.split()[1:4] for name in ("/proc/net/tcp", "/proc/net/tcp6")
+            for line in open(name).read().splitlines()[1:]]
+    # ... then leave what would have stayed for a minute: a closed connection (TIME_WAIT).
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    accepted, _ = server.accept()
+    client.close()
+    accepted.close()
+    server.close()
+    engine.result.set({"seen": seen}, content_type="json")
+'''
+
+
+def test_a_warm_run_sees_no_socket_of_the_previous_one(platform):
+    """A later run of one warm code reads no socket (no 4-tuple, no remote address) of the
+    run before it in /proc/net/tcp (THREAT_MODEL.md, "Warm environments")."""
+    code = create_code(platform, SOCKET_SNOOP, warm=True)
+    runs: list[dict] = []
+    deadline = time.monotonic() + 90
+    while len(runs) < 3 and time.monotonic() < deadline:
+        run = _called(platform, code["id"])
+        if (labels := _labels(run["container_id"])) and labels["codeactions.kind"] == "warm" \
+                and (not runs or run["container_id"] == runs[0]["container_id"]):
+            runs.append(run)
+        else:
+            time.sleep(0.3)
+    assert len(runs) == 3, "the warm environment did not serve the runs"
+    for run in runs:
+        assert run["status"] == "completed", run
+        assert json.loads(run["result"]) == {"seen": []}, run["result"]
