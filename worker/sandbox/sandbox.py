@@ -468,6 +468,14 @@ class Sandbox:
         return outcome
 
 
+#: What each runtime says when fork or a new thread fails: the container's pids limit.
+OUT_OF_PROCESSES = (
+    "Resource temporarily unavailable",  # EAGAIN from fork/clone: glibc, Python, Go
+    "failed to create new OS thread",  # the Go runtime
+    "EAGAIN",  # Node
+)
+
+
 def describe_exit(
     outcome: SandboxOutcome,
     oom: bool,
@@ -488,6 +496,8 @@ def describe_exit(
     else:
         outcome.exit_reason = "crashed"
         outcome.error = f"the engine stopped without a result (exit code {exit_code})"
+    if any(sign in detail for sign in OUT_OF_PROCESSES):
+        outcome.error += f" after reaching its process limit ({limits.pids} processes)"
     if detail:
         outcome.error += f": {detail}"
 

@@ -22,12 +22,14 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.sandbox.sandbox import (
+    STDERR_KEEP,
     TORN_FRAME,
     FrameCollector,
     LaunchedContainer,
     Sandbox,
     SandboxLimits,
     SandboxOutcome,
+    clean_text,
     describe_exit,
 )
 from worker.wire.attach_stream import StreamStopped, StreamTimeout, StreamTooLarge, final_state
@@ -77,6 +79,8 @@ class WarmStream:
         self.nonce = ""
         self.truncated = False
         self._searched = 0
+        #: The start of what the run wrote to stderr: a crash's own words, for its reason.
+        self.stderr_head = bytearray()
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -87,6 +91,7 @@ class WarmStream:
         self.nonce = nonce
         self.truncated = False
         self._searched = 0
+        self.stderr_head = bytearray()
 
     @property
     def pending(self) -> int:
@@ -140,6 +145,9 @@ class WarmStream:
                 return
             if self._raw[0] == 1:  # stdout; stderr is counted, never read as frames
                 self._stdout += self._raw[_DOCKER_HEADER : _DOCKER_HEADER + size]
+            elif len(self.stderr_head) < STDERR_KEEP:
+                self.stderr_head += self._raw[_DOCKER_HEADER : _DOCKER_HEADER + size]
+                del self.stderr_head[STDERR_KEEP:]
             self.received += size
             del self._raw[: _DOCKER_HEADER + size]
 
@@ -349,12 +357,19 @@ class WarmEnvironment:
             outcome.status, outcome.exit_reason, outcome.error = "failed", *reason
         elif exited is not None:
             if exited.get("oom") or not collector.ended:
+                detail = ""
+                if self.stream is not None:
+                    detail = clean_text(self.stream.stderr_head.decode("utf-8", "replace")
+                                        .strip()[-500:])
                 describe_exit(outcome, bool(exited.get("oom")), exited.get("exit_code"),
-                              self.limits)
+                              self.limits, detail)
                 if self.stream is not None and self.stream.truncated and not exited.get("oom"):
                     outcome.error = f"{TORN_FRAME}: {outcome.error}"
         elif not collector.ended:  # the container itself stopped (killed, out of memory)
             state = final_state(self.sandbox.client.api, self.container_id, wait_seconds=2)
             describe_exit(outcome, bool(state.get("OOMKilled")), state.get("ExitCode"),
                           self.limits)
+            if outcome.exit_reason == "crashed":  # its PID 1 went: say whose fault it is
+                outcome.error = outcome.error.replace(
+                    "the engine stopped", "the warm environment's supervisor stopped", 1)
         return outcome
