@@ -271,3 +271,23 @@ def test_a_warm_run_sees_no_socket_of_the_previous_one(platform):
     for run in runs:
         assert run["status"] == "completed", run
         assert json.loads(run["result"]) == {"seen": []}, run["result"]
+
+
+HOST_TRACES = '''
+def Run(engine):
+    engine.result.set({"cmdline": open("/proc/cmdline").read(),
+                       "mounts": open("/proc/self/mountinfo").read()}, content_type="json")
+'''
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["one-shot", "warm"])
+def test_nothing_of_the_hosts_own_shows(platform, warm: bool):
+    """No kernel command line, and no path of the platform's own state in the mount table
+    (the resolver files come from a neutral place)."""
+    from tests.conftest import TEST_STATE
+
+    code = create_code(platform, HOST_TRACES, warm=warm, network=True)
+    seen = call(platform, code["id"]).json()
+    assert seen["cmdline"] == ""
+    assert str(TEST_STATE) not in seen["mounts"] and ".state" not in seen["mounts"]
+    assert "/etc/resolv.conf" in seen["mounts"]
