@@ -158,29 +158,35 @@ class WarmStream:
         if not self.nonce or len(self._stdout) < 4:
             return False
         needle = self.nonce.encode()
-        start = max(4, self._searched - len(needle))
+        found = self._stdout.find(needle, max(4, self._searched - len(needle)))
         self._searched = len(self._stdout)
-        found = self._stdout.find(needle, start)
         while found != -1:
-            # The marker's header is within MARKER_MAX bytes before its nonce.
-            for begin in range(found - 5, max(-1, found - MARKER_MAX - 4), -1):
-                header = int.from_bytes(self._stdout[begin : begin + 4], "big")
-                size = header & ~MARKER
-                if not header & MARKER or size > MARKER_MAX or begin + 4 + size <= found:
-                    continue
-                if begin + 4 + size > len(self._stdout):
-                    self._searched = begin  # the marker is still arriving: look again
-                    return False
-                try:
-                    message = json.loads(bytes(self._stdout[begin + 4 : begin + 4 + size]))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    continue
-                if isinstance(message, dict) and message.get("nonce") == self.nonce:
-                    del self._stdout[:begin]
-                    self._searched = 0
-                    self.truncated = True
-                    return True
+            if self._marker_before(found):
+                return True
+            # Not (yet) a whole marker: look at this nonce again when more has arrived.
+            self._searched = min(self._searched, found)
             found = self._stdout.find(needle, found + 1)
+        return False
+
+    def _marker_before(self, found: int) -> bool:
+        """Is there a whole marker with our nonce whose JSON holds position `found`? Then
+        everything before it is dropped."""
+        for begin in range(found - 5, max(-1, found - MARKER_MAX - 5), -1):
+            header = int.from_bytes(self._stdout[begin : begin + 4], "big")
+            size = header & ~MARKER
+            end = begin + 4 + size
+            if not header & MARKER or size > MARKER_MAX or end <= found or end > len(
+                    self._stdout):
+                continue
+            try:
+                message = json.loads(bytes(self._stdout[begin + 4 : end]))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(message, dict) and message.get("nonce") == self.nonce:
+                del self._stdout[:begin]
+                self._searched = 0
+                self.truncated = True
+                return True
         return False
 
     def _parse(self, max_frame: int) -> tuple[bool, dict[str, Any]] | None:
