@@ -38,10 +38,12 @@ ATTACKS: dict[str, tuple[int, tuple]] = {
                                           'EROFS'))),
     'stdout_flood': (30, ('failed', 'output limit exceeded')),
     # fd 2 written past the language's own streams, by the run and by a child: output too.
-    'stderr_flood': (30, ('failed', 'output limit exceeded (2 MiB)')),
-    'child_stderr_flood': (30, ('failed', 'output limit exceeded (2 MiB)')),
-    # Half a frame, then gone: failed at once (not at the timeout) and said so.
-    'die_mid_frame': (30, ('failed', 'died in the middle of a frame')),
+    'stderr_flood': (30, ('failed', 'output limit exceeded')),
+    'child_stderr_flood': (30, ('failed', 'output limit exceeded')),
+    # Half a frame, then gone: failed at once (not at the 30 s timeout), saying so (the
+    # JavaScript and Go engines relay frames and report the death themselves).
+    'die_mid_frame': (30, ('failed', ('died in the middle of a frame', 'killed by signal',
+                                      'was killed'))),
     # Statuses outside 200–599 are refused in strict mode; throwing nothing still fails.
     'informational_status': (10, ('failed', 'must be an HTTP status (200-599)')),
     'throw_null': (10, ('failed', 'null was thrown')),
@@ -151,23 +153,23 @@ def test_a_warm_supervisor_survives_every_signal_its_run_sends(platform, languag
     """PID 1 of a warm environment takes no signal from its run (engines/PROTOCOL.md): after
     a run sent every signal number to it, the environment is still up and serves again."""
     code = create_code(platform, source(language, "signal_pid1"), language=language, warm=True)
-    container_id = None
+    served: list[dict] = []
     deadline = time.monotonic() + 90
-    while container_id is None and time.monotonic() < deadline:
-        # The first calls may go to a pool container (its docker-init passes the signals on
-        # to the run, which then dies): only a run in the warm environment counts.
+    while len(served) < 2 and time.monotonic() < deadline:
+        # A call may go to a pool container (its docker-init passes the signals on to the
+        # run, which then dies): only runs in one warm environment count.
         run = _called(platform, code["id"])
-        if (labels := _labels(run["container_id"])) and labels["codeactions.kind"] == "warm":
+        labels = _labels(run["container_id"])
+        if labels and labels["codeactions.kind"] == "warm" and (
+                not served or run["container_id"] == served[0]["container_id"]):
             assert run["status"] == "completed" and run["result"] == "sent", run
-            container_id = run["container_id"]
+            served.append(run)
         else:
             time.sleep(0.3)
-    assert container_id, "no run was served by the warm environment"
-    # Served again (by it, or by another environment of the code), and still running.
-    assert call(platform, code["id"]).text == "sent"
-    state = docker.from_env().api.inspect_container(container_id)["State"]
+    # The environment took every signal, then served the next run.
+    assert len(served) == 2, "the warm environment did not serve two runs"
+    state = docker.from_env().api.inspect_container(served[0]["container_id"])["State"]
     assert state["Running"] is True, state
-
 
 QUOTA_HOG = '''
 import ctypes, fcntl, json, os, time
