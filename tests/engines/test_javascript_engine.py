@@ -615,7 +615,8 @@ def test_rejected_promise_fails_the_run(run: Runner) -> None:
             "throw new (class Weird extends Error { get message() { throw new Error('no'); } })()",
             "Weird",
         ),
-        ("throw undefined", "undefined"),
+        ("throw undefined", "undefined was thrown"),
+        ("throw null", "null was thrown"),
     ],
 )
 def test_failure_messages(run: Runner, throw: str, message: str) -> None:
