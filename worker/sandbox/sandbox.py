@@ -470,9 +470,12 @@ class Sandbox:
 
 #: What each runtime says when fork or a new thread fails: the container's pids limit.
 OUT_OF_PROCESSES = (
-    "Resource temporarily unavailable",  # EAGAIN from fork/clone: glibc, Python, Go
+    "can't start new thread",  # Python
     "failed to create new OS thread",  # the Go runtime
-    "EAGAIN",  # Node
+    "fork: Resource temporarily unavailable",  # glibc's and the shells' words
+    "fork: retry",
+    "Cannot fork",
+    "pthread_create",  # Node, V8 and other C runtimes
 )
 
 
