@@ -166,6 +166,11 @@ class Settings(BaseSettings):
         2 * 1024 * 1024, validation_alias=_env("SANDBOX_OUTPUT_MAX_BYTES")
     )
     sandbox_max_logs: int = Field(1000, validation_alias=_env("SANDBOX_MAX_LOGS"))
+    # Host uids handed out one per sandbox, in turn (worker/sandbox/uids.py): no per-user
+    # kernel quota is shared between sandboxes. `first-last`; no uid of the host's own users.
+    sandbox_uid_range: str = Field(
+        "200000-265535", validation_alias=_env("SANDBOX_UID_RANGE")
+    )
     # Networked sandboxes' addresses (one /32 each, routed to its own veth): a private range
     # (the firewall drops traffic to private ranges, so sandboxes never reach each other).
     sandbox_subnet: str = Field("10.213.0.0/16", validation_alias=_env("SANDBOX_SUBNET"))
@@ -232,6 +237,17 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_prefix(cls, value: str) -> str:
         return value.strip("/")
+
+    @field_validator("sandbox_uid_range")
+    @classmethod
+    def _uid_range(cls, value: str) -> str:
+        first, _, last = value.strip().partition("-")
+        if not (first.isdigit() and last.isdigit() and 1000 <= int(first) <= int(last) < 2**31):
+            raise ValueError("SANDBOX_UID_RANGE must be FIRST-LAST, from 1000 up (e.g. "
+                             "200000-265535)")
+        if int(first) <= 65534 <= int(last):
+            raise ValueError("SANDBOX_UID_RANGE must not hold 65534 (the host's nobody)")
+        return f"{int(first)}-{int(last)}"
 
     @field_validator("cleaner_schedule_time")
     @classmethod

@@ -5,6 +5,7 @@ are charged to the process that reaped them (cutime/cstime), or stay in "other".
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -26,13 +27,23 @@ GROUPS = (
 SHARED_DAEMONS = ("containerd-shim", "containerd", "dockerd", "runc")
 
 
+@functools.cache
+def _sandbox_uids() -> range:
+    """The worker's sandbox uids (worker/sandbox/uids.py) and nobody (Go compiles)."""
+    from shared.settings import Settings
+
+    first, _, last = Settings().sandbox_uid_range.partition("-")
+    return range(int(first), int(last) + 1)
+
+
 def _group(pid: str, own_pid: str, root: str) -> str:
     """What the process is; platforms other than the measured one (other checkouts' tests on
     a shared machine) are told apart by their folder."""
     if pid == own_pid:
         return "bench client"
     try:
-        if os.stat(f"/proc/{pid}").st_uid == 65534:
+        uid = os.stat(f"/proc/{pid}").st_uid
+        if uid == 65534 or uid in _sandbox_uids():
             return "sandboxes (user code, engines)"
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
             "utf-8", "replace")

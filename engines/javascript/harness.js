@@ -691,7 +691,7 @@ function resultOptions(options, positionalContentType) {
 
 /**
  * `engine.result.set(value, { statusCode = 200, contentType = "text" })`; the last call wins.
- * In legacy mode an unknown content type answers text and a status outside 100-599 answers 200
+ * In legacy mode an unknown content type answers text and a status outside 200-599 answers 200
  * instead of throwing; a status given as a digit string works in every mode. Each of these is
  * told once per run in a `debug` log (`note`).
  */
@@ -749,18 +749,18 @@ class Result {
     let code = statusCode;
     if (typeof code === 'string' && /^\s*\d+\s*$/.test(code)) {
       code = Number(code);
-      if (code >= 100 && code <= 599) {
+      if (code >= 200 && code <= 599) {
         this.#note(`result.set: statusCode ${util.inspect(statusCode)} (a string) taken as ${code}`);
       }
     }
-    if (!Number.isInteger(code) || code < 100 || code > 599) {
+    if (!Number.isInteger(code) || code < 200 || code > 599) {
       if (!this.#legacy) {
         throw new RangeError(
-          `statusCode must be an HTTP status (100-599); got ${util.inspect(statusCode)}`
+          `statusCode must be an HTTP status (200-599); got ${util.inspect(statusCode)}`
         );
       }
       this.#note(
-        `result.set: statusCode ${util.inspect(statusCode)} is not an HTTP status (100-599): ` +
+        `result.set: statusCode ${util.inspect(statusCode)} is not an HTTP status (200-599): ` +
           'answered 200 (legacy mode)'
       );
       code = 200;
@@ -894,6 +894,12 @@ class ExitCalled extends Error {
     super(message);
     this.exitCode = exitCode;
   }
+}
+
+/** What user code threw or rejected with, never null: `finish(null)` means success, so a
+ * `throw null` (or `undefined`) becomes a failure that says what was thrown. */
+function thrown(err) {
+  return err === null || err === undefined ? new ExitCalled(`${err} was thrown`) : err;
 }
 
 function failureMessage(err) {
@@ -1141,8 +1147,8 @@ function createRunner({ capture, logMax, result, source, engine, legacy, note })
     process.reallyExit = exitHook;
     process.abort = () => finish(new ExitCalled('process.abort() called'));
     // Errors the user code did not handle fail the run, as they would crash a node process.
-    process.on('uncaughtException', (err) => finish(err));
-    process.on('unhandledRejection', (reason) => finish(reason));
+    process.on('uncaughtException', (err) => finish(thrown(err)));
+    process.on('unhandledRejection', (reason) => finish(thrown(reason)));
     // The event loop emptied: a script is done; Run's promise can never settle any more.
     process.on('beforeExit', () => {
       if (phase === 'script') {
@@ -1175,14 +1181,14 @@ function createRunner({ capture, logMax, result, source, engine, legacy, note })
         (kind === 'object' || kind === 'function') &&
         typeof outcome.then === 'function';
     } catch (err) {
-      finish(err, loadHint(err));
+      finish(thrown(err), loadHint(err));
       return;
     }
     if (pending) {
       // Resolve a returned promise (or any thenable); a plain return value is ignored.
       Promise.resolve(outcome).then(
         () => finish(null),
-        (err) => finish(err)
+        (err) => finish(thrown(err))
       );
     } else {
       finish(null);

@@ -189,7 +189,7 @@ class Log:
 class Result:
     """``engine.result.set(value, status_code=200, content_type="text")``; the last call wins.
 
-    In legacy mode an unknown content type answers text and a status outside 100-599 answers
+    In legacy mode an unknown content type answers text and a status outside 200-599 answers
     200 instead of raising; a status given as a digit string works in every mode. Each of
     these is told once per run in a ``debug`` log (``note``)."""
 
@@ -236,13 +236,13 @@ class Result:
         code = status_code
         if isinstance(code, str) and code.strip().isdigit():
             code = int(code.strip())
-            if 100 <= code <= 599:
+            if 200 <= code <= 599:
                 self._note(f"result.set: status_code {status_code!r} (a string) taken as {code}")
-        if not isinstance(code, bool) and isinstance(code, int) and 100 <= code <= 599:
+        if not isinstance(code, bool) and isinstance(code, int) and 200 <= code <= 599:
             return code
         if not self._legacy:
-            raise ValueError(f"status_code must be an HTTP status (100-599); got {status_code!r}")
-        self._note(f"result.set: status_code {status_code!r} is not an HTTP status (100-599): "
+            raise ValueError(f"status_code must be an HTTP status (200-599); got {status_code!r}")
+        self._note(f"result.set: status_code {status_code!r} is not an HTTP status (200-599): "
                    f"answered 200 (legacy mode)")
         return 200
 

@@ -21,12 +21,15 @@ def sandbox_flags(memory: str = "128m", init: bool = False) -> list[str]:
     a smaller memory default, no network, and without Docker's init unless asked (the engine
     is PID 1, as in a warm environment)."""
     from shared.settings import Settings
+    from worker.sandbox.hardening import SANDBOX_USER
     from worker.sandbox.sandbox import Sandbox, SandboxLimits, parse_size
 
     settings = Settings()
     limits = SandboxLimits.for_code(settings, 60, network=False)
     limits.memory_bytes = parse_size(memory)
-    return Sandbox(None, settings).policy(limits, init=init).run_flags()
+    # nobody: what the engine tests check the run sees (the worker gives each sandbox a uid
+    # of its own; the integration tests run every engine that way).
+    return Sandbox(None, settings).policy(limits, init=init, user=SANDBOX_USER).run_flags()
 
 
 def parse_frames(data: bytes) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import pytest
 #: What makes a sandbox a sandbox, as Docker reports it back.
 HOST_CONFIG_KEYS = ("ReadonlyRootfs", "Tmpfs", "CapDrop", "SecurityOpt", "PidsLimit", "Memory",
                     "MemorySwap", "Ulimits", "NetworkMode", "IpcMode", "Init", "Privileged",
-                    "CapAdd", "Binds")
+                    "CapAdd", "Binds", "Sysctls")
 
 
 def _policy(client, container_id: str) -> dict:  # noqa: ANN001
@@ -34,6 +34,7 @@ def test_run_flags_create_the_same_container_as_the_worker(
     docker_client, python_image: str, network: bool  # noqa: ANN001
 ) -> None:
     from shared.settings import Settings
+    from worker.sandbox.hardening import SECCOMP
     from worker.sandbox.sandbox import Sandbox, SandboxLimits
 
     settings = Settings()
@@ -43,19 +44,23 @@ def test_run_flags_create_the_same_container_as_the_worker(
     by_api = sandbox.create(python_image, limits, label)
     by_cli = ""
     try:
+        user = docker_client.api.inspect_container(by_api)["Config"]["User"]
         proc = subprocess.run(
             ["docker", "create", "--label", f"codeactions.test={label['codeactions.test']}",
-             *sandbox.policy(limits).run_flags(), python_image],
+             *sandbox.policy(limits, user=user).run_flags(), python_image],
             capture_output=True, text=True, timeout=60, check=False,
         )
         assert proc.returncode == 0, proc.stderr
         by_cli = proc.stdout.strip()
         api_policy, cli_policy = _policy(docker_client, by_api), _policy(docker_client, by_cli)
         assert cli_policy == api_policy
-        # and it is the policy: nobody, read-only, nothing added, no swap, no output kept
-        assert api_policy["User"] == "65534:65534" and api_policy["ReadonlyRootfs"] is True
+        # and it is the policy: a uid of its own, read-only, nothing added, our seccomp
+        # profile, no swap, no output kept
+        assert api_policy["User"] in sandbox.uids and api_policy["ReadonlyRootfs"] is True
         assert api_policy["CapDrop"] == ["ALL"] and not api_policy["CapAdd"]
-        assert api_policy["SecurityOpt"] == ["no-new-privileges"]
+        assert api_policy["SecurityOpt"] == ["no-new-privileges", f"seccomp={SECCOMP}"]
+        assert "/proc/cmdline" in docker_client.api.inspect_container(by_api)[
+            "HostConfig"]["MaskedPaths"]
         assert api_policy["MemorySwap"] == api_policy["Memory"] == limits.memory_bytes
         assert api_policy["LogType"] == "none" and api_policy["Init"] is True
         # Docker networks nothing; a networked sandbox only sees the resolver and hosts files

@@ -474,7 +474,7 @@ def test_invalid_content_type_fails(run: Runner) -> None:
 def test_invalid_status_code_fails(run: Runner, code: str) -> None:
     out = run(f"async function Run(e) {{ e.result.set('x', {{ statusCode: {code} }}); }}\n")
     assert out.end["status"] == "failed"
-    assert out.end["error"].startswith("statusCode must be an HTTP status (100-599)")
+    assert out.end["error"].startswith("statusCode must be an HTTP status (200-599)")
 
 
 def test_result_is_readable_and_cannot_be_tampered_with(run: Runner) -> None:
@@ -615,7 +615,8 @@ def test_rejected_promise_fails_the_run(run: Runner) -> None:
             "throw new (class Weird extends Error { get message() { throw new Error('no'); } })()",
             "Weird",
         ),
-        ("throw undefined", "undefined"),
+        ("throw undefined", "undefined was thrown"),
+        ("throw null", "null was thrown"),
     ],
 )
 def test_failure_messages(run: Runner, throw: str, message: str) -> None:

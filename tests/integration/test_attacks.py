@@ -7,7 +7,10 @@ file there.
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import docker
@@ -34,6 +37,18 @@ ATTACKS: dict[str, tuple[int, tuple]] = {
     'write_outside_tmp': (10, ('failed', ('Read-only file system', 'read-only file system',
                                           'EROFS'))),
     'stdout_flood': (30, ('failed', 'output limit exceeded')),
+    # fd 2 written past the language's own streams, by the run and by a child: output too.
+    'stderr_flood': (30, ('failed', 'output limit exceeded')),
+    'child_stderr_flood': (30, ('failed', 'output limit exceeded')),
+    # Half a frame, then gone: failed at once (not at the 30 s timeout), saying so (the
+    # JavaScript and Go engines relay frames and report the death themselves).
+    'die_mid_frame': (30, ('failed', ('died in the middle of a frame', 'killed by signal',
+                                      'was killed'))),
+    # Statuses outside 200–599 are refused in strict mode; throwing nothing still fails.
+    'informational_status': (10, ('failed', 'must be an HTTP status (200-599)')),
+    'throw_null': (10, ('failed', 'null was thrown')),
+    # Every call our seccomp profile refuses answers EPERM or ENOSYS.
+    'seccomp_denied': (10, ('completed', 'all denied')),
     'huge_result': (30, ('failed', 'output limit exceeded (2 MiB)')),
     'log_flood': (30, ('failed', 'log limit exceeded (1000 logs per run)')),
     'close_std_streams': (10, ('completed', 'still here')),
@@ -76,19 +91,24 @@ def _wait_finished(platform, run_id: str, seconds: float = 30) -> dict:  # noqa:
         time.sleep(0.2)
 
 
+def _called(platform, code_id: str) -> dict:  # noqa: ANN001
+    """Call the code; its run once finished."""
+    response = call(platform, code_id)
+    run_id = response.headers.get("X-Run-Id") or (
+        response.json().get("run_id") if response.status_code >= 400 else None
+    )
+    if run_id is None:
+        runs = requests.get(platform.url("/coderun"), params={"code_id": code_id}).json()
+        run_id = runs[0]["id"]
+    return _wait_finished(platform, run_id)
+
+
 @pytest.mark.parametrize(("attack", "language", "warm"), CASES)
 def test_attack_is_contained(platform, attack: str, language: str, warm: bool):
     timeout, (status, reason) = ATTACKS[attack]
     code = create_code(platform, source(language, attack), language=language, timeout=timeout,
                        warm=warm)
-    response = call(platform, code["id"])
-    run_id = response.headers.get("X-Run-Id") or (
-        response.json().get("run_id") if response.status_code >= 400 else None
-    )
-    if run_id is None:
-        runs = requests.get(platform.url("/coderun"), params={"code_id": code["id"]}).json()
-        run_id = runs[0]["id"]
-    run = _wait_finished(platform, run_id)
+    run = _called(platform, code["id"])
     assert run["status"] == status, run
     if reason:
         reasons = reason if isinstance(reason, tuple) else (reason,)
@@ -126,3 +146,150 @@ def Run(engine):
 ''')
     got = call(platform, code["id"]).json()
     assert got == {"found": [], "bind_mounts": []}
+
+
+@pytest.mark.parametrize("language", WARM_LANGUAGES)
+def test_a_warm_supervisor_survives_every_signal_its_run_sends(platform, language: str):
+    """PID 1 of a warm environment takes no signal from its run (engines/PROTOCOL.md): after
+    a run sent every signal number to it, the environment is still up and serves again."""
+    code = create_code(platform, source(language, "signal_pid1"), language=language, warm=True)
+    served: list[dict] = []
+    deadline = time.monotonic() + 90
+    while len(served) < 2 and time.monotonic() < deadline:
+        # A call may go to a pool container (its docker-init passes the signals on to the
+        # run, which then dies): only runs in one warm environment count.
+        run = _called(platform, code["id"])
+        labels = _labels(run["container_id"])
+        if labels and labels["codeactions.kind"] == "warm" and (
+                not served or run["container_id"] == served[0]["container_id"]):
+            assert run["status"] == "completed" and run["result"] == "sent", run
+            served.append(run)
+        else:
+            time.sleep(0.3)
+    # The environment took every signal, then served the next run.
+    assert len(served) == 2, "the warm environment did not serve two runs"
+    state = docker.from_env().api.inspect_container(served[0]["container_id"])["State"]
+    assert state["Running"] is True, state
+
+QUOTA_HOG = '''
+import ctypes, fcntl, json, os, time
+
+def Run(engine):
+    libc = ctypes.CDLL(None, use_errno=True)
+    inotify = 0
+    while libc.inotify_init1(0) != -1:  # fs.inotify.max_user_instances, per uid
+        inotify += 1
+    queues = 0
+    while libc.mq_open(f"/hog{queues}".encode(), os.O_CREAT | os.O_RDWR, 0o600, None) != -1:
+        queues += 1  # RLIMIT_MSGQUEUE bytes, counted per uid
+    pipe_error = ""
+    for _ in range(80):  # fs.pipe-user-pages-soft (64 MiB), counted per uid
+        read_end, write_end = os.pipe()
+        os.close(write_end)
+        try:
+            fcntl.fcntl(read_end, 1031, 1 << 20)  # F_SETPIPE_SZ
+        except OSError as exc:
+            pipe_error = exc.strerror
+            break
+    print(json.dumps({"inotify": inotify, "queues": queues, "pipes": pipe_error}), flush=True)
+    time.sleep(12)  # hold it all while the other project's run looks
+    engine.result.set({"inotify": inotify, "queues": queues, "pipes": pipe_error},
+                      content_type="json")
+'''
+
+QUOTA_PROBE = '''
+import ctypes, fcntl, os
+
+def Run(engine):
+    libc = ctypes.CDLL(None, use_errno=True)
+    read_end, _ = os.pipe()
+    engine.result.set({
+        "inotify": libc.inotify_init1(0) != -1,
+        "mqueue": libc.mq_open(b"/probe", os.O_CREAT | os.O_RDWR, 0o600, None) != -1,
+        "pipe_size": fcntl.fcntl(read_end, 1032),  # F_GETPIPE_SZ: one page once over quota
+    }, content_type="json")
+'''
+
+
+def test_one_projects_kernel_quotas_are_not_anothers(platform):
+    """Per-user kernel quotas (inotify instances, POSIX message queue bytes, pipe buffer
+    pages) exhausted by a run of one project leave a run of another project untouched: each
+    sandbox is its own host uid (worker/sandbox/uids.py)."""
+    hog = create_code(platform, QUOTA_HOG, timeout=40, project_uuid=str(uuid.uuid4()))
+    probe = create_code(platform, QUOTA_PROBE, project_uuid=str(uuid.uuid4()))
+    hogged: dict = {}
+    thread = threading.Thread(target=lambda: hogged.update(run=_called(platform, hog["id"])))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the hog runs; give it a moment to fill it all
+        runs = requests.get(platform.url("/coderun"), params={"code_id": hog["id"]}).json()
+        if runs and runs[0]["status"] == "running":
+            time.sleep(3)
+            break
+        time.sleep(0.2)
+    probed = call(platform, probe["id"])
+    thread.join(60)
+    assert hogged["run"]["status"] == "completed", hogged
+    held = json.loads(hogged["run"]["result"])
+    # The hog really reached each quota (its own uid's) ...
+    assert held["inotify"] >= 100 and held["queues"] >= 1 and held["pipes"], held
+    # ... and the other project's run, meanwhile, had all of its own.
+    assert probed.status_code == 200, probed.text
+    assert probed.json() == {"inotify": True, "mqueue": True, "pipe_size": 65536}
+
+
+SOCKET_SNOOP = '''
+import socket
+
+def Run(engine):
+    # What an earlier run of this environment left in the kernel's socket table ...
+    seen = [line.split()[1:4] for name in ("/proc/net/tcp", "/proc/net/tcp6")
+            for line in open(name).read().splitlines()[1:]]
+    # ... then leave what would have stayed for a minute: a closed connection (TIME_WAIT).
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    accepted, _ = server.accept()
+    client.close()
+    accepted.close()
+    server.close()
+    engine.result.set({"seen": seen}, content_type="json")
+'''
+
+
+def test_a_warm_run_sees_no_socket_of_the_previous_one(platform):
+    """A later run of one warm code reads no socket (no 4-tuple, no remote address) of the
+    run before it in /proc/net/tcp (THREAT_MODEL.md, "Warm environments")."""
+    code = create_code(platform, SOCKET_SNOOP, warm=True)
+    runs: list[dict] = []
+    deadline = time.monotonic() + 90
+    while len(runs) < 3 and time.monotonic() < deadline:
+        run = _called(platform, code["id"])
+        if (labels := _labels(run["container_id"])) and labels["codeactions.kind"] == "warm" \
+                and (not runs or run["container_id"] == runs[0]["container_id"]):
+            runs.append(run)
+        else:
+            time.sleep(0.3)
+    assert len(runs) == 3, "the warm environment did not serve the runs"
+    for run in runs:
+        assert run["status"] == "completed", run
+        assert json.loads(run["result"]) == {"seen": []}, run["result"]
+
+
+HOST_TRACES = '''
+def Run(engine):
+    engine.result.set({"cmdline": open("/proc/cmdline").read(),
+                       "mounts": open("/proc/self/mountinfo").read()}, content_type="json")
+'''
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["one-shot", "warm"])
+def test_nothing_of_the_hosts_own_shows(platform, warm: bool):
+    """No kernel command line, and no path of the platform's own state in the mount table
+    (the resolver files come from a neutral place)."""
+    from tests.conftest import TEST_STATE
+
+    code = create_code(platform, HOST_TRACES, warm=warm, network=True)
+    seen = call(platform, code["id"]).json()
+    assert seen["cmdline"] == ""
+    assert str(TEST_STATE) not in seen["mounts"] and ".state" not in seen["mounts"]
+    assert "/etc/resolv.conf" in seen["mounts"]

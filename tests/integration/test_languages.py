@@ -69,3 +69,17 @@ def test_go_compile_error_is_reported_cleanly(platform):
     assert "undefined: undefinedThing" in error and "/tmp" not in error
     # The second call is served from the compile cache and says the same.
     assert call(platform, code["id"]).json()["error"] == error
+
+
+def test_a_go_source_using_cgo_is_told_so(platform):
+    """Compiles run with cgo off, so the go tool skips a file that imports "C" and reports
+    something beside the point ("undefined: Run"): the error names the cause."""
+    code = create_code(
+        platform,
+        'package main\n\n// #include <stdlib.h>\nimport "C"\n\nimport "codeactions"\n\n'
+        "func Run(engine *codeactions.Engine) error {\n\treturn nil\n}\n",
+        language="go",
+    )
+    response = call(platform, code["id"])
+    assert response.status_code == 500
+    assert 'cgo is not supported (the source imports "C")' in response.json()["error"]

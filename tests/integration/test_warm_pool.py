@@ -162,7 +162,10 @@ def test_pool_containers_are_hardened_exactly_like_cold_ones(make_pool):
         assert pooled["HostConfig"][field] == cold["HostConfig"][field], field
     assert pooled["HostConfig"]["ReadonlyRootfs"] is True
     assert pooled["HostConfig"]["CapDrop"] == ["ALL"]
-    assert pooled["Config"]["User"] == cold["Config"]["User"] == "65534:65534"
+    # Each container a uid of its own (worker/sandbox/uids.py), from the same range.
+    assert pooled["Config"]["User"] in under.sandbox.uids
+    assert cold["Config"]["User"] in under.sandbox.uids
+    assert pooled["Config"]["User"] != cold["Config"]["User"]
     assert pooled["Config"]["Env"] == cold["Config"]["Env"]
     assert pooled["Config"]["Labels"]["codeactions.kind"] == "pool"
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import ipaddress
 import logging
 import shutil
@@ -206,8 +207,12 @@ def host_resolvers() -> list[str]:
 
 
 def etc_files(settings: Settings) -> dict[str, str]:
-    """Host file → path in a networked sandbox (mounted read-only)."""
-    directory = Path(settings.state_dir, "sandbox-etc").absolute()
+    """Host file → path in a networked sandbox (mounted read-only). The sandbox's mount table
+    shows the host path, so it lies in a neutral place named only by a hash (one per state
+    dir: workers of different platforms on one host never share it), never under the
+    platform's state dir."""
+    key = hashlib.sha256(str(Path(settings.state_dir).absolute()).encode()).hexdigest()[:12]
+    directory = lock_directory() / "codeactions-sandbox-etc" / key
     return {str(directory / "resolv.conf"): "/etc/resolv.conf",
             str(directory / "hosts"): "/etc/hosts"}
 

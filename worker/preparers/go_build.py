@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -55,6 +56,8 @@ from worker.wire.frames import FrameDecoder, FrameError
 log = logging.getLogger(__name__)
 
 LANGUAGE = "go"
+#: A source that uses cgo, which compiles disable (CGO_ENABLED=0).
+CGO_IMPORT = re.compile(r'^\s*(import\s*(\(\s*)?)?(\w+\s+)?"C"\s*$', re.MULTILINE)
 #: Disk cache entries: a compiled action, a compiled legacy program, a compile error.
 _DISK_KINDS = ((".bin", "ok"), (".prog", "program"), (".err", "err"))
 _DISK_SUFFIXES = tuple(suffix for suffix, _ in _DISK_KINDS)
@@ -252,6 +255,13 @@ class GoBuilder:
             binary, program = self._compile(source, compat)
         except _CompileFailure as failure:
             log.info("go compile %s failed in %.2f s", key[:12], time.monotonic() - started)
+            if failure.cacheable and CGO_IMPORT.search(source):
+                # With cgo off, the go tool skips every file that imports "C": the compiler
+                # then reports something beside the point ("undefined: Run").
+                failure = _CompileFailure(
+                    f"cgo is not supported (the source imports \"C\"): {failure.message}",
+                    cacheable=True,
+                )
             if failure.cacheable:
                 self._disk_put(key, ".err", failure.message.encode("utf-8"))
                 return "err", failure.message

@@ -1,9 +1,10 @@
 """Run one job in one fresh, hardened container and collect its frames.
 
 The container gets the job on stdin and nothing else: no credentials in its environment,
-files or network reach. It runs as nobody, with every capability dropped, a read-only root,
-a small tmpfs, memory/pids/file-size limits, and is killed at the code's timeout or as soon
-as its output passes the cap. It is always removed afterwards.
+files or network reach. It runs as a host uid of its own (worker/sandbox/uids.py), with
+every capability dropped, a read-only root, a small tmpfs, memory/pids/file-size limits,
+and is killed at the code's timeout or as soon as its output passes the cap. It is always
+removed afterwards.
 
 Fast path: with a `WarmPool` the container was started ahead of demand and waits for its one
 job (an empty pool falls back to starting one here); with `WarmEnvironments`, a code marked
@@ -28,6 +29,7 @@ from worker.network.firewall import FirewallGuard, etc_files
 from worker.network.link import SandboxLink
 from worker.sandbox.hardening import ContainerPolicy, create_hardened, remove_quietly
 from worker.sandbox.run_activity import RunActivity
+from worker.sandbox.uids import SandboxUids
 from worker.wire.attach_stream import (
     STDERR,
     AttachedContainer,
@@ -114,6 +116,8 @@ def clean_text(value: object, limit: int | None = None) -> str:
     return text if limit is None else text[:limit]
 
 
+#: How a run that died while writing a frame is reported (before why it stopped).
+TORN_FRAME = "the run's process died in the middle of a frame"
 #: Beyond a run's output cap, what its frames' JSON may add on the output stream.
 OUTPUT_SLACK = 64 * 1024
 
@@ -127,6 +131,8 @@ class FrameCollector:
         self.ended = False
         self.has_result = False
         self.violation: tuple[str, str] | None = None
+        #: The output ended inside a frame: the engine's process died while writing it.
+        self.torn = False
 
     @property
     def stream_limit(self) -> int:
@@ -160,7 +166,7 @@ class FrameCollector:
             self.has_result = True
             content_type = frame.get("content_type")
             status_code = frame.get("status_code", 200)
-            valid_code = isinstance(status_code, int) and 100 <= status_code <= 599
+            valid_code = isinstance(status_code, int) and 200 <= status_code <= 599
             self.outcome.result = clean_text(frame.get("value", ""))
             self.outcome.status_code = status_code if valid_code else 200
             self.outcome.content_type = content_type if content_type in CONTENT_TYPES else "text"
@@ -227,9 +233,16 @@ class Sandbox:
         """Plugs networked sandboxes in (the firewall they pass: `self.firewall`)."""
         return SandboxLink(self.settings.sandbox_subnet)
 
-    def policy(self, limits: SandboxLimits, init: bool = True) -> ContainerPolicy:
+    @functools.cached_property
+    def uids(self) -> SandboxUids:
+        """Each sandbox's own host uid."""
+        return SandboxUids(self.settings)
+
+    def policy(
+        self, limits: SandboxLimits, init: bool = True, user: str | None = None
+    ) -> ContainerPolicy:
         """The container a run with these limits gets (without the operator's CPU knobs);
-        `.run_flags()` spells it for `docker run`."""
+        `.run_flags()` spells it for `docker run`. `user`: its uid:gid (else a fresh one)."""
         return ContainerPolicy(
             memory_bytes=limits.memory_bytes,
             pids=limits.pids,
@@ -238,9 +251,12 @@ class Sandbox:
             nofile=256,
             etc_files=tuple(etc_files(self.settings).items()) if limits.network else (),
             init=init,
+            user=user or self.uids.next(),
         )
 
-    def host_config(self, limits: SandboxLimits, init: bool = True) -> dict[str, Any]:
+    def host_config(
+        self, limits: SandboxLimits, init: bool = True, user: str | None = None
+    ) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if limits.cpu_quota:
             extra.update(cpu_period=100_000, cpu_quota=limits.cpu_quota)
@@ -248,7 +264,7 @@ class Sandbox:
             extra["cpu_shares"] = limits.cpu_shares
         if limits.memory_reservation:
             extra["mem_reservation"] = min(limits.memory_reservation, limits.memory_bytes)
-        return self.policy(limits, init).host_config(self.client.api, **extra)
+        return self.policy(limits, init, user).host_config(self.client.api, **extra)
 
     def create(
         self,
@@ -258,13 +274,15 @@ class Sandbox:
         command: list[str] | None = None,
         init: bool = True,
     ) -> str:
+        user = self.uids.next()
         return create_hardened(
             self.client.api,
             image,
             hostname="sandbox",
             labels=labels,
-            host_config=self.host_config(limits, init=init),
+            host_config=self.host_config(limits, init=init, user=user),
             command=command,
+            user=user,
         )
 
     def launch(
@@ -417,6 +435,7 @@ class Sandbox:
             return collector.too_much
         except StreamStopped:
             return "cancelled", "cancelled"
+        collector.torn = decoder.pending > 0
         return None
 
     def _kill(self, container_id: str) -> None:
@@ -444,7 +463,20 @@ class Sandbox:
             detail = clean_text(stderr_tail.decode("utf-8", "replace").strip()[-500:])
             describe_exit(outcome, bool(state.get("OOMKilled")), state.get("ExitCode"),
                           limits, detail)
+            if collector.torn and outcome.exit_reason != "memory_limit":
+                outcome.error = f"{TORN_FRAME}: {outcome.error}"
         return outcome
+
+
+#: What each runtime says when fork or a new thread fails: the container's pids limit.
+OUT_OF_PROCESSES = (
+    "can't start new thread",  # Python
+    "failed to create new OS thread",  # the Go runtime
+    "fork: Resource temporarily unavailable",  # glibc's and the shells' words
+    "fork: retry",
+    "Cannot fork",
+    "pthread_create",  # Node, V8 and other C runtimes
+)
 
 
 def describe_exit(
@@ -467,6 +499,8 @@ def describe_exit(
     else:
         outcome.exit_reason = "crashed"
         outcome.error = f"the engine stopped without a result (exit code {exit_code})"
+    if any(sign in detail for sign in OUT_OF_PROCESSES):
+        outcome.error += f" after reaching its process limit ({limits.pids} processes)"
     if detail:
         outcome.error += f": {detail}"
 

@@ -12,6 +12,7 @@ stream breaks the environment: it is destroyed, never reused.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import select
@@ -21,11 +22,14 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.sandbox.sandbox import (
+    STDERR_KEEP,
+    TORN_FRAME,
     FrameCollector,
     LaunchedContainer,
     Sandbox,
     SandboxLimits,
     SandboxOutcome,
+    clean_text,
     describe_exit,
 )
 from worker.wire.attach_stream import (
@@ -33,9 +37,17 @@ from worker.wire.attach_stream import (
     StreamDemuxer,
     StreamStopped,
     StreamTimeout,
+    StreamTooLarge,
     final_state,
 )
-from worker.wire.frames import MARKER_MAX, FrameDecoder, FrameError, FrameTooLarge, encode_frame
+from worker.wire.frames import (
+    MARKER_BIT,
+    MARKER_MAX,
+    FrameDecoder,
+    FrameError,
+    FrameTooLarge,
+    encode_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +66,39 @@ class WarmEnvironmentStopped(WarmEnvironmentError):
 
 
 class WarmStream:
-    """The container's attach stream, demultiplexed and cut into frames, kept across runs."""
+    """The container's attach stream, demultiplexed and cut into frames, kept across runs.
+
+    Both streams count against a run's output cap, as in a one-run container: a run (or its
+    child) writing to the container's stderr is output too, and Docker carries every byte.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._demuxer = StreamDemuxer()
         self._frames = FrameDecoder(0, markers=True)
-        self.received = 0  # stdout bytes since the last `count_from_zero`
+        self._stdout = self._frames.buffer  # read by `_resync`, which may drop a torn piece
+        self.received = 0  # stdout and stderr bytes since the last `count_from_zero`
+        #: While a run is on: StreamTooLarge once `received` passes it.
+        self.limit: int | None = None
+        #: The current run's nonce: the supervisor's markers carry it and the run cannot know
+        #: it, so finding it in the stream while a frame is incomplete means the run's
+        #: process died in the middle of that frame (see `_resync`).
+        self.nonce = ""
+        self.truncated = False
+        self._searched = 0
+        #: The start of what the run wrote to stderr: a crash's own words, for its reason.
+        self.stderr_head = bytearray()
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def count_from_zero(self) -> None:
+    def count_from_zero(self, limit: int | None = None, nonce: str = "") -> None:
         self.received = 0
+        self.limit = limit
+        self.nonce = nonce
+        self.truncated = False
+        self._searched = 0
+        self.stderr_head = bytearray()
 
     @property
     def pending(self) -> int:
@@ -81,13 +113,22 @@ class WarmStream:
         check_every: float = 0.25,
     ) -> tuple[bool, dict[str, Any]]:
         """(is a supervisor marker, message). StreamTimeout, StreamStopped, FrameTooLarge,
-        FrameError, or WarmEnvironmentError at EOF."""
-        self._frames.max_frame_bytes = max_frame
+        FrameError, StreamTooLarge past `limit`, or WarmEnvironmentError at EOF."""
         next_check = time.monotonic() + check_every
         while True:
-            parsed = self._frames.next_frame()
+            if self.limit is not None and self.received > self.limit:
+                raise StreamTooLarge
+            try:
+                parsed = self._parse(max_frame)
+            except (FrameTooLarge, FrameError):
+                self._searched = 0  # a torn frame's header may claim anything: look first
+                if self._resync():
+                    continue
+                raise
             if parsed is not None:
                 return parsed
+            if self._resync():
+                continue
             now = time.monotonic()
             if now >= deadline:
                 raise StreamTimeout
@@ -101,10 +142,61 @@ class WarmStream:
                 chunk = self.sock.recv(1024 * 1024)
                 if not chunk:
                     raise WarmEnvironmentStopped("the warm environment stopped")
-                for stream, payload in self._demuxer.feed(chunk):
-                    if stream == STDOUT:  # stderr only ever holds the engine's own noise
-                        self._frames.add(payload)
-                        self.received += len(payload)
+                self._demux(chunk)
+
+    def _demux(self, chunk: bytes) -> None:
+        for stream, payload in self._demuxer.feed(chunk):
+            if stream == STDOUT:
+                self._frames.add(payload)
+            elif len(self.stderr_head) < STDERR_KEEP:  # stderr is counted, never read as frames
+                self.stderr_head += payload
+                del self.stderr_head[STDERR_KEEP:]
+            self.received += len(payload)
+
+    def _resync(self) -> bool:
+        """A frame is incomplete: when the current nonce shows up after its start, the run's
+        process died mid-frame and the supervisor's marker follows the torn piece. Drop the
+        piece (up to the marker's header) and say so; the marker is then read as usual."""
+        if not self.nonce or len(self._stdout) < 4:
+            return False
+        needle = self.nonce.encode()
+        found = self._stdout.find(needle, max(4, self._searched - len(needle)))
+        self._searched = len(self._stdout)
+        while found != -1:
+            if self._marker_before(found):
+                return True
+            # Not (yet) a whole marker: look at this nonce again when more has arrived.
+            self._searched = min(self._searched, found)
+            found = self._stdout.find(needle, found + 1)
+        return False
+
+    def _marker_before(self, found: int) -> bool:
+        """Is there a whole marker with our nonce whose JSON holds position `found`? Then
+        everything before it is dropped."""
+        for begin in range(found - 5, max(-1, found - MARKER_MAX - 5), -1):
+            header = int.from_bytes(self._stdout[begin : begin + 4], "big")
+            size = header & ~MARKER_BIT
+            end = begin + 4 + size
+            if not header & MARKER_BIT or size > MARKER_MAX or end <= found or end > len(
+                    self._stdout):
+                continue
+            try:
+                message = json.loads(bytes(self._stdout[begin + 4 : end]))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(message, dict) and message.get("nonce") == self.nonce:
+                del self._stdout[:begin]
+                self._searched = 0
+                self.truncated = True
+                return True
+        return False
+
+    def _parse(self, max_frame: int) -> tuple[bool, dict[str, Any]] | None:
+        self._frames.max_frame_bytes = max_frame
+        before = len(self._stdout)
+        parsed = self._frames.next_frame()
+        self._searched = max(0, self._searched - (before - len(self._stdout)))
+        return parsed
 
 
 class WarmEnvironment:
@@ -175,7 +267,7 @@ class WarmEnvironment:
         seal = {"t": "seal", "nonce": self._nonce, "timeout_ms": int(limits.timeout * 1000)}
         deadline = time.monotonic() + limits.timeout
         try:
-            self.stream.count_from_zero()
+            self.stream.count_from_zero(collector.stream_limit, self._nonce)
             self.stream.send(encode_frame(job) + encode_frame(seal))
             while True:
                 is_marker, message = self.stream.next(deadline, limits.output_bytes, should_stop)
@@ -192,9 +284,8 @@ class WarmEnvironment:
                     break
                 if collector.ended:  # a failure may be the memory limit: the exit tells
                     deadline = min(deadline, time.monotonic() + EXIT_WAIT)
-                if self.stream.received > collector.stream_limit:
-                    reason = collector.too_much
-                    break
+        except StreamTooLarge:
+            reason = collector.too_much
         except StreamTimeout:
             if not collector.ended:
                 reason = ("timeout", f"timed out after {limits.timeout:g} s")
@@ -208,6 +299,7 @@ class WarmEnvironment:
             self.broken = True
         except WarmEnvironmentError as exc:
             reason, self.broken = ("protocol", f"engine output was malformed: {exc}"), True
+        self.stream.limit = None  # what it writes until `finish` takes effect counts no more
         if not self.broken:
             try:
                 self.stream.send(encode_frame({"t": "finish"}))
@@ -259,10 +351,19 @@ class WarmEnvironment:
             outcome.status, outcome.exit_reason, outcome.error = "failed", *reason
         elif exited is not None:
             if exited.get("oom") or not collector.ended:
+                detail = ""
+                if self.stream is not None:
+                    detail = clean_text(self.stream.stderr_head.decode("utf-8", "replace")
+                                        .strip()[-500:])
                 describe_exit(outcome, bool(exited.get("oom")), exited.get("exit_code"),
-                              self.limits)
+                              self.limits, detail)
+                if self.stream is not None and self.stream.truncated and not exited.get("oom"):
+                    outcome.error = f"{TORN_FRAME}: {outcome.error}"
         elif not collector.ended:  # the container itself stopped (killed, out of memory)
             state = final_state(self.sandbox.client.api, self.container_id, wait_seconds=2)
             describe_exit(outcome, bool(state.get("OOMKilled")), state.get("ExitCode"),
                           self.limits)
+            if outcome.exit_reason == "crashed":  # its PID 1 went: say whose fault it is
+                outcome.error = outcome.error.replace(
+                    "the engine stopped", "the warm environment's supervisor stopped", 1)
         return outcome

@@ -37,33 +37,35 @@ class FrameDecoder:
     garbled or not an object → FrameError."""
 
     def __init__(self, max_frame_bytes: int, *, markers: bool = False) -> None:
-        self._buffer = bytearray()
+        #: Bytes not yet taken as frames (a reader that resynchronises may drop a prefix).
+        self.buffer = bytearray()
         self.max_frame_bytes = max_frame_bytes
         self._markers = markers
 
     def add(self, data: bytes) -> None:
-        self._buffer += data
+        self.buffer += data
 
     def next_frame(self) -> tuple[bool, dict[str, Any]] | None:
         """(is a marker, message) of the next complete frame, or None until more arrives."""
-        if len(self._buffer) < _HEADER.size:
+        if len(self.buffer) < _HEADER.size:
             return None
-        (header,) = _HEADER.unpack_from(self._buffer)
+        (header,) = _HEADER.unpack_from(self.buffer)
         is_marker = self._markers and bool(header & MARKER_BIT)
         size = header & ~MARKER_BIT if is_marker else header
         limit = MARKER_MAX if is_marker else self.max_frame_bytes
         if size > limit:
             raise FrameTooLarge(f"frame of {size} bytes exceeds {limit}")
-        if len(self._buffer) < _HEADER.size + size:
+        if len(self.buffer) < _HEADER.size + size:
             return None
-        payload = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
-        del self._buffer[: _HEADER.size + size]
+        payload = bytes(self.buffer[_HEADER.size : _HEADER.size + size])
         try:
             message = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise FrameError(f"undecodable frame: {exc}") from None
         if not isinstance(message, dict):
             raise FrameError("a frame is not an object")
+        # Taken only once whole and sound: a garbled frame stays for a reader to resync past.
+        del self.buffer[: _HEADER.size + size]
         return is_marker, message
 
     def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
@@ -74,7 +76,7 @@ class FrameDecoder:
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        return len(self.buffer)
 
 
 def decode_all(data: bytes, max_frame_bytes: int = 1 << 31) -> list[dict[str, Any]]:

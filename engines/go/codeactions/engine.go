@@ -255,7 +255,7 @@ type resultOptions struct {
 	contentType string
 }
 
-// WithStatusCode sets the HTTP status of the response (100-599; default 200).
+// WithStatusCode sets the HTTP status of the response (200-599; default 200).
 func WithStatusCode(code int) Option {
 	return func(o *resultOptions) { o.statusCode = code }
 }
@@ -273,7 +273,7 @@ type Result struct {
 	contentType string
 	err         error // the last Set call's error, until a later call succeeds
 	// Legacy mode (a code adopted from the old service): an unknown content type answers
-	// text and a status outside 100-599 answers 200 instead of an error; note tells the
+	// text and a status outside 200-599 answers 200 instead of an error; note tells the
 	// code's owner what was mapped (a debug log).
 	legacy bool
 	note   func(message string)
@@ -319,7 +319,7 @@ func (r *Result) Set(value any, opts ...Option) error {
 	}
 	kind := strings.ToLower(strings.TrimSpace(o.contentType))
 	validKind := kind == ContentText || kind == ContentJSON || kind == ContentHTML
-	validCode := o.statusCode >= 100 && o.statusCode <= 599
+	validCode := o.statusCode >= 200 && o.statusCode <= 599
 	if r.legacy && !validKind {
 		if mapped := legacyKind(kind); mapped != "" {
 			r.tell(fmt.Sprintf("result.Set: content type %q taken as %q (legacy mode; the "+
@@ -333,7 +333,7 @@ func (r *Result) Set(value any, opts ...Option) error {
 		validKind = true
 	}
 	if r.legacy && !validCode {
-		r.tell(fmt.Sprintf("result.Set: status code %d is not an HTTP status (100-599): "+
+		r.tell(fmt.Sprintf("result.Set: status code %d is not an HTTP status (200-599): "+
 			"answered 200 (legacy mode)", o.statusCode))
 		o.statusCode, validCode = 200, true
 	}
@@ -342,7 +342,7 @@ func (r *Result) Set(value any, opts ...Option) error {
 	case !validKind:
 		err = fmt.Errorf("content type must be one of text, json, html; got %q", o.contentType)
 	case !validCode:
-		err = fmt.Errorf("status code must be an HTTP status (100-599); got %d", o.statusCode)
+		err = fmt.Errorf("status code must be an HTTP status (200-599); got %d", o.statusCode)
 	}
 	text := ""
 	if err == nil {

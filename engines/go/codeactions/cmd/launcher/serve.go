@@ -74,7 +74,17 @@ func serveMode() int {
 		fmt.Fprintln(os.Stderr, "serve: prctl:", errno)
 		return 2
 	}
-	// As PID 1 only signals with a handler reach us from inside; the runtime has handlers.
+	// As PID 1 only signals with a handler reach us from inside, and the runtime has
+	// handlers: for the faults (SEGV, BUS, FPE, ILL, TRAP, SYS, STKFLT) it crashes even when
+	// one was only sent with kill(). Every signal is taken over and dropped (a real fault
+	// still crashes: the runtime tells it from a sent one), then the usual ones ignored
+	// outright (children inherit that).
+	dropped := make(chan os.Signal, 64)
+	signal.Notify(dropped)
+	go func() {
+		for range dropped {
+		}
+	}()
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE, syscall.SIGALRM, syscall.SIGABRT)
 	childOOMScoreAdj = "1000"
