@@ -203,7 +203,8 @@ def test_mode_is_shown_settable_and_warm_stays_its_alias(platform):
     assert patched.status_code == 200 and (patched.json()["mode"], patched.json()["warm"]) == (
         "warm", True)
     assert requests.get(url).json()["mode"] == "warm"
-    for params, field in (({"mode": "forever"}, "mode"), ({"mode": "pool", "warm": "true"}, "warm")):
+    for params, field in (({"mode": "forever"}, "mode"),
+                          ({"mode": "pool", "warm": "true"}, "warm")):
         refused = requests.patch(url, params=params)
         assert refused.status_code == 400 and refused.json()["field"] == field, refused.text
     assert requests.get(url).json()["mode"] == "warm"
