@@ -90,8 +90,9 @@ def page(
     # Where the page sits counted from the newest log, and from the oldest.
     from_newest = skip if newest_first else total - skip - size
     from_oldest = total - from_newest - size
-    keys = (CodeLog.position.desc(), CodeLog.id.desc()) if newest_first \
-        else (CodeLog.position, CodeLog.id)
+    oldest_keys = (CodeLog.position, CodeLog.id)
+    newest_keys = (CodeLog.position.desc(), CodeLog.id.desc())
+    page_keys = newest_keys if newest_first else oldest_keys
     lowest, highest = session.execute(
         select(func.min(CodeLog.position), func.max(CodeLog.position))
         .where(CodeLog.code_id == code_id)
@@ -102,20 +103,18 @@ def page(
         rows = session.scalars(
             select(CodeLog).where(CodeLog.code_id == code_id,
                                   CodeLog.position.between(first, first + size - 1))
-            .order_by(*keys)
+            .order_by(*page_keys)
         )
         return list(rows), total
     # A hole: positions reserved by a write not yet committed, or skipped by an import's
     # conflicts. The page's ids by OFFSET from the index alone, from the nearer end.
-    oldest_keys = (CodeLog.position, CodeLog.id)
-    newest_keys = tuple(key.desc() for key in oldest_keys)
     ids = select(CodeLog.id).where(CodeLog.code_id == code_id)
     if from_newest <= from_oldest:
         ids = ids.order_by(*newest_keys).offset(from_newest).limit(size)
     else:
         ids = ids.order_by(*oldest_keys).offset(from_oldest).limit(size)
     rows = session.scalars(
-        select(CodeLog).where(CodeLog.id.in_(ids.scalar_subquery())).order_by(*keys)
+        select(CodeLog).where(CodeLog.id.in_(ids.scalar_subquery())).order_by(*page_keys)
     )
     return list(rows), total
 
