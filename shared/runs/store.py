@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -128,6 +128,9 @@ class Finished:
     """A run this call ended (it was still in `from_status`)."""
 
     wants_callback: bool
+    #: The run's row as the same UPDATE left it (`RETURNING`): what the completion signal
+    #: carries to the waiting request, which then has no row to read.
+    record: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def finish(
@@ -141,7 +144,10 @@ def finish(
         {"finished_run_id": run_id, "from_status": from_status, "final_status": status,
          **params},
     ).first()
-    return None if finished is None else Finished(wants_callback=finished.wants_callback)
+    if finished is None:
+        return None
+    record = dict(finished._mapping)
+    return Finished(wants_callback=bool(record.pop("wants_callback")), record=record)
 
 
 def _wants_callback(callback: Any) -> Any:
@@ -159,7 +165,7 @@ def _finish_statement(names: tuple[str, ...]) -> Any:
                runs.c.status == bindparam("from_status"))
         .values(status=bindparam("final_status"), finished_at=func.now(), updated_at=func.now(),
                 **{name: bindparam(f"set_{name}", type_=runs.c[name].type) for name in names})
-        .returning(runs.c.id, _wants_callback(runs.c.callback).label("wants_callback"))
+        .returning(*runs.c, _wants_callback(runs.c.callback).label("wants_callback"))
     )
 
 
