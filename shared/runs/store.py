@@ -9,10 +9,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Uuid,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import delete as delete_
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from shared.after_commit.outbox import OutboxEntry
+from shared.after_commit.steps import SWEEP_GRACE, Step
 from shared.codes.model import TIMEOUT_MAX, Code
 from shared.ids import EntityId
 from shared.orm import table_of
@@ -85,6 +100,30 @@ def add(session: Session, run: CodeRun) -> CodeRun:
     session.add(run)
     session.flush()
     return run
+
+
+def add_with_outbox(session: Session, run: CodeRun, step: Step) -> int:
+    """Insert a new run and the outbox entry of the step that follows it in one statement
+    (Core, no ORM flush: the API's CPU per run); fills the row's server-made values into
+    `run` and returns the entry's id."""
+    runs, entries = table_of(CodeRun), table_of(OutboxEntry)
+    values = {column.key: getattr(run, column.key) for column in runs.c
+              if column.server_default is None and column.key not in ("id",)}
+    new_run = (insert(runs).values(id=run.id, **values)
+               .returning(runs.c.created_at, runs.c.updated_at, runs.c.executions).cte("new_run"))
+    statement = (
+        insert(entries).add_cte(new_run)  # top level: PostgreSQL wants a writing WITH there
+        .from_select(["kind", "run_id", "args", "due_at", "attempts"], select(
+            literal(step.kind.value), literal(run.id, Uuid), literal(step.args, JSONB),
+            func.now() + SWEEP_GRACE, literal(0),
+        ).select_from(new_run), include_defaults=False)
+        .returning(entries.c.id, select(new_run.c.created_at).scalar_subquery(),
+                   select(new_run.c.executions).scalar_subquery())
+    )
+    row = session.connection().execute(statement).one()
+    run.created_at = run.updated_at = row[1]
+    run.executions = row[2]
+    return int(row[0])
 
 
 def claim_with_code(
