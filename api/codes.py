@@ -17,7 +17,8 @@ from shared.ids import parse_id
 blp = Blueprint("codes", __name__, description="Code actions")
 
 FIELDS = (
-    "name", "language", "type", "project_uuid", "timeout", "url", "network", "warm", "compat",
+    "name", "language", "type", "project_uuid", "timeout", "url", "network", "warm", "mode",
+    "compat",
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate
 
 from api.lenient_datetime import parse_lenient_datetime
-from shared.codes.model import CODE_TYPES, COMPAT_MODES, TIMEOUT_MAX, TIMEOUT_MIN
+from shared.codes.model import CODE_MODES, CODE_TYPES, COMPAT_MODES, TIMEOUT_MAX, TIMEOUT_MIN
 from shared.logs.model import LOG_TYPES
 from shared.runs.document import RunDocumentSchema
 from shared.runs.statuses import RunStatus
@@ -24,6 +24,7 @@ class CodeSchema(Schema):
     timeout = fields.Integer()
     network = fields.Boolean()
     warm = fields.Boolean()
+    mode = fields.String(validate=validate.OneOf(CODE_MODES))
     compat = fields.String(validate=validate.OneOf(COMPAT_MODES))
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
@@ -44,7 +45,12 @@ class CodeCreateQuerySchema(Schema):
         metadata={"description": "false turns outbound networking off (default true)"}
     )
     warm = fields.String(
-        metadata={"description": "true runs the code in a warm environment (default false)"}
+        metadata={"description": "alias of mode: true = warm, false = pool"}
+    )
+    mode = fields.String(
+        metadata={"description": "pool (a fresh container per run), warm (a container bound "
+                  "to the code, a fresh process per run) or resident (for now served as warm); "
+                  "default FLOWS_CODE_ACTIONS_DEFAULT_MODE"}
     )
     compat = fields.String(
         metadata={"description": "strict (default) or legacy: the Go service's engine leniency"}

@@ -6,6 +6,7 @@ import functools
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from api.client_connection import ClientConnection
 from api.context import ApiContext
@@ -16,6 +17,7 @@ from shared.ids import EntityId
 from shared.observability import log_context, metrics
 from shared.runs import cancellation as run_cancellation
 from shared.runs import reading as run_reading
+from shared.runs import signal_record
 from shared.runs import submission as run_submission
 from shared.runs.completion import CompletionWaiter
 from shared.runs.model import CodeRun
@@ -53,8 +55,9 @@ def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
         waiter.wait(timeout=float(code.timeout), should_stop=client.gone)
     if client.closed:
         return SyncOutcome(run=_abandon(c, run), timed_out=False, abandoned=True)
-    # The signal only wakes us; the row is the truth (and covers a lost signal).
-    stored = _outcome(c, run.id)
+    # The worker's signal carries the ended row; without it (lost, or from elsewhere) the
+    # row is read: it is the truth.
+    stored = _outcome(c, run.id, waiter.record)
     timed_out = stored.status not in FINISHED
     if stored.status == RunStatus.QUEUED:  # not even started: nobody will read its answer
         stored = _abandon(c, stored)
@@ -84,9 +87,13 @@ def wait_for_end(c: ApiContext, run: CodeRun, timeout: float) -> CodeRun:
     return run
 
 
-def _outcome(c: ApiContext, run_id: uuid.UUID) -> CodeRun:
+def _outcome(
+    c: ApiContext, run_id: uuid.UUID, record: dict[str, Any] | None = None
+) -> CodeRun:
     """The run a sync caller waited for; 410 when its code was deleted meanwhile."""
-    run = run_reading.reread(c.db, run_id)
+    run = signal_record.to_run(record) if record else None
+    if run is None or run.id != run_id:
+        run = run_reading.reread(c.db, run_id)
     if run is None or run.exit_reason == ExitReason.CODE_DELETED:
         raise Gone("the code was deleted while its run was waiting", field="code_id")
     return run

@@ -208,6 +208,10 @@ class Settings(BaseSettings):
     warm_pool_max_age: float = Field(240, gt=0, validation_alias=_env("WARM_POOL_MAX_AGE"))
     # Every code runs in a warm environment (otherwise only codes created with `warm=true`).
     warm_environments: bool = Field(False, validation_alias=_env("WARM_ENVIRONMENTS"))
+    # The mode of a code created without `mode` or `warm` (shared.codes.model.CODE_MODES).
+    default_mode: Literal["pool", "warm", "resident"] = Field(
+        "pool", validation_alias=_env("DEFAULT_MODE")
+    )
     # A warm environment is retired after this many runs, or this long without one.
     warm_environment_max_runs: int = Field(
         1000, ge=1, validation_alias=_env("WARM_ENVIRONMENT_MAX_RUNS")

@@ -27,6 +27,8 @@ class UnitOfWork:
         self._db = db
         self._runner = runner
         self._steps: list[Step] = []
+        #: Durable steps the caller wrote to the outbox itself (in its own statement).
+        self._stored: dict[int, int] = {}
         self._session: Session | None = None
         self._committed = False
         #: Steps that failed after the commit (already handled by the failure policy).
@@ -50,18 +52,25 @@ class UnitOfWork:
             session.close()  # objects stay usable, detached with what they hold
         self._steps = []
 
-    def after_commit(self, step: Step) -> None:
-        """Run `step` once this unit of work has committed (never if it does not)."""
+    def after_commit(self, step: Step, outbox_id: int | None = None) -> None:
+        """Run `step` once this unit of work has committed (never if it does not).
+        `outbox_id`: a durable step the caller already wrote to the outbox, in the same
+        transaction (e.g. in one statement with the change it follows)."""
+        if outbox_id is not None:
+            self._stored[id(step)] = outbox_id
         self._steps.append(step)
 
     def commit(self) -> list[StepFailure]:
         """Commit, then run the registered steps; returns those that failed."""
         steps, self._steps = self._steps, []
-        durable = [step for step in steps if POLICIES[step.kind].durable]
+        stored, self._stored = self._stored, {}
+        durable = [step for step in steps
+                   if POLICIES[step.kind].durable and id(step) not in stored]
         ids = iter(outbox.add(self.session, durable))
         self.session.commit()
         self._committed = True
-        numbered = [(step, next(ids) if POLICIES[step.kind].durable else None)
+        numbered = [(step, stored[id(step)] if id(step) in stored
+                     else next(ids) if POLICIES[step.kind].durable else None)
                     for step in steps]
         self.failures = self._runner.run(numbered) if numbered else []
         return self.failures

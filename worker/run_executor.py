@@ -250,7 +250,7 @@ class RunExecutor:
                 return status
             # Waiters first (steps run in the order registered): the logs are in PostgreSQL
             # with the run, the S3 archive can follow.
-            after_end(uow, run_id, status, finished.wants_callback)
+            after_end(uow, run_id, status, finished.wants_callback, finished.record)
             if code_id is not None and logs:
                 log_store.add_batch(uow.session, logs)
                 uow.after_commit(Step(StepKind.ARCHIVE_LOGS, run_id, payload=logs))

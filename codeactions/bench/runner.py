@@ -4,7 +4,8 @@ For a hello-world action in each language: the cold `docker run` of its engine i
 baseline); in warm-pool mode (one container per run, the default) the first call of a new
 code, sync latency paced at 4 requests/s and throughput at 16 concurrent clients (with how
 many runs had to start their own container); in warm-environment mode the first call, sync
-latency back to back and throughput at 16 clients; memory of the worker and of a pool and a
+latency back to back and throughput at 16 clients, and the same for a resident code (served
+as warm for now, README "Run modes"); memory of the worker and of a pool and a
 warm container. Then the machine's container churn ceiling (what strict mode can reach under
 overload) and `GET /codelog?code_id=…&page=N` on a code with 100,000 logs. Printed, and
 written as JSON under bench/results/.
@@ -58,11 +59,11 @@ class Plan:
         self.settle = 2 if quick else 15
 
 
-def _create(platform: BenchPlatform, language: str, source: str, warm: bool,
+def _create(platform: BenchPlatform, language: str, source: str, mode: str,
             network: bool = True) -> str:
     response = requests.post(platform.url("/code"), params={
-        "name": f"bench-{language}-{'warm' if warm else 'pool'}", "language": language,
-        "type": "endpoint", "project_uuid": PROJECT, "warm": str(warm).lower(),
+        "name": f"bench-{language}-{mode}", "language": language,
+        "type": "endpoint", "project_uuid": PROJECT, "mode": mode,
         "network": str(network).lower(),
     }, data=source.encode(), timeout=30)
     response.raise_for_status()
@@ -98,7 +99,7 @@ def measure_language(platform: BenchPlatform, client: Any, settings: Any, langua
                                                             plan.baseline_runs * 4)
 
     print(f"bench: {language}: warm pool (one container per run) …", flush=True)
-    code = _create(platform, language, HELLO[language], warm=False)
+    code = _create(platform, language, HELLO[language], "pool")
     path = f"/action/endpoint/{code}"
     pool: dict[str, Any] = {"first_call_ms": _first_call_ms(platform, code)}
     sequential(platform.base_url, path, 4, rate=4)  # settle
@@ -111,7 +112,7 @@ def measure_language(platform: BenchPlatform, client: Any, settings: Any, langua
     pool["clients_16"]["cold_starts"] = counter.stop()
     if language == "python":
         pool["segments_ms"] = segments(platform, code, plan.segment_calls, rate=4)
-        offline = _create(platform, language, HELLO[language], warm=False, network=False)
+        offline = _create(platform, language, HELLO[language], "pool", network=False)
         offline_path = f"/action/endpoint/{offline}"
         sequential(platform.base_url, offline_path, 4, rate=4)
         pool["paced_4_per_s_no_network"] = sequential(platform.base_url, offline_path,
@@ -125,29 +126,37 @@ def measure_language(platform: BenchPlatform, client: Any, settings: Any, langua
     out["pool_container_mib"] = figures.container_memory_mib(client, container) if container \
         else None
 
-    print(f"bench: {language}: warm environment …", flush=True)
-    code = _create(platform, language, HELLO[language], warm=True)
-    path = f"/action/endpoint/{code}"
-    warm: dict[str, Any] = {"first_call_ms": _first_call_ms(platform, code)}
-    sequential(platform.base_url, path, 20)  # settle
-    warm["back_to_back"] = sequential(platform.base_url, path, plan.back_to_back).summary()
-    # Paced like the pool: what a JavaScript environment, which boots its next Node after
-    # each run (~0.2 s), gives when calls leave it the time.
-    warm["paced_4_per_s"] = sequential(platform.base_url, path, plan.paced, rate=4).summary()
-    concurrent(platform.base_url, path, CLIENTS, 3)  # the code's other environments start
-    meter = CpuMeter(str(REPO_ROOT))
-    warm["clients_16"] = concurrent(platform.base_url, path, CLIENTS, plan.seconds)
-    warm["clients_16"]["cpu_ms_per_run"] = meter.per_run_ms(warm["clients_16"]["statuses"]
-                                                            .get(200, 0))
-    if language == "python":
-        warm["segments_ms"] = segments(platform, code, plan.segment_calls)
-    warm["ratio_to_docker_run"] = _ratio(baseline, warm["back_to_back"])
-    out["warm"] = warm
-    container = figures.warm_container(client, code)
+    for mode in ("warm", "resident"):
+        out[mode] = _measure_bound(platform, language, mode, plan, baseline)
+    container = figures.warm_container(client, out["warm"]["code_id"])
     out["warm_container_mib"] = figures.container_memory_mib(client, container) if container \
         else None
     pid = platform.workers.get(language)
     out["worker_rss_mib"] = figures.process_rss_mib(pid) if pid else None
+    return out
+
+
+def _measure_bound(platform: BenchPlatform, language: str, mode: str, plan: Plan,
+                   baseline: dict[str, Any]) -> dict[str, Any]:
+    """A code bound to its own containers (mode warm or resident; resident is served as warm
+    until the engines' resident loop lands, README "Run modes")."""
+    print(f"bench: {language}: {mode} …", flush=True)
+    code = _create(platform, language, HELLO[language], mode)
+    path = f"/action/endpoint/{code}"
+    out: dict[str, Any] = {"code_id": code, "first_call_ms": _first_call_ms(platform, code)}
+    sequential(platform.base_url, path, 20)  # settle
+    out["back_to_back"] = sequential(platform.base_url, path, plan.back_to_back).summary()
+    # Paced like the pool: what a JavaScript environment, which boots its next Node after
+    # each run (~0.2 s), gives when calls leave it the time.
+    out["paced_4_per_s"] = sequential(platform.base_url, path, plan.paced, rate=4).summary()
+    concurrent(platform.base_url, path, CLIENTS, 3)  # the code's other environments start
+    meter = CpuMeter(str(REPO_ROOT))
+    out["clients_16"] = concurrent(platform.base_url, path, CLIENTS, plan.seconds)
+    out["clients_16"]["cpu_ms_per_run"] = meter.per_run_ms(out["clients_16"]["statuses"]
+                                                           .get(200, 0))
+    if language == "python":
+        out["segments_ms"] = segments(platform, code, plan.segment_calls)
+    out["ratio_to_docker_run"] = _ratio(baseline, out["back_to_back"])
     return out
 
 
@@ -159,7 +168,7 @@ def measure_logs(platform: BenchPlatform, plan: Plan) -> dict[str, Any]:
     """A code with `plan.log_runs` × 1,000 logs (made through the platform, as users would),
     then pages at the start, middle and end of its log list."""
     print(f"bench: logs: {plan.log_runs * 1000} logs …", flush=True)
-    code = _create(platform, "python", LOGS_SOURCE, warm=True)
+    code = _create(platform, "python", LOGS_SOURCE, "warm")
     run_ids: list[str] = []
     remaining = plan.log_runs
     while remaining:
@@ -235,6 +244,20 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                        f"{warm['ratio_to_docker_run']}×", warm["ratio_to_docker_run"] >= 10))
         rate = warm["clients_16"]["runs_per_second"]
         checks.append((f"{language} warm ≥ 100 runs/s at 16 clients", f"{rate}/s", rate >= 100))
+        # Issue 17's resident targets (resident is served as warm for now: README Run modes).
+        resident = measured.get("resident")
+        if resident:
+            b2b = resident["back_to_back"]
+            checks.append((f"{language} resident p50 ≤ 10 ms, p99 ≤ 25 ms (served as warm)",
+                           f"{b2b['p50_ms']} / {b2b['p99_ms']} ms",
+                           b2b["p50_ms"] <= 10 and b2b["p99_ms"] <= 25))
+            checks.append((f"{language} resident ≥ 30× faster than docker run",
+                           f"{resident['ratio_to_docker_run']}×",
+                           resident["ratio_to_docker_run"] >= 30))
+            rate = resident["clients_16"]["runs_per_second"]
+            want = 100 if language == "javascript" else 150
+            checks.append((f"{language} resident ≥ {want} runs/s at 16 clients", f"{rate}/s",
+                           rate >= want))
     churn = results.get("churn_ceiling")
     if churn and python:
         overload = python["pool"]["clients_16"]
@@ -300,16 +323,25 @@ def _delete_bench_codes(platform: BenchPlatform) -> None:
         requests.delete(platform.url(f"/code/{code['id']}"), timeout=60)
 
 
+def _pair(resident: dict[str, Any] | None) -> str:
+    if not resident:
+        return ""
+    b2b = resident["back_to_back"]
+    return (f"{b2b['p50_ms']:>11.1f}/{b2b['p99_ms']:<5.1f}ms"
+            f"{resident['clients_16']['runs_per_second']:>8.1f}/s")
+
+
 def _print(results: dict[str, Any]) -> None:
     print("\n== Code Actions fast path ==")
     machine = results["machine"]
     print(f"{machine['cpus']} CPUs, load average {machine['load_average_before']:.1f} before, "
           f"{machine['load_average_after']:.1f} after (other work on the machine skews it all)")
     print("docker run = a hardened `docker run` with Docker's default network (as a code with"
-          " network, the default); pool and warm codes have network too (their own link)\n")
+          " network, the default); pool and warm codes have network too (their own link);"
+          " resident is served as warm for now (README Run modes)\n")
     header = (f"{'':<11}{'docker run':>11}{'pool 1st':>10}{'pool p50/p99 @4/s':>20}"
               f"{'pool 16c':>10}{'cold':>6}{'warm 1st':>10}{'warm p50/p99':>15}"
-              f"{'warm 16c':>10}")
+              f"{'warm 16c':>10}{'resident p50/p99':>19}{'res. 16c':>10}")
     print(header)
     for language, m in results["languages"].items():
         pool, warm = m["pool"], m["warm"]
@@ -319,7 +351,8 @@ def _print(results: dict[str, Any]) -> None:
               f"{pool['clients_16']['runs_per_second']:>8.1f}/s"
               f"{pool['clients_16']['cold_starts']:>6}"
               f"{warm['first_call_ms']:>8.0f}ms{b2b['p50_ms']:>7.1f}/{b2b['p99_ms']:<5.1f}ms"
-              f"{warm['clients_16']['runs_per_second']:>8.1f}/s")
+              f"{warm['clients_16']['runs_per_second']:>8.1f}/s"
+              f"{_pair(m.get('resident'))}")
     print("warm p50/p99 @4/s:  " + "  ".join(
         f"{lang}: {m['warm']['paced_4_per_s']['p50_ms']}/{m['warm']['paced_4_per_s']['p99_ms']} ms"
         for lang, m in results["languages"].items()))
@@ -339,7 +372,9 @@ def _print(results: dict[str, Any]) -> None:
             print(f"python pool @4/s, code without network: p50 {offline['p50_ms']} ms, "
                   f"p99 {offline['p99_ms']} ms (docker run without network: "
                   f"{python['docker_run_no_network']['p50_ms']} ms)")
-        for mode in ("pool", "warm"):
+        for mode in ("pool", "warm", "resident"):
+            if mode not in python:
+                continue
             parts = python[mode].get("segments_ms")
             if parts:
                 print(f"python {mode}, where a call's time goes (median ms): " + ", ".join(

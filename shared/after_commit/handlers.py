@@ -14,7 +14,7 @@ from shared.db import Database
 from shared.logs.archive import LogArchive, archive_run_logs
 from shared.messaging import dispatch
 from shared.observability import metrics
-from shared.runs import completion, submission
+from shared.runs import completion, signal_record, submission
 
 
 def step_handlers(
@@ -26,9 +26,10 @@ def step_handlers(
             metrics.record_submitted(step.args["language"])
 
     def signal(steps: list[Step]) -> None:
-        completion.publish_many(
-            redis_client, [(str(step.run_id), step.args["status"]) for step in steps]
-        )
+        completion.publish_many(redis_client, [
+            (str(step.run_id), signal_record.encode(step.args["status"], step.payload))
+            for step in steps
+        ])
 
     def schedule_callback(steps: list[Step]) -> None:
         for step in steps:

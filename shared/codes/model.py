@@ -23,6 +23,11 @@ CODE_TYPES = ("flow", "endpoint")
 #: How leniently the engine treats a code: `legacy` behaves as the Go service's engine did
 #: (adopted codes), `strict` is ours (new codes).
 COMPAT_MODES = ("strict", "legacy")
+# How a code's runs are served: `pool` a fresh container each run (from the warm pool);
+# `warm` a container bound to the code, a fresh process each run; `resident` one long-lived
+# process per bound container (module state persists, as on Lambda) - for now served as
+# `warm` (README "Run modes").
+CODE_MODES = ("pool", "warm", "resident")
 STRICT, LEGACY = COMPAT_MODES
 TIMEOUT_DEFAULT, TIMEOUT_MIN, TIMEOUT_MAX = 60, 5, 300
 
@@ -53,6 +58,11 @@ class Code(UuidPk, Timestamps, Base):
     # a fresh container each run; see engines/PROTOCOL.md "Warm environments".
     warm: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=false()
+    )
+    # One of CODE_MODES; `warm` above stays in step (true for warm and resident), so `warm=true`
+    # keeps working as the alias of mode warm and whatever reads `warm` serves both.
+    mode: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="pool", server_default="pool"
     )
     # `legacy`: the old engine's leniency (codes adopted from the Go service); `strict`: ours.
     compat: Mapped[str] = mapped_column(

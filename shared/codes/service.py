@@ -10,6 +10,7 @@ from shared.adoption import project_ids
 from shared.adoption.legacy_values import as_uuid
 from shared.codes import store as code_store
 from shared.codes.model import (
+    CODE_MODES,
     CODE_TYPES,
     COMPAT_MODES,
     TIMEOUT_DEFAULT,
@@ -42,6 +43,7 @@ class CodeInput:
     url: str | None = None
     network: bool | str | None = None
     warm: bool | str | None = None
+    mode: str | None = None
     compat: str | None = None
 
 
@@ -83,6 +85,25 @@ def _check_timeout(value: int | str | None) -> int:
             field="timeout",
         )
     return timeout
+
+
+def _check_mode(data: CodeInput, current: str) -> str:
+    """The mode asked for: `mode`, or `warm` as its alias (true: warm, or resident when the
+    code is resident already; false: pool); both given must agree."""
+    mode = None
+    if _given(data.mode):
+        if data.mode not in CODE_MODES:
+            raise InvalidInput(
+                f"mode must be one of {', '.join(CODE_MODES)}, got {data.mode!r}", field="mode"
+            )
+        mode = str(data.mode)
+    if _given(data.warm):
+        warm = _check_bool(data.warm, "warm")
+        if mode is not None and (mode != "pool") != warm:
+            raise InvalidInput(f"warm={str(warm).lower()} contradicts mode={mode}", field="warm")
+        if mode is None:
+            mode = ("resident" if current == "resident" else "warm") if warm else "pool"
+    return mode or current
 
 
 def _check_compat(value: str | None) -> str:
@@ -173,9 +194,10 @@ def create(platform: Platform, data: CodeInput) -> Code:
         url=_check_url(data.url),
         source=data.source or "",
         network=_check_bool(data.network, "network") if _given(data.network) else True,
-        warm=_check_bool(data.warm, "warm") if _given(data.warm) else False,
+        mode=_check_mode(data, settings.default_mode),
         compat=_check_compat(data.compat) if _given(data.compat) else "strict",
     )
+    code.warm = code.mode != "pool"
     _check_source(settings, code.source)
     with platform.unit_of_work() as uow:
         code_store.add(uow.session, code)
@@ -203,8 +225,9 @@ def update(platform: Platform, code_id: EntityId, data: CodeInput) -> Code:
             code.url = _check_url(data.url)
         if _given(data.network):
             code.network = _check_bool(data.network, "network")
-        if _given(data.warm):
-            code.warm = _check_bool(data.warm, "warm")
+        if _given(data.mode) or _given(data.warm):
+            code.mode = _check_mode(data, code.mode)
+            code.warm = code.mode != "pool"
         if _given(data.compat):
             code.compat = _check_compat(data.compat)
         if data.source:

@@ -5,8 +5,9 @@ only while Redis is unreachable). Each process keeps one subscription (to
 every run's channel, by pattern) on one connection, read by one thread that wakes the
 waiting requests: a sync call costs no Redis connection and no subscribe round trip of its
 own. A waiter registers before the run exists, so the signal cannot fire before anyone
-listens; the row is re-read when the wait ends, so a lost message costs latency, never a
-wrong answer.
+listens. The worker's message carries the ended row (`shared.runs.signal_record`), which the
+waiter answers from; without it (a lost message, a plain status) the row is read, so a lost
+message costs latency, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
+
+from shared.runs import signal_record
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +40,19 @@ def channel(run_id: str) -> str:
     return CHANNEL.format(run_id=run_id)
 
 
-def publish_done(client: redis.Redis, run_id: str, status: str) -> None:
-    client.publish(channel(run_id), status)
+def publish_done(client: redis.Redis, run_id: str, message: str) -> None:
+    """`message`: the status, or `signal_record.encode`'s status with the ended row."""
+    client.publish(channel(run_id), message)
 
 
 def publish_many(client: redis.Redis, done: list[tuple[str, str]]) -> None:
-    """(run id, status) pairs in one round trip."""
+    """(run id, message) pairs in one round trip."""
     if len(done) == 1:
         publish_done(client, *done[0])
         return
     pipeline = client.pipeline(transaction=False)
-    for run_id, status in done:
-        pipeline.publish(channel(run_id), status)
+    for run_id, message in done:
+        pipeline.publish(channel(run_id), message)
     pipeline.execute()
 
 
@@ -55,6 +60,7 @@ class _Waiting:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.status: str | None = None
+        self.record: dict[str, Any] | None = None
 
 
 class CompletionListener:
@@ -129,12 +135,15 @@ class CompletionListener:
     def _deliver(self, message: dict) -> None:
         name = message["channel"]
         name = name.decode() if isinstance(name, bytes) else str(name)
-        data = message["data"]
-        status = data.decode() if isinstance(data, bytes) else str(data)
         with self._lock:
             waiters = list(self._waiting.get(name[len(_PREFIX):], ()))
+        if not waiters:  # every process hears every run's end: decode only our own
+            return
+        data = message["data"]
+        status, record = signal_record.decode(
+            data.decode() if isinstance(data, bytes) else str(data))
         for waiting in waiters:
-            waiting.status = status
+            waiting.status, waiting.record = status, record
             waiting.event.set()
 
 
@@ -188,6 +197,11 @@ class CompletionWaiter:
                     if self._ended():
                         return "ended"
         return None
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """The ended row the signal carried (None: not signalled, or signalled without)."""
+        return self._waiting.record
 
     def _may_have_missed_it(self) -> bool:
         listener = self._listener

@@ -5,7 +5,7 @@ are after-commit steps of the unit of work that ended it."""
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.after_commit.steps import Step, StepKind
 
@@ -13,7 +13,11 @@ if TYPE_CHECKING:
     from shared.unit_of_work import UnitOfWork
 
 
-def after_end(uow: UnitOfWork, run_id: uuid.UUID, status: str, wants_callback: bool) -> None:
-    uow.after_commit(Step(StepKind.SIGNAL_DONE, run_id, {"status": str(status)}))
+def after_end(
+    uow: UnitOfWork, run_id: uuid.UUID, status: str, wants_callback: bool,
+    record: dict[str, Any] | None = None,
+) -> None:
+    """`record`: the ended row (`Finished.record`), carried by the signal to its waiter."""
+    uow.after_commit(Step(StepKind.SIGNAL_DONE, run_id, {"status": str(status)}, record))
     if wants_callback:
         uow.after_commit(Step(StepKind.SCHEDULE_CALLBACK, run_id))

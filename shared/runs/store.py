@@ -5,14 +5,29 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Uuid,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import delete as delete_
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from shared.after_commit.outbox import OutboxEntry
+from shared.after_commit.steps import SWEEP_GRACE, Step
 from shared.codes.model import TIMEOUT_MAX, Code
 from shared.ids import EntityId
 from shared.orm import table_of
@@ -87,6 +102,30 @@ def add(session: Session, run: CodeRun) -> CodeRun:
     return run
 
 
+def add_with_outbox(session: Session, run: CodeRun, step: Step) -> int:
+    """Insert a new run and the outbox entry of the step that follows it in one statement
+    (Core, no ORM flush: the API's CPU per run); fills the row's server-made values into
+    `run` and returns the entry's id."""
+    runs, entries = table_of(CodeRun), table_of(OutboxEntry)
+    values = {column.key: getattr(run, column.key) for column in runs.c
+              if column.server_default is None and column.key not in ("id",)}
+    new_run = (insert(runs).values(id=run.id, **values)
+               .returning(runs.c.created_at, runs.c.updated_at, runs.c.executions).cte("new_run"))
+    statement = (
+        insert(entries).add_cte(new_run)  # top level: PostgreSQL wants a writing WITH there
+        .from_select(["kind", "run_id", "args", "due_at", "attempts"], select(
+            literal(step.kind.value), literal(run.id, Uuid), literal(step.args, JSONB),
+            func.now() + SWEEP_GRACE, literal(0),
+        ).select_from(new_run), include_defaults=False)
+        .returning(entries.c.id, select(new_run.c.created_at).scalar_subquery(),
+                   select(new_run.c.executions).scalar_subquery())
+    )
+    row = session.connection().execute(statement).one()
+    run.created_at = run.updated_at = row[1]
+    run.executions = row[2]
+    return int(row[0])
+
+
 def claim_with_code(
     session: Session, run_id: uuid.UUID, worker: str, lease_seconds: float
 ) -> tuple[CodeRun, Code] | None:
@@ -128,6 +167,9 @@ class Finished:
     """A run this call ended (it was still in `from_status`)."""
 
     wants_callback: bool
+    #: The run's row as the same UPDATE left it (`RETURNING`): what the completion signal
+    #: carries to the waiting request, which then has no row to read.
+    record: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def finish(
@@ -141,7 +183,10 @@ def finish(
         {"finished_run_id": run_id, "from_status": from_status, "final_status": status,
          **params},
     ).first()
-    return None if finished is None else Finished(wants_callback=finished.wants_callback)
+    if finished is None:
+        return None
+    record = dict(finished._mapping)
+    return Finished(wants_callback=bool(record.pop("wants_callback")), record=record)
 
 
 def _wants_callback(callback: Any) -> Any:
@@ -159,7 +204,7 @@ def _finish_statement(names: tuple[str, ...]) -> Any:
                runs.c.status == bindparam("from_status"))
         .values(status=bindparam("final_status"), finished_at=func.now(), updated_at=func.now(),
                 **{name: bindparam(f"set_{name}", type_=runs.c[name].type) for name in names})
-        .returning(runs.c.id, _wants_callback(runs.c.callback).label("wants_callback"))
+        .returning(*runs.c, _wants_callback(runs.c.callback).label("wants_callback"))
     )
 
 

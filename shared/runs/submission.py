@@ -83,9 +83,15 @@ def submit(platform: Platform, requests: list[RunRequest]) -> list[CodeRun]:
         for item in requests
     ]
     with platform.unit_of_work() as uow:
-        for run, item in zip(runs, requests, strict=True):
-            run_store.add(uow.session, run)
-            uow.after_commit(Step(StepKind.ENQUEUE_RUN, run.id, {"language": item.code.language}))
+        if len(runs) == 1:  # a sync call's: the row and its outbox entry in one statement
+            step = Step(StepKind.ENQUEUE_RUN, runs[0].id, {"language": requests[0].code.language})
+            outbox_id = run_store.add_with_outbox(uow.session, runs[0], step)
+            uow.after_commit(step, outbox_id)
+        else:
+            for run, item in zip(runs, requests, strict=True):
+                run_store.add(uow.session, run)
+                uow.after_commit(
+                    Step(StepKind.ENQUEUE_RUN, run.id, {"language": item.code.language}))
         uow.commit()
     for item in requests:
         metrics.record_run_requested(item.code.project_uuid, item.code.id)

@@ -182,3 +182,29 @@ def test_compat_defaults_to_strict_and_is_settable_on_create_and_patch(platform)
     bad = requests.patch(platform.url(f"/code/{code['id']}"), params={"compat": "loose"})
     assert bad.status_code == 400 and bad.json()["field"] == "compat"
     assert requests.get(platform.url(f"/code/{code['id']}")).json()["compat"] == "strict"
+
+
+def test_mode_is_shown_settable_and_warm_stays_its_alias(platform):
+    """`mode` = pool | warm | resident on create and PATCH, in the code's JSON; `warm=true`
+    still works (mode warm) and `warm` shows whether the code is bound to its containers."""
+    code = create_code(platform, SOURCE)
+    assert (code["mode"], code["warm"]) == ("pool", False)  # the default (DEFAULT_MODE)
+    assert create_code(platform, SOURCE, warm=True)["mode"] == "warm"
+    resident = requests.post(platform.url("/code"), json={
+        "name": "resident", "language": "python", "type": "endpoint", "project_uuid": PROJECT,
+        "source": SOURCE, "mode": "resident"})
+    assert resident.status_code == 201, resident.text
+    assert (resident.json()["mode"], resident.json()["warm"]) == ("resident", True)
+    url = platform.url(f"/code/{resident.json()['id']}")
+    # warm=true keeps a resident code resident; warm=false is mode pool.
+    assert requests.patch(url, params={"warm": "true"}).json()["mode"] == "resident"
+    assert requests.patch(url, json={"warm": False}).json()["mode"] == "pool"
+    patched = requests.patch(url, params={"mode": "warm"})
+    assert patched.status_code == 200 and (patched.json()["mode"], patched.json()["warm"]) == (
+        "warm", True)
+    assert requests.get(url).json()["mode"] == "warm"
+    for params, field in (({"mode": "forever"}, "mode"),
+                          ({"mode": "pool", "warm": "true"}, "warm")):
+        refused = requests.patch(url, params=params)
+        assert refused.status_code == 400 and refused.json()["field"] == field, refused.text
+    assert requests.get(url).json()["mode"] == "warm"
