@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from worker.warm.environment import MARKER, WarmStream
+from worker.warm.environment import WarmStream
 from worker.wire.attach_stream import StreamTooLarge
+from worker.wire.frames import MARKER_BIT
 
 
 def _docker(stream: int, payload: bytes) -> bytes:
@@ -21,7 +22,7 @@ def _docker(stream: int, payload: bytes) -> bytes:
 
 def _marker(message: dict) -> bytes:
     data = json.dumps(message).encode()
-    return (MARKER | len(data)).to_bytes(4, "big") + data
+    return (MARKER_BIT | len(data)).to_bytes(4, "big") + data
 
 
 def _frame(message: dict) -> bytes:
