@@ -99,20 +99,22 @@ EXITED_GRACE_SECONDS = 30
 
 def sweep_leftovers(client, name: str) -> int:  # noqa: ANN001
     """While the worker runs: what `remove_leftovers` removes of other (dead) workers, and
-    this worker's own sandboxes that exited over `EXITED_GRACE_SECONDS` ago."""
+    this worker's own sandboxes that exited, or were created and never started, over
+    `EXITED_GRACE_SECONDS` ago."""
     removed = 0
     oldest_live = time.time() - (TIMEOUT_MAX + 120)
     now = datetime.now(UTC)
     for container in client.api.containers(all=True, filters={"label": "codeactions.sandbox"}):
         labels = container.get("Labels") or {}
         if labels.get("codeactions.worker") == name:
-            if container.get("State") not in ("exited", "dead"):
+            state = container.get("State")
+            if state == "created":
+                # Created and never started: a launch that Docker's restart cut short.
+                if time.time() - container["Created"] < EXITED_GRACE_SECONDS:
+                    continue
+            elif state not in ("exited", "dead"):
                 continue
-            try:
-                finished = client.api.inspect_container(container["Id"])["State"]["FinishedAt"]
-            except Exception:  # gone meanwhile
-                continue
-            if (now - _docker_time(finished)).total_seconds() < EXITED_GRACE_SECONDS:
+            elif not _exited_long_ago(client, container["Id"], now):
                 continue
         elif not is_leftover(labels, container["Created"], name, oldest_live):
             continue
@@ -124,6 +126,14 @@ def sweep_leftovers(client, name: str) -> int:  # noqa: ANN001
     if removed:
         log.info("removed %d leftover sandboxes", removed)
     return removed
+
+
+def _exited_long_ago(client, container_id: str, now: datetime) -> bool:  # noqa: ANN001
+    try:
+        finished = client.api.inspect_container(container_id)["State"]["FinishedAt"]
+    except Exception:  # gone meanwhile
+        return False
+    return (now - _docker_time(finished)).total_seconds() >= EXITED_GRACE_SECONDS
 
 
 def _docker_time(text: str) -> datetime:

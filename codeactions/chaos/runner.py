@@ -153,7 +153,7 @@ def run_scenario(platform: ChaosPlatform, scenario: Scenario, plan: Plan,
         runs = read_runs(conn, codes)
     result = analyse(scenario.name, scenario.title, languages, scenario.affected or languages,
                      faults, load.answers, runs, settle,
-                     _sandboxes(platform, ignore=dead_before))
+                     _sandboxes_after_sweep(platform, ignore=dead_before))
     result["supervisor_events"] = [
         {"at": e.at, "unit": e.unit, "what": e.what, "detail": e.detail}
         for e in platform.supervisor.events[events_before:]]
@@ -209,6 +209,22 @@ def _sandboxes(platform: ChaosPlatform, ignore: set[str]) -> dict[str, int]:
         return states
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         return {"unknown": -1, "error": str(exc)[:200]}  # type: ignore[dict-item]
+
+
+#: Dead sandboxes are removed by the workers' next sweep (worker/upkeep.py, every 30 s, of
+#: sandboxes dead for over 30 s): that is the promise measured, not an instant removal.
+SWEEP_WAIT = 75.0
+
+
+def _sandboxes_after_sweep(platform: ChaosPlatform, ignore: set[str]) -> dict[str, int]:
+    """`_sandboxes` once no dead one is left, or after the next sweep had its chance."""
+    deadline = time.monotonic() + SWEEP_WAIT
+    while True:
+        states = _sandboxes(platform, ignore)
+        dead = sum(n for state, n in states.items() if state in ("created", "exited", "dead"))
+        if not dead or time.monotonic() >= deadline:
+            return states
+        time.sleep(2)
 
 
 def _commit() -> str:

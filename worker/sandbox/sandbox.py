@@ -459,6 +459,8 @@ class Sandbox:
         if collector.ended and outcome.status == "completed":
             return outcome  # a failed end may still be the memory limit: ask Docker
         state = final_state(self.client.api, container_id)
+        if not state and not collector.ended:
+            return engine_lost(outcome)
         if state.get("OOMKilled") or not collector.ended:
             detail = clean_text(stderr_tail.decode("utf-8", "replace").strip()[-500:])
             describe_exit(outcome, bool(state.get("OOMKilled")), state.get("ExitCode"),
@@ -477,6 +479,15 @@ OUT_OF_PROCESSES = (
     "Cannot fork",
     "pthread_create",  # Node, V8 and other C runtimes
 )
+
+
+def engine_lost(outcome: SandboxOutcome) -> SandboxOutcome:
+    """Docker cannot say how the run's container ended: it stopped or lost it (a restart).
+    The platform failed, not the code, so the caller is told to try again (503)."""
+    outcome.status, outcome.answered = "failed", False
+    outcome.exit_reason = "sandbox_error"
+    outcome.error = "the container engine stopped or lost the run's container"
+    return outcome
 
 
 def describe_exit(

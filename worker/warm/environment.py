@@ -31,6 +31,7 @@ from worker.sandbox.sandbox import (
     SandboxOutcome,
     clean_text,
     describe_exit,
+    engine_lost,
 )
 from worker.wire.attach_stream import (
     STDOUT,
@@ -361,6 +362,8 @@ class WarmEnvironment:
                     outcome.error = f"{TORN_FRAME}: {outcome.error}"
         elif not collector.ended:  # the container itself stopped (killed, out of memory)
             state = final_state(self.sandbox.client.api, self.container_id, wait_seconds=2)
+            if not state:
+                return engine_lost(outcome)
             describe_exit(outcome, bool(state.get("OOMKilled")), state.get("ExitCode"),
                           self.limits)
             if outcome.exit_reason == "crashed":  # its PID 1 went: say whose fault it is
