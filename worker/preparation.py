@@ -97,10 +97,10 @@ def is_leftover(labels: dict[str, str], created: float, name: str, oldest_live: 
 EXITED_GRACE_SECONDS = 30
 
 
-def sweep_leftovers(client, name: str) -> int:  # noqa: ANN001
+def sweep_leftovers(client, name: str, grace: float = EXITED_GRACE_SECONDS) -> int:  # noqa: ANN001
     """While the worker runs: what `remove_leftovers` removes of other (dead) workers, and
     this worker's own sandboxes that exited, or were created and never started, over
-    `EXITED_GRACE_SECONDS` ago."""
+    `grace` seconds ago."""
     removed = 0
     oldest_live = time.time() - (TIMEOUT_MAX + 120)
     now = datetime.now(UTC)
@@ -110,11 +110,11 @@ def sweep_leftovers(client, name: str) -> int:  # noqa: ANN001
             state = container.get("State")
             if state == "created":
                 # Created and never started: a launch that Docker's restart cut short.
-                if time.time() - container["Created"] < EXITED_GRACE_SECONDS:
+                if time.time() - container["Created"] < grace:
                     continue
             elif state not in ("exited", "dead"):
                 continue
-            elif not _exited_long_ago(client, container["Id"], now):
+            elif not _exited_long_ago(client, container["Id"], now, grace):
                 continue
         elif not is_leftover(labels, container["Created"], name, oldest_live):
             continue
@@ -128,12 +128,12 @@ def sweep_leftovers(client, name: str) -> int:  # noqa: ANN001
     return removed
 
 
-def _exited_long_ago(client, container_id: str, now: datetime) -> bool:  # noqa: ANN001
+def _exited_long_ago(client, container_id: str, now: datetime, grace: float) -> bool:  # noqa: ANN001
     try:
         finished = client.api.inspect_container(container_id)["State"]["FinishedAt"]
     except Exception:  # gone meanwhile
         return False
-    return (now - _docker_time(finished)).total_seconds() >= EXITED_GRACE_SECONDS
+    return (now - _docker_time(finished)).total_seconds() >= grace
 
 
 def _docker_time(text: str) -> datetime:
