@@ -14,15 +14,18 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
+from shared.runs.statuses import ExitReason, RunStatus
+
 log = logging.getLogger(__name__)
 
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Exit reasons that mean the sandbox was stopped by force (worker/sandbox/sandbox.py).
-KILL_REASONS = frozenset(
-    {"timeout", "memory_limit", "output_limit", "log_limit", "cancelled", "protocol", "killed"}
-)
+KILL_REASONS = frozenset({
+    ExitReason.TIMEOUT, ExitReason.MEMORY_LIMIT, ExitReason.OUTPUT_LIMIT, ExitReason.LOG_LIMIT,
+    ExitReason.CANCELLED, ExitReason.PROTOCOL, ExitReason.KILLED,
+})
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,8 @@ def record_run(
     try:
         m = worker_metrics()
         m.runs.labels(language, status, reason).inc()
-        (m.completed if status == "completed" else m.failed).labels(language).inc()
-        if reason == "timeout":
+        (m.completed if status == RunStatus.COMPLETED else m.failed).labels(language).inc()
+        if reason == ExitReason.TIMEOUT:
             m.timed_out.labels(language).inc()
         if reason in KILL_REASONS:
             m.kills.labels(language, reason).inc()

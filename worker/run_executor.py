@@ -216,7 +216,7 @@ class RunExecutor:
             return False
 
     def _store(self, run_id: uuid.UUID, code_id: uuid.UUID | None, outcome: SandboxOutcome) -> str:
-        status = RunStatus.COMPLETED if outcome.status == "completed" else RunStatus.FAILED
+        status = RunStatus.COMPLETED if outcome.status == RunStatus.COMPLETED else RunStatus.FAILED
         logs = self._log_rows(run_id, code_id, outcome)
         if status == RunStatus.FAILED and outcome.exit_reason != ExitReason.ERROR:
             # Limits and kills become an error log too, so the run's logs tell the story.
@@ -297,4 +297,4 @@ def _seconds_between(start: datetime | None, end: datetime | None) -> float | No
 
 
 def _failure(reason: str, message: str) -> SandboxOutcome:
-    return SandboxOutcome(status="failed", exit_reason=reason, error=message)
+    return SandboxOutcome(status=RunStatus.FAILED, exit_reason=reason, error=message)

@@ -26,6 +26,8 @@ class ExitReason(StrEnum):
     TIMEOUT = "timeout"
     MEMORY_LIMIT = "memory_limit"
     OUTPUT_LIMIT = "output_limit"
+    LOG_LIMIT = "log_limit"
+    PROTOCOL = "protocol"  # the engine's output broke the wire format
     KILLED = "killed"  # SIGKILLed from outside (exit code 137) without an OOM
     CRASHED = "crashed"  # the engine stopped without a result
     NO_END_FRAME = "no_end_frame"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.logs.model import LOG_CONTENT_MAX, LOG_TYPES
+from shared.runs.statuses import ExitReason, RunStatus
 from shared.settings import Settings
 from worker.network.firewall import FirewallGuard, etc_files
 from worker.network.link import SandboxLink
@@ -93,13 +94,13 @@ class SandboxLimits:
 
 @dataclass
 class SandboxOutcome:
-    status: str  # completed | failed
+    status: str  # a RunStatus: completed | failed
     result: str = ""
     status_code: int = 200
     content_type: str = "text"
     logs: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
-    exit_reason: str = "completed"
+    exit_reason: str = ExitReason.COMPLETED
     container_id: str = ""
     stdout: str = ""
     startup_seconds: float = 0.0  # container create + start + job handed over
@@ -127,7 +128,7 @@ class FrameCollector:
 
     def __init__(self, limits: SandboxLimits) -> None:
         self.limits = limits
-        self.outcome = SandboxOutcome(status="failed", exit_reason="no_end_frame")
+        self.outcome = SandboxOutcome(status=RunStatus.FAILED, exit_reason=ExitReason.NO_END_FRAME)
         self.ended = False
         self.has_result = False
         self.violation: tuple[str, str] | None = None
@@ -143,14 +144,15 @@ class FrameCollector:
     @property
     def too_much(self) -> tuple[str, str]:
         """The exit reason and error of a run whose stream passed `stream_limit`."""
-        return "output_limit", f"output limit exceeded ({human_size(self.limits.output_bytes)})"
+        limit = human_size(self.limits.output_bytes)
+        return ExitReason.OUTPUT_LIMIT, f"output limit exceeded ({limit})"
 
     def take(self, frame: dict[str, Any]) -> None:
         kind = frame.get("t")
         if kind == "log":
             if len(self.outcome.logs) >= self.limits.max_logs:
                 self.violation = (
-                    "log_limit",
+                    ExitReason.LOG_LIMIT,
                     f"log limit exceeded ({self.limits.max_logs} logs per run)",
                 )
                 return
@@ -183,9 +185,10 @@ class FrameCollector:
         elif kind == "end":
             self.ended = True
             if frame.get("status") == "completed":
-                self.outcome.status, self.outcome.exit_reason = "completed", "completed"
+                self.outcome.status = RunStatus.COMPLETED
+                self.outcome.exit_reason = ExitReason.COMPLETED
             else:
-                self.outcome.status, self.outcome.exit_reason = "failed", "error"
+                self.outcome.status, self.outcome.exit_reason = RunStatus.FAILED, ExitReason.ERROR
                 self.outcome.error = clean_text(frame.get("error", ""), LOG_CONTENT_MAX)
                 self.outcome.answered = self.has_result
 
@@ -428,13 +431,13 @@ class Sandbox:
                 except FrameTooLarge:
                     return collector.too_much
                 except FrameError as exc:
-                    return "protocol", f"engine output was malformed: {exc}"
+                    return ExitReason.PROTOCOL, f"engine output was malformed: {exc}"
         except StreamTimeout:
-            return "timeout", f"timed out after {limits.timeout:g} s"
+            return ExitReason.TIMEOUT, f"timed out after {limits.timeout:g} s"
         except StreamTooLarge:
             return collector.too_much
         except StreamStopped:
-            return "cancelled", "cancelled"
+            return ExitReason.CANCELLED, "cancelled"
         collector.torn = decoder.pending > 0
         return None
 
@@ -454,9 +457,9 @@ class Sandbox:
     ) -> SandboxOutcome:
         outcome = collector.outcome
         if kill_reason is not None:
-            outcome.status, outcome.exit_reason, outcome.error = "failed", *kill_reason
+            outcome.status, outcome.exit_reason, outcome.error = RunStatus.FAILED, *kill_reason
             return outcome
-        if collector.ended and outcome.status == "completed":
+        if collector.ended and outcome.status == RunStatus.COMPLETED:
             return outcome  # a failed end may still be the memory limit: ask Docker
         state = final_state(self.client.api, container_id)
         if not state and not collector.ended:
@@ -484,8 +487,8 @@ OUT_OF_PROCESSES = (
 def engine_lost(outcome: SandboxOutcome) -> SandboxOutcome:
     """Docker cannot say how the run's container ended: it stopped or lost it (a restart).
     The platform failed, not the code, so the caller is told to try again (503)."""
-    outcome.status, outcome.answered = "failed", False
-    outcome.exit_reason = "sandbox_error"
+    outcome.status, outcome.answered = RunStatus.FAILED, False
+    outcome.exit_reason = ExitReason.SANDBOX_ERROR
     outcome.error = "the container engine stopped or lost the run's container"
     return outcome
 
@@ -499,16 +502,16 @@ def describe_exit(
 ) -> None:
     """Why an engine stopped without (or despite) its end frame: out of memory, killed, or
     crashed; the same words for a one-run container and a warm environment's process."""
-    outcome.status = "failed"
+    outcome.status = RunStatus.FAILED
     outcome.answered = False  # a limit or a crash, not the code's own failure
     if oom:
-        outcome.exit_reason = "memory_limit"
+        outcome.exit_reason = ExitReason.MEMORY_LIMIT
         outcome.error = f"memory limit exceeded ({human_size(limits.memory_bytes)})"
         return
     if exit_code == 137:
-        outcome.exit_reason, outcome.error = "killed", "the run was killed (exit code 137)"
+        outcome.exit_reason, outcome.error = ExitReason.KILLED, "the run was killed (exit code 137)"
     else:
-        outcome.exit_reason = "crashed"
+        outcome.exit_reason = ExitReason.CRASHED
         outcome.error = f"the engine stopped without a result (exit code {exit_code})"
     if any(sign in detail for sign in OUT_OF_PROCESSES):
         outcome.error += f" after reaching its process limit ({limits.pids} processes)"

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from shared.runs.statuses import ExitReason, RunStatus
 from worker.sandbox.sandbox import (
     STDERR_KEEP,
     TORN_FRAME,
@@ -281,7 +282,7 @@ class WarmEnvironment:
                 if collector.violation:
                     reason = collector.violation
                     break
-                if collector.ended and collector.outcome.status == "completed":
+                if collector.ended and collector.outcome.status == RunStatus.COMPLETED:
                     break
                 if collector.ended:  # a failure may be the memory limit: the exit tells
                     deadline = min(deadline, time.monotonic() + EXIT_WAIT)
@@ -289,17 +290,17 @@ class WarmEnvironment:
             reason = collector.too_much
         except StreamTimeout:
             if not collector.ended:
-                reason = ("timeout", f"timed out after {limits.timeout:g} s")
+                reason = (ExitReason.TIMEOUT, f"timed out after {limits.timeout:g} s")
         except StreamStopped:
-            reason = ("cancelled", "cancelled")
+            reason = (ExitReason.CANCELLED, "cancelled")
         except FrameTooLarge:
             reason, self.broken = collector.too_much, True
         except FrameError as exc:
-            reason, self.broken = ("protocol", f"engine output was malformed: {exc}"), True
+            reason, self.broken = (ExitReason.PROTOCOL, f"engine output was malformed: {exc}"), True
         except (WarmEnvironmentStopped, OSError):
             self.broken = True
         except WarmEnvironmentError as exc:
-            reason, self.broken = ("protocol", f"engine output was malformed: {exc}"), True
+            reason, self.broken = (ExitReason.PROTOCOL, f"engine output was malformed: {exc}"), True
         self.stream.limit = None  # what it writes until `finish` takes effect counts no more
         if not self.broken:
             try:
@@ -349,7 +350,7 @@ class WarmEnvironment:
         outcome = collector.outcome
         outcome.container_id = self.container_id[:12]
         if reason is not None:
-            outcome.status, outcome.exit_reason, outcome.error = "failed", *reason
+            outcome.status, outcome.exit_reason, outcome.error = RunStatus.FAILED, *reason
         elif exited is not None:
             if exited.get("oom") or not collector.ended:
                 detail = ""
