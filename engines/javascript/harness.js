@@ -932,6 +932,8 @@ function failureMessage(err) {
   }
 }
 
+const TRACE_MAX = 16 * 1024;
+
 /** The user-facing stack trace, without the harness's or node's internal frames. */
 function userTrace(err) {
   if (err instanceof ExitCalled) return '';
@@ -940,7 +942,12 @@ function userTrace(err) {
     if (typeof stack !== 'string' || !stack) return `Uncaught ${formatValue(err)}\n`;
     const internal = (line) => line.includes(HARNESS_FILENAME) || /[( ]node:/.test(line);
     const lines = stack.split('\n').filter((line) => !/^\s+at /.test(line) || !internal(line));
-    return `${lines.join('\n').trimEnd()}\n`;
+    const text = `${lines.join('\n').trimEnd()}\n`;
+    // An oversized error message is the code's failure, not printed output: cut it so that
+    // the run fails with its error instead of the output limit.
+    if (text.length <= TRACE_MAX) return text;
+    return `${text.slice(0, TRACE_MAX)}\n… the stack was cut: ${text.length - TRACE_MAX} ` +
+      'more characters (an oversized error message)\n';
   } catch {
     return '';
   }

@@ -23,6 +23,7 @@ import types
 
 LOG_CONTENT_MAX = 8000
 STDOUT_MAX = 64 * 1024
+TRACEBACK_MAX = 16 * 1024
 CONTENT_TYPES = ("text", "json", "html")
 #: Legacy mode: MIME names of the three kinds (a `+json` suffix is json too).
 MIME_KINDS = {
@@ -431,6 +432,12 @@ def _print_traceback(exc, source):
         while tb is not None and tb.tb_frame.f_code.co_filename != ACTION_FILENAME:
             tb = tb.tb_next
         text = "".join(traceback.format_exception(type(exc), exc, tb))
+        if len(text) > TRACEBACK_MAX:
+            # An oversized exception message is the code's failure, not printed output: cut it
+            # so that the run fails with its exception instead of the output limit.
+            cut = len(text) - TRACEBACK_MAX
+            text = (f"{text[:TRACEBACK_MAX]}\n… the traceback was cut: {cut} more characters "
+                    f"(an oversized exception message)\n")
         sys.stderr.write(text)
         sys.stderr.flush()
     except Exception:

@@ -1264,3 +1264,13 @@ def test_worker_is_not_held_by_pending_thread_pool_work(sandbox_run) -> None:  #
         "done",
     )
     assert time.monotonic() - started < 10
+
+
+def test_an_oversized_error_fails_as_the_error_not_as_output(run: Runner) -> None:
+    """A 5 MB error message is the code's failure, never the output limit."""
+    out = run("function Run(engine) { throw new Error('x'.repeat(5000000)); }")
+    assert out.end["status"] == "failed", out.end
+    assert out.end["error"].startswith("xxxx"), out.end["error"][:200]
+    printed = "".join(frame["data"] for frame in out.of("stdout"))
+    assert sum(frame.get("total", 0) for frame in out.of("stdout")) < 32 * 1024
+    assert "oversized error message" in printed

@@ -398,6 +398,23 @@ def test_load_failures(run: Runner, code: str, fragment: str) -> None:
     assert out.logs[-1] == ("error", f"Action execution failed: {out.end['error']}")
 
 
+def test_an_oversized_exception_fails_as_the_exception_not_as_output(run: Runner) -> None:
+    """A 5 MB exception message is the code's failure: its traceback is cut, so the run does not
+    end as `output_limit` (the worker counts everything printed against the output cap)."""
+    out = run(src(
+        """
+        def Run(engine):
+            raise ValueError("x" * 5_000_000)
+        """
+    ))
+    assert out.end["status"] == "failed"
+    assert out.end["error"].startswith("xxxx") and len(out.end["error"]) <= 64 * 1024
+    printed = out.of("stdout")[0]
+    assert printed["total"] < 32 * 1024
+    assert "the traceback was cut" in printed["data"] and "oversized exception" in printed["data"]
+    assert 'File "<action>", line 2, in Run' in printed["data"]
+
+
 def test_empty_exception_message_names_the_type(run: Runner) -> None:
     out = run("def Run(engine):\n    raise ValueError()\n")
     assert out.end == {"t": "end", "status": "failed", "error": "ValueError"}
