@@ -17,5 +17,3 @@ class CodeLogCount(Base):
 
     code_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     total: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    # The highest position handed out to the code's logs (`CodeLog.position`).
-    last_position: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

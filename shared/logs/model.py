@@ -7,16 +7,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    Uuid,
-)
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.orm import Base, Timestamps, UuidPk
@@ -30,9 +21,9 @@ class CodeLog(UuidPk, Timestamps, Base):
     __tablename__ = "codelogs"
     __table_args__ = (
         CheckConstraint("type IN ('debug', 'info', 'error')", name="type"),
-        # A page of a code's logs is a range of positions; with `id`, a page read by OFFSET
-        # (while positions have a hole, see `store.page`) comes from the index alone.
-        Index("ix_codelogs_code_id_position_id", "code_id", "position", "id"),
+        # With `id`: a page's ids come from the index alone (an index-only scan), and the
+        # order newest first is total, so a page can be read from either end.
+        Index("ix_codelogs_code_id_created_at_seq_id", "code_id", "created_at", "seq", "id"),
         Index("ix_codelogs_run_id_seq", "run_id", "seq"),
     )
 
@@ -45,6 +36,3 @@ class CodeLog(UuidPk, Timestamps, Base):
     content: Mapped[str] = mapped_column(Text, nullable=False, default="")
     # Position within the run, so logs written in one batch keep their call order.
     seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    # Position within the code, 1..n in the order stored (migration e5a7c3f1b9d4): what a
-    # page of the code's logs is read by. Given by `store.add_batch`, else by a row trigger.
-    position: Mapped[int] = mapped_column(BigInteger, nullable=False)

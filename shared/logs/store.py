@@ -6,8 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from shared.ids import EntityId
@@ -25,32 +24,9 @@ def get(session: Session, log_id: EntityId) -> CodeLog | None:
 
 
 def add_batch(session: Session, rows: list[dict[str, Any]]) -> None:
-    """One INSERT for all of a run's logs (Core: the ORM's bulk path costs more CPU), after
-    one statement that reserves their positions in the code's list (`CodeLog.position`)."""
-    if not rows:
-        return
-    connection = session.connection()
-    by_code: dict[uuid.UUID, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_code.setdefault(row["code_id"], []).append(row)
-    stored = []  # copies: the rows given are also the archive's, whose format stays as it was
-    for code_id, code_rows in by_code.items():
-        first = _reserve_positions(connection, code_id, len(code_rows)) - len(code_rows) + 1
-        stored += [{**row, "position": first + offset} for offset, row in enumerate(code_rows)]
-    connection.execute(insert(table_of(CodeLog)), stored)
-
-
-def _reserve_positions(connection: Connection, code_id: uuid.UUID, count: int) -> int:
-    """The last of `count` positions reserved for a code's logs; the count's row stays locked
-    until commit, which orders writers of one code (the insert trigger updates it anyway)."""
-    counts = table_of(CodeLogCount)
-    statement = (
-        pg_insert(counts).values(code_id=code_id, total=0, last_position=count)
-        .on_conflict_do_update(index_elements=[counts.c.code_id],
-                               set_={"last_position": counts.c.last_position + count})
-        .returning(counts.c.last_position)
-    )
-    return int(connection.execute(statement).scalar_one())
+    """One INSERT for all of a run's logs (Core: the ORM's bulk path costs more CPU)."""
+    if rows:
+        session.connection().execute(insert(table_of(CodeLog)), rows)
 
 
 def page(
@@ -64,12 +40,11 @@ def page(
     """One page of logs, newest first (`order="asc"`: oldest first), and the total count.
 
     By run: call order reversed (a run has at most a few thousand logs; `seq` is the call
-    order, time breaks ties between logs imported with equal positions). By code: the order
-    stored (`position`: run by run, each run's logs in call order); the total comes from
-    `code_log_counts` and, while positions 1..n have no hole, the page is the range of
-    positions it covers, so any page of any list costs the same. Otherwise (briefly, while a
-    write is in flight; or after an import skipped rows) the page's ids come by OFFSET from
-    the index alone, from whichever end is nearer.
+    order, time breaks ties between logs imported with equal positions). By code: a total
+    order (time, position in the run, id); the total comes from `code_log_counts` and the
+    page's ids from the index alone, read from whichever end of the list is nearer, so no
+    page of even a very long list, in either order, reads more than half of it (and only
+    from the index).
     """
     newest_first = order == "desc"
     if run_id is not None:
@@ -90,31 +65,16 @@ def page(
     # Where the page sits counted from the newest log, and from the oldest.
     from_newest = skip if newest_first else total - skip - size
     from_oldest = total - from_newest - size
-    oldest_keys = (CodeLog.position, CodeLog.id)
-    newest_keys = (CodeLog.position.desc(), CodeLog.id.desc())
-    page_keys = newest_keys if newest_first else oldest_keys
-    lowest, highest = session.execute(
-        select(func.min(CodeLog.position), func.max(CodeLog.position))
-        .where(CodeLog.code_id == code_id)
-    ).one()
-    if lowest is not None and highest - lowest + 1 == total:
-        # Positions without a hole: the page is a range (two index probes and the page).
-        first = lowest + from_oldest
-        rows = session.scalars(
-            select(CodeLog).where(CodeLog.code_id == code_id,
-                                  CodeLog.position.between(first, first + size - 1))
-            .order_by(*page_keys)
-        )
-        return list(rows), total
-    # A hole: positions reserved by a write not yet committed, or skipped by an import's
-    # conflicts. The page's ids by OFFSET from the index alone, from the nearer end.
+    oldest_keys = (CodeLog.created_at, CodeLog.seq, CodeLog.id)
+    newest_keys = tuple(key.desc() for key in oldest_keys)
     ids = select(CodeLog.id).where(CodeLog.code_id == code_id)
     if from_newest <= from_oldest:
         ids = ids.order_by(*newest_keys).offset(from_newest).limit(size)
     else:
         ids = ids.order_by(*oldest_keys).offset(from_oldest).limit(size)
     rows = session.scalars(
-        select(CodeLog).where(CodeLog.id.in_(ids.scalar_subquery())).order_by(*page_keys)
+        select(CodeLog).where(CodeLog.id.in_(ids.scalar_subquery()))
+        .order_by(*(newest_keys if newest_first else oldest_keys))
     )
     return list(rows), total
 
@@ -148,6 +108,4 @@ def for_run(session: Session, run_id: uuid.UUID) -> list[dict[str, Any]]:
     rows = session.connection().execute(
         select(table).where(table.c.run_id == run_id).order_by(table.c.seq)
     )
-    # Without `position`: the archive's format is the worker's rows (its place in the code's
-    # list belongs to the index, and moves when a hole closes).
-    return [{k: v for k, v in row._mapping.items() if k != "position"} for row in rows]
+    return [dict(row._mapping) for row in rows]
