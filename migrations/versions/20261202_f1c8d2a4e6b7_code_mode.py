@@ -1,7 +1,7 @@
 """codes.mode: pool | warm | resident (warm stays, true for warm and resident)
 
 Revision ID: f1c8d2a4e6b7
-Revises: e5a7c3f1b9d4
+Revises: 8d41f0c2b6e3
 Create Date: 2026-12-02 20:00:00.000000
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = 'f1c8d2a4e6b7'
-down_revision = 'e5a7c3f1b9d4'
+down_revision = '8d41f0c2b6e3'
 branch_labels = None
 depends_on = None
 
