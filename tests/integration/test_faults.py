@@ -81,7 +81,11 @@ class OwnProcesses:
         for container in client.containers.list(
                 all=True, filters={"label": "codeactions.sandbox"}, ignore_removed=True):
             if container.labels.get("codeactions.worker", "").startswith(self.worker_id or "-"):
-                container.remove(force=True)
+                try:
+                    container.remove(force=True)
+                except docker.errors.APIError as exc:  # already going (its worker's sweep)
+                    if exc.status_code not in (404, 409):
+                        raise
 
 
 @pytest.fixture()
