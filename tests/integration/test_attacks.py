@@ -153,23 +153,25 @@ def test_a_warm_supervisor_survives_every_signal_its_run_sends(platform, languag
     """PID 1 of a warm environment takes no signal from its run (engines/PROTOCOL.md): after
     a run sent every signal number to it, the environment is still up and serves again."""
     code = create_code(platform, source(language, "signal_pid1"), language=language, warm=True)
-    served: list[dict] = []
+    served: dict[str, int] = {}  # warm container → runs it served
     deadline = time.monotonic() + 90
-    while len(served) < 2 and time.monotonic() < deadline:
+    while max(served.values(), default=0) < 2 and time.monotonic() < deadline:
         # A call may go to a pool container (its docker-init passes the signals on to the
-        # run, which then dies): only runs in one warm environment count.
+        # run, which then dies), or to another environment of the code (one that missed a
+        # deadline on a busy machine is replaced): a warm container serving twice counts.
         run = _called(platform, code["id"])
         labels = _labels(run["container_id"])
-        if labels and labels["codeactions.kind"] == "warm" and (
-                not served or run["container_id"] == served[0]["container_id"]):
+        if labels and labels["codeactions.kind"] == "warm":
             assert run["status"] == "completed" and run["result"] == "sent", run
-            served.append(run)
+            served[run["container_id"]] = served.get(run["container_id"], 0) + 1
         else:
             time.sleep(0.3)
-    # The environment took every signal, then served the next run.
-    assert len(served) == 2, "the warm environment did not serve two runs"
-    state = docker.from_env().api.inspect_container(served[0]["container_id"])["State"]
+    # An environment took every signal, then served the next run.
+    twice = [container for container, runs in served.items() if runs >= 2]
+    assert twice, f"no warm environment served two runs: {served}"
+    state = docker.from_env().api.inspect_container(twice[0])["State"]
     assert state["Running"] is True, state
+
 
 QUOTA_HOG = '''
 import ctypes, fcntl, json, os, time
