@@ -527,6 +527,24 @@ def test_panic_with_value(run) -> None:  # noqa: ANN001
     failed_with(out, "panic: boom")
 
 
+def test_an_oversized_panic_fails_as_the_panic_not_as_output(run) -> None:  # noqa: ANN001
+    """A 5 MB panic value is the code's failure, never the output limit: the message is cut,
+    saying so, and what the runtime printed stays under the output cap."""
+    out = run(action('panic(strings.Repeat("x", 5_000_000))', "strings"))
+    assert out.status == "failed", (out.exit_reason, out.error[:200])
+    assert out.exit_reason == "error", (out.exit_reason, out.error[:200])
+    assert out.error.startswith("panic: xxxx") and len(out.error) <= 64 * 1024
+    assert "oversized panic value of 5000007 bytes" in out.stdout and len(out.stdout) < 32 * 1024
+    assert "action/main.go:" in out.stdout  # the stack is still there
+
+
+def test_an_oversized_returned_error_fails_as_the_error(run) -> None:  # noqa: ANN001
+    out = run(action('return errors.New(strings.Repeat("x", 5_000_000))', "errors", "strings"))
+    assert out.status == "failed", (out.exit_reason, out.error[:200])
+    assert out.exit_reason == "error", (out.exit_reason, out.error[:200])
+    assert out.error.startswith("xxxx") and len(out.error) <= 64 * 1024
+
+
 def test_panic_in_goroutine_reported_by_launcher(run) -> None:  # noqa: ANN001
     out = run(
         action(

@@ -146,7 +146,7 @@ func call(run func(*Engine) error, engine *Engine) string {
 				return
 			}
 			message := "panic: " + safeString(r)
-			fmt.Fprintf(os.Stderr, "%s\n\n%s", message, debug.Stack())
+			fmt.Fprintf(os.Stderr, "%s\n\n%s", printedPanic(message), debug.Stack())
 			done <- message
 		}()
 		err := run(engine)
@@ -158,6 +158,19 @@ func call(run func(*Engine) error, engine *Engine) string {
 		done <- errorMessage(err)
 	}()
 	return <-done
+}
+
+// panicPrintMax bounds the panic message printed above the stack: a huge panic value is the
+// code's failure, not its output, so it must not reach the output cap (the Python and
+// JavaScript engines cut an oversized traceback or stack the same way).
+const panicPrintMax = 16 * 1024
+
+func printedPanic(message string) string {
+	if len(message) <= panicPrintMax {
+		return message
+	}
+	return fmt.Sprintf("%s\n... (an oversized panic value of %d bytes: the message was cut)",
+		wire.Truncate(message, panicPrintMax), len(message))
 }
 
 func errorMessage(err error) (message string) {
