@@ -32,6 +32,15 @@ def sandbox_flags(memory: str = "128m", init: bool = False) -> list[str]:
     return Sandbox(None, settings).policy(limits, init=init, user=SANDBOX_USER).run_flags()
 
 
+def init_args(image: str) -> list[str]:
+    """What follows the image in `docker run` with `sandbox_flags(init=True)`: the image's own
+    entrypoint, behind the worker's init (worker/sandbox/hardening.py, INIT)."""
+    entrypoint = json.loads(subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Entrypoint}}", image],
+        capture_output=True, text=True, timeout=60, check=True).stdout)
+    return ["--", *entrypoint]
+
+
 def parse_frames(data: bytes) -> list[dict[str, Any]]:
     """Every frame on an engine's stdout; nothing else is allowed there (worker/wire)."""
     frames = decode_all(data)

@@ -26,6 +26,8 @@ def _policy(client, container_id: str) -> dict:  # noqa: ANN001
         "Binds": sorted(host.get("Binds") or []),  # the CLI's order is its own
         "LogType": host["LogConfig"]["Type"],
         "User": attrs["Config"]["User"],
+        # what PID 1 runs (the CLI puts what follows the image in Cmd, the API in Entrypoint)
+        "Argv": (attrs["Config"]["Entrypoint"] or []) + (attrs["Config"]["Cmd"] or []),
     }
 
 
@@ -34,7 +36,7 @@ def test_run_flags_create_the_same_container_as_the_worker(
     docker_client, python_image: str, network: bool  # noqa: ANN001
 ) -> None:
     from shared.settings import Settings
-    from worker.sandbox.hardening import SECCOMP
+    from worker.sandbox.hardening import INIT, SECCOMP, image_entrypoint
     from worker.sandbox.sandbox import Sandbox, SandboxLimits
 
     settings = Settings()
@@ -45,9 +47,11 @@ def test_run_flags_create_the_same_container_as_the_worker(
     by_cli = ""
     try:
         user = docker_client.api.inspect_container(by_api)["Config"]["User"]
+        policy = sandbox.policy(limits, user=user)
+        entrypoint = list(image_entrypoint(docker_client.api, python_image))
         proc = subprocess.run(
             ["docker", "create", "--label", f"codeactions.test={label['codeactions.test']}",
-             *sandbox.policy(limits, user=user).run_flags(), python_image],
+             *policy.run_flags(), python_image, *policy.init_args(entrypoint)],
             capture_output=True, text=True, timeout=60, check=False,
         )
         assert proc.returncode == 0, proc.stderr
@@ -62,7 +66,10 @@ def test_run_flags_create_the_same_container_as_the_worker(
         assert "/proc/cmdline" in docker_client.api.inspect_container(by_api)[
             "HostConfig"]["MaskedPaths"]
         assert api_policy["MemorySwap"] == api_policy["Memory"] == limits.memory_bytes
-        assert api_policy["LogType"] == "none" and api_policy["Init"] is True
+        assert api_policy["LogType"] == "none"
+        # PID 1 is our init in front of the engine, never Docker's (the run could read that)
+        assert api_policy["Init"] is False
+        assert api_policy["Argv"] == [INIT, "--", *entrypoint]
         # Docker networks nothing; a networked sandbox only sees the resolver and hosts files
         # (its link is the worker's: tests/integration/test_sandbox_network.py).
         assert api_policy["NetworkMode"] == "none"

@@ -21,6 +21,7 @@ from .conftest import (
     parse_frames,
     run_engine,
     run_engine_warm,
+    init_args,
     sandbox_flags,
 )
 
@@ -68,7 +69,7 @@ def run_like_the_worker(
     job = {"source": source, "params": {}, "body": "", "headers": {}, "limits": {}}
     started = time.monotonic()
     proc = subprocess.run(
-        ["docker", "run", "-i", "--rm", *flags, image],
+        ["docker", "run", "-i", "--rm", *flags, image, *init_args(image)],
         input=json.dumps(job).encode(),
         capture_output=True,
         timeout=timeout,

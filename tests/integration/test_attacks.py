@@ -47,6 +47,8 @@ ATTACKS: dict[str, tuple[int, tuple]] = {
     # Statuses outside 200–599 are refused in strict mode; throwing nothing still fails.
     'informational_status': (10, ('failed', 'must be an HTTP status (200-599)')),
     'throw_null': (10, ('failed', 'null was thrown')),
+    # PID 1 (our init one-shot, the supervisor warm) is undumpable: nothing of it readable.
+    'reach_pid1': (10, ('completed', 'pid 1 out of reach')),
     # Every call our seccomp profile refuses answers EPERM or ENOSYS.
     'seccomp_denied': (10, ('completed', 'all denied')),
     'huge_result': (30, ('failed', 'output limit exceeded (2 MiB)')),

@@ -273,25 +273,27 @@ class GoBuilder:
         self._disk_put(key, _SUFFIX_OF[kind], binary)
         return kind, base64.b64encode(binary).decode("ascii")
 
-    def _host_config(self) -> Any:
+    def _policy(self) -> ContainerPolicy:
         limits = self.limits
-        extra = {"nano_cpus": limits.nano_cpus} if limits.nano_cpus else {}
         return ContainerPolicy(
             memory_bytes=parse_size(limits.memory),
             pids=limits.pids,
             tmpfs_options=f"rw,nosuid,nodev,noexec,size={limits.tmpfs_size},mode=1777",
             fsize_bytes=parse_size(limits.tmpfs_size),
             nofile=1024,
-        ).host_config(self.client.api, **extra)
+        )
 
     def _compile(self, source: str, compat: str) -> tuple[bytes, bool]:
+        policy = self._policy()
+        extra = {"nano_cpus": self.limits.nano_cpus} if self.limits.nano_cpus else {}
         container_id = create_hardened(
             self.client.api,
             self.image,
             command=COMPILE_COMMAND,
             hostname="build",
             labels={"codeactions.compile": LANGUAGE, **self.labels},
-            host_config=self._host_config(),
+            host_config=policy.host_config(self.client.api, **extra),
+            entrypoint=policy.entrypoint(self.client.api, self.image),
         )
         self.compiles += 1
         try:

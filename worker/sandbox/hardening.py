@@ -1,14 +1,15 @@
 """The one container policy for user code, shared by runs and Go compiles: nobody, no
-capabilities, no new privileges, read-only root, no swap, no core dumps, private IPC, an init,
-no output kept on the host, our own seccomp profile (seccomp.json: THREAT_MODEL.md says
-what it refuses and why) and nothing of the host's kernel command line. Docker gives it no
-network (not even its own set-up: that is the expensive part of a container); a networked
-sandbox gets its link from the worker after start (worker/network/link.py). Callers choose
-only the sizes and, for a networked sandbox, the read-only /etc files (resolvers, hosts) it
-sees."""
+capabilities, no new privileges, read-only root, no swap, no core dumps, private IPC, an init
+the run cannot read or attach to, no output kept on the host, our own seccomp profile
+(seccomp.json: THREAT_MODEL.md says what it refuses and why) and nothing of the host's
+kernel command line. Docker gives it no network (not even its own set-up: that is the
+expensive part of a container); a networked sandbox gets its link from the worker after
+start (worker/network/link.py). Callers choose only the sizes and, for a networked sandbox,
+the read-only /etc files (resolvers, hosts) it sees."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -31,6 +32,13 @@ MASKED_PATHS = (
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
     "/sys/firmware", "/sys/devices/virtual/powercap", "/proc/cmdline",
 )
+#: PID 1 of a container without a supervisor of its own (one run, a pool container, a Go
+#: compile): tini, which each engine image installs root-owned and execute-only (0711). The
+#: kernel makes a process undumpable when it executes a file its user cannot read (fs/exec.c,
+#: would_dump; fs.suid_dumpable is 0 by default), so the run, under the same uid, can neither
+#: attach to it nor read its /proc/1/environ, fd or mem. Docker's own `--init` bind-mounts
+#: the host's tini, which is readable, so the run could. THREAT_MODEL.md, "One-shot".
+INIT = "/opt/codeactions/init"
 #: The sandbox's own network namespace keeps no socket of a run past its end: no TIME_WAIT
 #: (its 4-tuples and remote addresses would show in a later warm run's /proc/net/tcp for a
 #: minute) and orphaned closing sockets go after a second. THREAT_MODEL.md, "Warm
@@ -42,7 +50,8 @@ SYSCTLS = {"net.ipv4.tcp_max_tw_buckets": "0", "net.ipv4.tcp_fin_timeout": "1"}
 class ContainerPolicy:
     """The sizes and /etc files of one hardened container; the rest of the policy is fixed.
     `init=False` only for a process that is a proper init itself (a warm environment's
-    supervisor reaps every orphan and is PID 1 on purpose: see engines/PROTOCOL.md)."""
+    supervisor reaps every orphan and is PID 1 on purpose: see engines/PROTOCOL.md); with
+    `init`, PID 1 is `INIT` in front of the image's own entrypoint."""
 
     memory_bytes: int
     pids: int
@@ -75,7 +84,9 @@ class ContainerPolicy:
             binds=[f"{host}:{inside}:ro" for host, inside in self.etc_files] or None,
             ipc_mode="private",
             sysctls=SYSCTLS,
-            init=self.init,
+            # Never Docker's init (nor a daemon-wide `"init": true`): ours is in the
+            # entrypoint (`entrypoint`).
+            init=False,
             # Output is read over attach; nothing of it is kept on the host's disk.
             log_config={"type": "none", "config": {}},
             **extra,
@@ -83,10 +94,20 @@ class ContainerPolicy:
         config["MaskedPaths"] = list(MASKED_PATHS)  # docker-py has no argument for it
         return config
 
+    def entrypoint(self, api: Any, image: str) -> list[str] | None:
+        """For `create_hardened`: `INIT` in front of the image's entrypoint, or the image's."""
+        return [INIT, "--", *image_entrypoint(api, image)] if self.init else None
+
+    def init_args(self, image_entrypoint: list[str]) -> list[str]:
+        """What follows the image in `docker run` after `run_flags()`: with `init`, the
+        image's own entrypoint (those flags made `INIT` the entrypoint); else nothing."""
+        return ["--", *image_entrypoint] if self.init else []
+
     def run_flags(self) -> list[str]:
         """The same container as `docker run` flags, for what starts an engine image by hand
         (the bench's cold baseline, the engine tests); tests/engines/test_hardening.py checks
-        both give Docker the same container."""
+        both give Docker the same container. With `init`, the image's entrypoint goes after
+        the image: `docker run <flags> <image> <init_args(entrypoint)>`."""
         flags = [
             "--read-only", "--tmpfs", f"/tmp:{self.tmpfs_options}", "--user", self.user,
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
@@ -101,7 +122,15 @@ class ContainerPolicy:
             flags += ["--sysctl", f"{name}={value}"]
         for host, inside in self.etc_files:
             flags += ["--volume", f"{host}:{inside}:ro"]
-        return [*flags, "--init"] if self.init else flags
+        flags.append("--init=false")
+        return [*flags, "--entrypoint", INIT] if self.init else flags
+
+
+@functools.lru_cache(maxsize=64)
+def image_entrypoint(api: Any, image: str) -> tuple[str, ...]:
+    """The image's own ENTRYPOINT, asked once per process: our tags are content hashes, so
+    it does not change under a tag."""
+    return tuple(api.inspect_image(image)["Config"]["Entrypoint"] or ())
 
 
 def create_hardened(
@@ -113,11 +142,14 @@ def create_hardened(
     host_config: dict[str, Any],
     command: list[str] | None = None,
     user: str = SANDBOX_USER,
+    entrypoint: list[str] | None = None,
 ) -> str:
-    """A container waiting for one job on stdin; labelled so leftovers can be found."""
+    """A container waiting for one job on stdin; labelled so leftovers can be found.
+    `entrypoint`: `ContainerPolicy.entrypoint` (None: the image's)."""
     container = api.create_container(
         image,
         command=command,
+        entrypoint=entrypoint,
         stdin_open=True,
         tty=False,
         user=user,

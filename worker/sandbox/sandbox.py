@@ -257,9 +257,7 @@ class Sandbox:
             user=user or self.uids.next(),
         )
 
-    def host_config(
-        self, limits: SandboxLimits, init: bool = True, user: str | None = None
-    ) -> dict[str, Any]:
+    def host_config(self, limits: SandboxLimits, policy: ContainerPolicy) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if limits.cpu_quota:
             extra.update(cpu_period=100_000, cpu_quota=limits.cpu_quota)
@@ -267,7 +265,7 @@ class Sandbox:
             extra["cpu_shares"] = limits.cpu_shares
         if limits.memory_reservation:
             extra["mem_reservation"] = min(limits.memory_reservation, limits.memory_bytes)
-        return self.policy(limits, init, user).host_config(self.client.api, **extra)
+        return policy.host_config(self.client.api, **extra)
 
     def create(
         self,
@@ -277,15 +275,16 @@ class Sandbox:
         command: list[str] | None = None,
         init: bool = True,
     ) -> str:
-        user = self.uids.next()
+        policy = self.policy(limits, init)
         return create_hardened(
             self.client.api,
             image,
             hostname="sandbox",
             labels=labels,
-            host_config=self.host_config(limits, init=init, user=user),
+            host_config=self.host_config(limits, policy),
             command=command,
-            user=user,
+            user=policy.user,
+            entrypoint=policy.entrypoint(self.client.api, image),
         )
 
     def launch(
