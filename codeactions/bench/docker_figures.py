@@ -34,17 +34,19 @@ def docker_run_baseline(image: str, job: dict[str, Any], client: Any, settings: 
     """Wall time of `docker run -i --rm`, hardened exactly like a sandbox
     (worker.sandbox.sandbox.Sandbox.policy), answering the job: with Docker's own default network
     (what a plain cold `docker run` gets; the worker plugs its sandboxes in itself), or none."""
+    from worker.sandbox.hardening import image_entrypoint
     from worker.sandbox.sandbox import Sandbox, SandboxLimits
 
-    flags = Sandbox(client, settings).policy(
-        SandboxLimits.for_code(settings, 60, network=False)).run_flags()
+    policy = Sandbox(client, settings).policy(SandboxLimits.for_code(settings, 60, network=False))
+    flags = policy.run_flags()
+    init_args = policy.init_args(list(image_entrypoint(client.api, image)))
     mode = "bridge" if network else "none"
     flags[flags.index("--network") + 1] = mode
     payload = json.dumps(job).encode()
     times = []
     for index in range(count + 1):
         started = time.perf_counter()
-        proc = subprocess.run(["docker", "run", "-i", "--rm", *flags, image],
+        proc = subprocess.run(["docker", "run", "-i", "--rm", *flags, image, *init_args],
                               input=payload, capture_output=True, timeout=120)
         elapsed = time.perf_counter() - started
         if proc.returncode != 0 or b'"end"' not in proc.stdout:
@@ -83,6 +85,65 @@ def churn_ceiling(client: Any, settings: Settings, image: str, job: dict[str, An
     elapsed = time.monotonic() - started
     return {"threads": threads, "seconds": round(elapsed, 1), "containers": done[0],
             "failed": failed[0], "per_second": round(done[0] / elapsed, 2), "network": network}
+
+
+def hardening_cost(client: Any, settings: Settings, image: str, job: dict[str, Any],
+                   threads: int = 4, seconds: float = 12) -> dict[str, Any]:
+    """What issue 16's hardening costs a one-run container (a uid of its own, our seccomp
+    profile, the TCP sysctls, our undumpable init, a masked /proc/cmdline): the churn loop
+    without network, each thread alternating run by run between the worker's container and
+    the container as it was before (nobody, Docker's default profile and init, no sysctls,
+    Docker's masked paths), so that the machine's load touches both alike. `ratio`: mean time
+    per run, hardened over plain (the churn ceiling's cost, inverted)."""
+    from worker.sandbox.hardening import SANDBOX_USER, ContainerPolicy
+    from worker.sandbox.sandbox import Sandbox, SandboxLimits
+
+    class PlainSandbox(Sandbox):
+        def policy(self, limits: SandboxLimits, init: bool = True,
+                   user: str | None = None) -> ContainerPolicy:
+            return super().policy(limits, init=False, user=SANDBOX_USER)
+
+        def host_config(self, limits: SandboxLimits, policy: ContainerPolicy) -> dict[str, Any]:
+            config = super().host_config(limits, policy)
+            config.update(SecurityOpt=["no-new-privileges"], Init=True)
+            config.pop("Sysctls", None)
+            config.pop("MaskedPaths", None)
+            return config
+
+    variants = {"hardened": Sandbox(client, settings), "plain": PlainSandbox(client, settings)}
+    limits = SandboxLimits.for_code(settings, 30, network=False)
+    times: dict[str, list[float]] = {label: [] for label in variants}
+    failed = [0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def _loop(offset: int) -> None:
+        turn = offset
+        while time.monotonic() < stop_at:
+            label = ("hardened", "plain")[turn % 2]
+            turn += 1
+            started = time.perf_counter()
+            outcome = variants[label].run(image, dict(job), limits,
+                                          {"codeactions.worker": "bench-hardening"})
+            elapsed = (time.perf_counter() - started) * 1000
+            with lock:
+                if outcome.status == "completed":
+                    times[label].append(elapsed)
+                else:
+                    failed[0] += 1
+
+    workers = [threading.Thread(target=_loop, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    figures: dict[str, Any] = {"threads": threads, "failed": failed[0]}
+    for label, values in times.items():
+        figures[label] = {"runs": len(values), "p50_ms": round(percentile(values, 0.5), 1),
+                          "mean_ms": round(sum(values) / max(1, len(values)), 1)}
+    figures["ratio"] = round(figures["hardened"]["mean_ms"]
+                             / max(0.1, figures["plain"]["mean_ms"]), 3)
+    return figures
 
 
 class ColdStartCounter:
@@ -173,8 +234,9 @@ def python_packages_cost(image: str, job: dict[str, Any], client: Any, settings:
     side by side so that the machine's load touches both alike."""
     from worker.sandbox.sandbox import Sandbox, SandboxLimits
 
+    # No init: the timing process replaces the entrypoint and starts the engine itself.
     flags = Sandbox(client, settings).policy(
-        SandboxLimits.for_code(settings, 60, network=False)).run_flags()
+        SandboxLimits.for_code(settings, 60, network=False), init=False).run_flags()
     command = client.api.inspect_image(image)["Config"]["Entrypoint"]
     site = subprocess.run(  # where pip put them (Debian: /usr/local/lib/python3.X/dist-packages)
         ["docker", "run", "--rm", *flags, "--entrypoint", "python3", image, "-c",

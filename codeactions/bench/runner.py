@@ -305,6 +305,9 @@ def run_bench(url: str | None, base_port: int, state_dir: Path, languages: list[
             results["churn_ceiling_no_network"] = figures.churn_ceiling(
                 client, settings, engine_image_tag("python"), job, seconds=plan.seconds,
                 network=False)
+            print("bench: what the sandbox's hardening costs a container …", flush=True)
+            results["hardening_cost"] = figures.hardening_cost(
+                client, settings, engine_image_tag("python"), job, seconds=plan.seconds)
             results["logs"] = measure_logs(platform, plan)
         _delete_bench_codes(platform)
     results["machine"]["load_average_after"] = os.getloadavg()[0]
@@ -365,6 +368,13 @@ def _print(results: dict[str, Any]) -> None:
             churn = results[key]
             print(f"container churn ceiling {label}: {churn['per_second']}/s "
                   f"({churn['containers']} in {churn['seconds']} s, {churn['threads']} threads)")
+    cost = results.get("hardening_cost")
+    if cost:
+        print(f"sandbox hardening (issue 16) per one-run container: "
+              f"{cost['hardened']['mean_ms']} vs {cost['plain']['mean_ms']} ms mean "
+              f"({cost['ratio']}×; p50 {cost['hardened']['p50_ms']} vs "
+              f"{cost['plain']['p50_ms']} ms, {cost['hardened']['runs']}+"
+              f"{cost['plain']['runs']} runs, {cost['threads']} threads alternating)")
     python = results["languages"].get("python")
     if python:
         offline = python["pool"].get("paced_4_per_s_no_network")
