@@ -37,7 +37,7 @@ MASKED_PATHS = (
 #: kernel makes a process undumpable when it executes a file its user cannot read (fs/exec.c,
 #: would_dump; fs.suid_dumpable is 0 by default), so the run, under the same uid, can neither
 #: attach to it nor read its /proc/1/environ, fd or mem. Docker's own `--init` bind-mounts
-#: the host's tini, which is readable, so the run could. THREAT_MODEL.md, "One-shot".
+#: the host's tini, which is readable, so the run could. THREAT_MODEL.md, "PID 1".
 INIT = "/opt/codeactions/init"
 #: The sandbox's own network namespace keeps no socket of a run past its end: no TIME_WAIT
 #: (its 4-tuples and remote addresses would show in a later warm run's /proc/net/tcp for a
