@@ -18,7 +18,7 @@ from worker.wire.frames import MARKER_BIT, FrameError, decode_all
 def sandbox_flags(memory: str = "128m", init: bool = False) -> list[str]:
     """`docker run` flags for an engine container: the worker's own hardening
     (worker.sandbox.sandbox.Sandbox.policy, so tests/engines/test_hardening.py covers it), with
-    a smaller memory default, no network, and without Docker's init unless asked (the engine
+    a smaller memory default, no network, and without the worker's init unless asked (the engine
     is PID 1, as in a warm environment)."""
     from shared.settings import Settings
     from worker.sandbox.hardening import SANDBOX_USER

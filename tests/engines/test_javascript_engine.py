@@ -18,10 +18,10 @@ from .conftest import (
     ENGINE_MODES,
     Runner,
     RunOutput,
+    init_args,
     parse_frames,
     run_engine,
     run_engine_warm,
-    init_args,
     sandbox_flags,
 )
 
@@ -61,7 +61,7 @@ def run_like_the_worker(
     image: str, source: str, *, memory: str = "256m", timeout: float = 60, warm: bool = False
 ) -> RunOutput:
     """`docker run` with the worker's memory default and its init process (worker/sandbox/sandbox.py);
-    with `warm`, through a warm environment (which runs without Docker's init, as the worker
+    with `warm`, through a warm environment (which runs without an init, as the worker
     starts them)."""
     if warm:
         return run_engine_warm(image, source, timeout=timeout, flags=sandbox_flags(memory))

@@ -158,7 +158,7 @@ def test_a_warm_supervisor_survives_every_signal_its_run_sends(platform, languag
     served: dict[str, int] = {}  # warm container → runs it served
     deadline = time.monotonic() + 90
     while max(served.values(), default=0) < 2 and time.monotonic() < deadline:
-        # A call may go to a pool container (its docker-init passes the signals on to the
+        # A call may go to a pool container (its init passes the signals on to the
         # run, which then dies), or to another environment of the code (one that missed a
         # deadline on a busy machine is replaced): a warm container serving twice counts.
         run = _called(platform, code["id"])
