@@ -92,21 +92,19 @@ def upgrade() -> None:
         DECLARE
             grown code_log_chunks;
         BEGIN
-            INSERT INTO code_log_chunks (code_id, lo_at, lo_seq, lo_id, n)
-            SELECT DISTINCT code_id, '-infinity'::timestamptz, 0, {NIL}, 0 FROM inserted
-            ON CONFLICT DO NOTHING;
-            -- RETURNING holds the whole UPDATE's rows before the loop splits any chunk.
+            -- A code's first log makes its first chunk (the upsert); RETURNING holds every
+            -- row of the statement before the loop splits any chunk.
             FOR grown IN
-                UPDATE code_log_chunks c SET n = c.n + a.k
-                FROM (SELECT i.code_id, h.lo_at, h.lo_seq, h.lo_id, count(*) AS k
-                      FROM inserted i CROSS JOIN LATERAL (
-                          SELECT lo_at, lo_seq, lo_id FROM code_log_chunks h
-                          WHERE h.code_id = i.code_id
-                            AND (h.lo_at, h.lo_seq, h.lo_id) <= (i.created_at, i.seq, i.id)
-                          ORDER BY h.lo_at DESC, h.lo_seq DESC, h.lo_id DESC LIMIT 1) h
-                      GROUP BY 1, 2, 3, 4) a
-                WHERE (c.code_id, c.lo_at, c.lo_seq, c.lo_id)
-                    = (a.code_id, a.lo_at, a.lo_seq, a.lo_id)
+                INSERT INTO code_log_chunks AS c (code_id, lo_at, lo_seq, lo_id, n)
+                SELECT i.code_id, coalesce(h.lo_at, '-infinity'), coalesce(h.lo_seq, 0),
+                       coalesce(h.lo_id, {NIL}), count(*)
+                FROM inserted i LEFT JOIN LATERAL (
+                    SELECT lo_at, lo_seq, lo_id FROM code_log_chunks h
+                    WHERE h.code_id = i.code_id
+                      AND (h.lo_at, h.lo_seq, h.lo_id) <= (i.created_at, i.seq, i.id)
+                    ORDER BY h.lo_at DESC, h.lo_seq DESC, h.lo_id DESC LIMIT 1) h ON true
+                GROUP BY 1, 2, 3, 4
+                ON CONFLICT (code_id, lo_at, lo_seq, lo_id) DO UPDATE SET n = c.n + EXCLUDED.n
                 RETURNING c.*
             LOOP
                 IF grown.n > 2 * {HALF} THEN
