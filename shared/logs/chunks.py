@@ -52,17 +52,17 @@ class Start:
 # One round trip, summed in the database: a code has a chunk per 500 to 1,000 logs (100 to 200
 # rows for 100,000 logs), a fraction of a millisecond where the index would read 50,000 entries.
 _LOCATE = text("""
-    WITH c AS (
-        SELECT lo_at, lo_seq, lo_id, n, sum(n) OVER (ORDER BY lo_at, lo_seq, lo_id) AS upto
-        FROM code_log_chunks WHERE code_id = :code_id),
-    t AS (SELECT coalesce(max(upto), 0)::bigint AS total FROM c),
-    r AS (SELECT total, CASE WHEN :newest_first THEN greatest(total - :skip - :size, 0)
-                             ELSE :skip END AS rank FROM t)
-    SELECT r.total, r.rank, f.lo_at, f.lo_seq, f.lo_id, r.rank - f.before AS offset
-    FROM r LEFT JOIN LATERAL (
-        SELECT CASE WHEN isfinite(lo_at) THEN lo_at END AS lo_at, lo_seq, lo_id,
-               upto - n AS before
-        FROM c WHERE c.upto > r.rank ORDER BY c.upto LIMIT 1) f ON true
+    SELECT c.total, r.rank, CASE WHEN isfinite(c.lo_at) THEN c.lo_at END AS lo_at,
+           c.lo_seq, c.lo_id, r.rank - (c.upto - c.n) AS offset
+    FROM (SELECT lo_at, lo_seq, lo_id, n,
+                 sum(n) OVER (ORDER BY lo_at, lo_seq, lo_id ROWS UNBOUNDED PRECEDING) AS upto,
+                 sum(n) OVER () AS total
+          FROM code_log_chunks WHERE code_id = :code_id) c,
+         LATERAL (SELECT CASE WHEN :newest_first THEN greatest(c.total - :skip - :size, 0)
+                              ELSE :skip END AS rank) r
+    -- Past the end (rank ≥ total) the last chunk still answers, with the total.
+    WHERE c.upto > least(r.rank, c.total - 1)
+    ORDER BY c.upto LIMIT 1
 """).bindparams(bindparam("code_id", type_=Uuid()))
 
 
@@ -71,6 +71,8 @@ def locate(session: Session, code_id: uuid.UUID, *, skip: int, size: int,
     """The start of the page that skips `skip` logs from the newest end (`newest_first`) or
     the oldest, of `size` logs at most; `offset` is meaningless once `skip` ≥ `total`."""
     row = session.execute(_LOCATE, {"code_id": code_id, "skip": skip, "size": size,
-                                    "newest_first": newest_first}).one()
+                                    "newest_first": newest_first}).one_or_none()
+    if row is None:  # no logs
+        return Start(0, 0, None, 0)
     key = None if row.lo_at is None else (row.lo_at, row.lo_seq, row.lo_id)
-    return Start(int(row.total), int(row.rank), key, int(row.offset or 0))
+    return Start(int(row.total), int(row.rank), key, int(row.offset))
