@@ -314,8 +314,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _setup_logging(load_settings(), "bench", level="warning")
     return run_bench(
         url=args.url, base_port=args.base_port, state_dir=Path(args.state_dir),
-        languages=args.language or built_languages(), quick=args.quick,
-        results_dir=CHECKOUT / "bench" / "results",
+        languages=["python"] if args.logs_only else args.language or built_languages(),
+        quick=args.quick, results_dir=CHECKOUT / "bench" / "results", logs_only=args.logs_only,
     )
 
 
@@ -417,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--state-dir", default=".state/bench")
     bench.add_argument("--language", action="append", choices=LANGUAGES)
     bench.add_argument("--quick", action="store_true", help="fewer calls: checks the bench")
+    bench.add_argument("--logs-only", action="store_true",
+                       help="only GET /codelog pages of a code with 100,000 logs")
     bench.set_defaults(func=cmd_bench)
 
     chaos = sub.add_parser("chaos", help="break the platform's parts under load and count "

@@ -7,12 +7,13 @@ from shared.adoption.model import ImportCheckpoint, LegacyProjectId
 from shared.after_commit.outbox import OutboxEntry
 from shared.codelibs.model import CodeLib
 from shared.codes.model import Code
+from shared.logs.chunks import CodeLogChunk
 from shared.logs.count import CodeLogCount
 from shared.logs.model import CodeLog
 from shared.orm import Base
 from shared.runs.model import CodeRun
 
 __all__ = [
-    "Base", "Code", "CodeLib", "CodeLog", "CodeLogCount", "CodeRun", "ImportCheckpoint",
-    "LegacyProjectId", "OutboxEntry", "Project", "UserPermission",
+    "Base", "Code", "CodeLib", "CodeLog", "CodeLogChunk", "CodeLogCount", "CodeRun",
+    "ImportCheckpoint", "LegacyProjectId", "OutboxEntry", "Project", "UserPermission",
 ]

@@ -269,13 +269,15 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     logs = results.get("logs")
     if logs:
         worst = max(page["p50_ms"] for page in logs["pages"].values())
-        checks.append((f"log page of {logs['total']} logs ≤ 20 ms", f"{worst} ms (worst p50)",
-                       worst <= 20))
+        # Issue 17: p50 ≤ 15 ms at page 1, the middle page and the last alike.
+        checks.append((f"log page of {logs['total']} logs ≤ 15 ms p50 at the first, middle "
+                       "and last page", f"{worst} ms (worst p50)", worst <= 15))
     return checks
 
 
 def run_bench(url: str | None, base_port: int, state_dir: Path, languages: list[str],
-              quick: bool, results_dir: Path) -> int:
+              quick: bool, results_dir: Path, logs_only: bool = False) -> int:
+    """`logs_only`: only the log pages (a python platform, no run figures)."""
     import docker
 
     from shared.settings import PREFIX, Settings
@@ -292,10 +294,12 @@ def run_bench(url: str | None, base_port: int, state_dir: Path, languages: list[
         settings = Settings(**{k: v for k, v in platform.env.items() if k.startswith(PREFIX)})
         client = docker.from_env(timeout=120)
         cache_dir = state_dir.absolute() / "bench-go-cache"
-        for language in languages:
+        for language in [] if logs_only else languages:
             results["languages"][language] = measure_language(
                 platform, client, settings, language, plan, cache_dir)
-        if "python" in languages:
+        if logs_only:
+            results["logs"] = measure_logs(platform, plan)
+        elif "python" in languages:
             print("bench: container churn ceiling …", flush=True)
             from worker.images import engine_image_tag
 

@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Insert, bindparam, delete, func, insert, literal, select, tuple_
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from shared.ids import EntityId
-from shared.logs.count import CodeLogCount
+from shared.logs import chunks as log_chunks
 from shared.logs.model import CodeLog
 from shared.orm import table_of
 
@@ -23,10 +24,30 @@ def get(session: Session, log_id: EntityId) -> CodeLog | None:
     return session.scalar(select(CodeLog).where(CodeLog.mongo_object_id == log_id.mongo_object_id))
 
 
+# What the worker and the stuck-run reaper write of a log (the other columns keep defaults).
+_BATCH_COLUMNS = ("id", "run_id", "code_id", "type", "content", "seq", "created_at",
+                  "updated_at")
+
+
+def _batch_insert() -> Insert:
+    table = table_of(CodeLog)
+    arrays = [bindparam(name, type_=postgresql.ARRAY(table.c[name].type))
+              for name in _BATCH_COLUMNS]
+    source = func.unnest(*arrays).table_valued(*_BATCH_COLUMNS).render_derived()
+    return insert(table).from_select(_BATCH_COLUMNS, select(*source.c))
+
+
+_BATCH_INSERT = _batch_insert()  # built once: its compiled form is cached
+
+
 def add_batch(session: Session, rows: list[dict[str, Any]]) -> None:
-    """One INSERT for all of a run's logs (Core: the ORM's bulk path costs more CPU)."""
+    """One INSERT for all of a run's logs: each column as one array, unnested. A list of
+    rows would be an executemany, one statement per log, each firing the statement triggers
+    that count the code's logs (`code_log_counts`, `code_log_chunks`) and leaving a row
+    version of the count behind per log."""
     if rows:
-        session.connection().execute(insert(table_of(CodeLog)), rows)
+        session.connection().execute(
+            _BATCH_INSERT, {name: [row[name] for row in rows] for name in _BATCH_COLUMNS})
 
 
 def page(
@@ -41,10 +62,10 @@ def page(
 
     By run: call order reversed (a run has at most a few thousand logs; `seq` is the call
     order, time breaks ties between logs imported with equal positions). By code: a total
-    order (time, position in the run, id); the total comes from `code_log_counts` and the
-    page's ids from the index alone, read from whichever end of the list is nearer, so no
-    page of even a very long list, in either order, reads more than half of it (and only
-    from the index).
+    order (time, position in the run, id), whatever order the logs were stored in; the
+    code's chunks (`shared.logs.chunks`) give the total and the chunk the page starts in,
+    and the page's ids come from the index alone, at most one chunk's worth (~1,000 index
+    entries) past the chunk's first key: the same cost at any page of any list.
     """
     newest_first = order == "desc"
     if run_id is not None:
@@ -57,24 +78,26 @@ def page(
             .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
         )
         return list(rows), total
-    total = session.scalar(select(CodeLogCount.total).where(CodeLogCount.code_id == code_id)) or 0
+    if code_id is None:
+        raise ValueError("a page of logs is a run's or a code's")
     skip = (page - 1) * PAGE_SIZE
+    start = log_chunks.locate(session, code_id, skip=skip, size=PAGE_SIZE,
+                              newest_first=newest_first)
+    total = start.total
     if skip >= total:
         return [], total
     size = min(PAGE_SIZE, total - skip)
-    # Where the page sits counted from the newest log, and from the oldest.
-    from_newest = skip if newest_first else total - skip - size
-    from_oldest = total - from_newest - size
     oldest_keys = (CodeLog.created_at, CodeLog.seq, CodeLog.id)
-    newest_keys = tuple(key.desc() for key in oldest_keys)
     ids = select(CodeLog.id).where(CodeLog.code_id == code_id)
-    if from_newest <= from_oldest:
-        ids = ids.order_by(*newest_keys).offset(from_newest).limit(size)
-    else:
-        ids = ids.order_by(*oldest_keys).offset(from_oldest).limit(size)
+    if start.key is not None:  # the index from the chunk's first key on (a row comparison)
+        at, seq, log_id = start.key
+        ids = ids.where(tuple_(*oldest_keys) >= tuple_(
+            literal(at, CodeLog.created_at.type), literal(seq, CodeLog.seq.type),
+            literal(log_id, CodeLog.id.type)))
+    ids = ids.order_by(*oldest_keys).offset(start.offset).limit(size)
+    page_keys = tuple(key.desc() for key in oldest_keys) if newest_first else oldest_keys
     rows = session.scalars(
-        select(CodeLog).where(CodeLog.id.in_(ids.scalar_subquery()))
-        .order_by(*(newest_keys if newest_first else oldest_keys))
+        select(CodeLog).where(CodeLog.id.in_(ids.scalar_subquery())).order_by(*page_keys)
     )
     return list(rows), total
 

@@ -1,6 +1,8 @@
-"""Pages of a code's logs (`GET /codelog?code_id=…&page=N`): every page, read from either end
-of the list, agrees with one total order, and the total (kept by triggers, never counted per
-request) stays exact as logs are written and deleted."""
+"""Pages of a code's logs (`GET /codelog?code_id=…&page=N`): every page, in either order,
+agrees with one total order (time, position in the run, id), and the total (kept by triggers,
+never counted per request) stays exact as logs are written and deleted: a run deleted from
+the middle of the list, the oldest logs deleted as retention does, older logs imported after
+newer ones (they are listed by their time), an import run twice."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import requests
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from shared.logs.chunks import CodeLogChunk
 from shared.logs.count import CodeLogCount
 from shared.logs.model import CodeLog
 from shared.runs.model import CodeRun
@@ -79,6 +83,81 @@ def test_every_page_agrees_with_one_order_and_the_total_is_exact(platform, db):
     ids, total, pages = _all_pages(platform, code["id"])
     assert (total, pages) == (114, 6)
     assert ids == _expected(db, code_id)
+
+    with db.session() as session:  # the oldest logs go, as retention deletes them
+        session.execute(delete(CodeLog).where(CodeLog.code_id == code_id,
+                                              CodeLog.created_at < datetime(2026, 11, 1, 0, 0, 1,
+                                                                            tzinfo=UTC)))
+        session.commit()
+    _add_logs(db, code_id, runs=1, per_run=5)  # and logs keep coming after both
+    ids, total, pages = _all_pages(platform, code["id"], order="asc")
+    assert (total, pages) == (43, 3)
+    assert ids == _expected(db, code_id)[::-1]
+
+
+def _import(db, code_id: uuid.UUID, run_id: uuid.UUID, logs: list[dict]) -> int:  # noqa: ANN001
+    """As `codeactions import-logs` writes: one INSERT that skips the logs already there."""
+    with db.session() as session:
+        inserted = session.execute(
+            pg_insert(CodeLog.__table__).on_conflict_do_nothing().returning(CodeLog.id),
+            [{"run_id": run_id, "code_id": code_id, "type": "info", "updated_at": log["created_at"],
+              **log} for log in logs]).all()
+        session.commit()
+    return len(inserted)
+
+
+def _page_ids(platform, code_id: str, page: int, order: str) -> list[str]:  # noqa: ANN001
+    body = requests.get(platform.url("/codelog"),
+                        params={"code_id": code_id, "page": page, "order": order}).json()
+    return [entry["id"] for entry in body["data"]]
+
+
+def test_older_logs_imported_later_are_listed_by_time_at_any_page(platform, db):
+    code = create_code(platform, "def Run(engine):\n    pass\n")
+    code_id = uuid.UUID(code["id"])
+    # 2,400 logs written as the worker writes them (the list is cut into several chunks)...
+    with db.session() as session:
+        run_ids = [uuid.uuid4() for _ in range(3)]
+        for run_id in run_ids:
+            session.execute(insert(CodeRun.__table__).values(
+                id=run_id, code_id=code_id, status="completed", result="", extra={}, params={},
+                body="", headers={}))
+        session.commit()
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    for index in range(2):
+        _import(db, code_id, run_ids[index], [
+            {"id": uuid.uuid4(), "content": f"new {index}.{seq}", "seq": seq,
+             "created_at": base + timedelta(hours=index, milliseconds=seq)}
+            for seq in range(1200)])
+    # ... then the old service's logs, older than all of them and in between them.
+    old = [{"id": uuid.uuid4(), "content": f"old {n}", "seq": 0,
+            "created_at": base + timedelta(minutes=-30 + 1 * n)} for n in range(130)]
+    assert _import(db, code_id, run_ids[2], old) == 130
+    with db.session() as session:
+        counts = (session.get(CodeLogCount, code_id).total,
+                  session.execute(select(func.count()).select_from(CodeLogChunk)
+                                  .where(CodeLogChunk.code_id == code_id)).scalar_one(),
+                  session.execute(select(func.sum(CodeLogChunk.n))
+                                  .where(CodeLogChunk.code_id == code_id)).scalar_one())
+    assert counts[0] == counts[2] == 2530 and counts[1] >= 4
+    assert _import(db, code_id, run_ids[2], old) == 0  # a second import adds nothing...
+    with db.session() as session:  # ... and changes no count
+        assert (session.get(CodeLogCount, code_id).total,
+                session.execute(select(func.count()).select_from(CodeLogChunk)
+                                .where(CodeLogChunk.code_id == code_id)).scalar_one(),
+                session.execute(select(func.sum(CodeLogChunk.n))
+                                .where(CodeLogChunk.code_id == code_id)).scalar_one()) == counts
+
+    expected = _expected(db, code_id)
+    last = 127  # 2,530 logs: the last page holds 10
+    for order, listed in (("desc", expected), ("asc", expected[::-1])):
+        for page in (1, 2, 30, 63, 64, 100, 126, last):
+            assert _page_ids(platform, code["id"], page, order) == \
+                listed[(page - 1) * PAGE:page * PAGE], (order, page)
+    oldest = requests.get(platform.url("/codelog"),
+                          params={"code_id": code["id"], "page": last}).json()
+    assert [entry["content"] for entry in oldest["data"]][-3:] == ["old 2", "old 1", "old 0"]
+    assert oldest["last_page"] == last and oldest["total"] == 2530
 
 
 def test_runs_count_their_logs_and_a_deleted_code_leaves_no_count(platform, db):
