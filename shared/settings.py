@@ -216,6 +216,12 @@ class Settings(BaseSettings):
     warm_environment_max_runs: int = Field(
         1000, ge=1, validation_alias=_env("WARM_ENVIRONMENT_MAX_RUNS")
     )
+    # A resident process (mode `resident`) is replaced after a run that leaves it holding more
+    # than this share of the code's memory limit (a leak would otherwise end in the OOM killer
+    # in the middle of a later caller's run).
+    resident_recycle_memory_percent: int = Field(
+        60, ge=1, le=100, validation_alias=_env("RESIDENT_RECYCLE_MEMORY_PERCENT")
+    )
     warm_environment_idle_seconds: float = Field(
         300, gt=0, validation_alias=_env("WARM_ENVIRONMENT_IDLE_SECONDS")
     )

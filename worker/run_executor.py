@@ -136,7 +136,8 @@ class RunExecutor:
         }
         warm = None
         if code.warm or self.settings.warm_environments:
-            warm = WarmSpec(code.language, str(code.id), str(code.project_uuid))
+            warm = WarmSpec(code.language, str(code.id), str(code.project_uuid),
+                            resident=code.mode == "resident")
         begun = time.monotonic()
         deadline = begun + code.timeout
         try:

@@ -3,6 +3,7 @@ way the worker does (job on stdin, frames on stdout)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import time
@@ -194,11 +195,17 @@ def run_engine_warm(
     flags: list[str] | None = None,
     compat: str | None = None,
     memory: str = "128m",
+    resident: bool = False,
 ) -> RunOutput:
     """The same job through a warm environment (engines/PROTOCOL.md), driven with `docker
     run … serve` and written here from the protocol text, independently of the worker's
     implementation. With `runs` > 1 the job runs that many times in the one environment, each
-    must end the same way and leave it clean, and the last run's output is returned."""
+    must end the same way and leave it clean, and the last run's output is returned.
+
+    `resident`: bound in resident mode, where the run's process stays for the next run: a run
+    is over at its `end` frame (or the `exited` marker of a process that died), and its
+    `returncode` is the one-shot harness's exit status for that end (0 completed, 1 failed)
+    unless the process really exited."""
     if raw_job is not None:
         try:
             parsed = json.loads(raw_job)
@@ -216,8 +223,10 @@ def run_engine_warm(
     )
     reader = _StreamReader(proc.stdout, started + timeout)
     try:
-        proc.stdin.write(_frame(json.dumps({"t": "bind", "nonce": "bind-nonce",
-                                            "source": source or ""}).encode()))
+        bind: dict[str, Any] = {"t": "bind", "nonce": "bind-nonce", "source": source or ""}
+        if resident:
+            bind.update(resident=True, rss_max=_size(memory) * 6 // 10)
+        proc.stdin.write(_frame(json.dumps(bind).encode()))
         assert reader.marker() == {"t": "ready", "nonce": "bind-nonce"}
         endings = []
         for index in range(runs):
@@ -225,11 +234,17 @@ def run_engine_warm(
             started = time.monotonic()
             proc.stdin.write(_frame(raw_job) + _frame(json.dumps(
                 {"t": "seal", "nonce": nonce, "timeout_ms": int(timeout * 1000)}).encode()))
-            frames, exited = reader.until_marker()
-            assert exited["t"] == "exited" and exited["nonce"] == nonce, exited
+            frames, exited = reader.until_marker(stop_at_end=resident)
             elapsed = time.monotonic() - started
+            if exited is None:  # resident: the process ended its run and lives on
+                end = parse_frames(frames)[-1]
+                exited = {"t": "exited", "nonce": nonce,
+                          "exit_code": 0 if end.get("status") == "completed" else 1}
+            assert exited["t"] == "exited" and exited["nonce"] == nonce, exited
             proc.stdin.write(_frame(b'{"t": "finish"}'))
             done = reader.marker()
+            if done["t"] == "exited" and resident:  # it died after its end frame
+                done = reader.marker()
             assert done["t"] == "done" and done["nonce"] == nonce and done["clean"], done
             endings.append((exited["exit_code"], parse_frames(frames)[-1:]))
         assert all(ending == endings[0] for ending in endings), endings
@@ -267,7 +282,9 @@ class _StreamReader:
                 assert chunk, f"stdout closed; so far {self.buffer!r}"
                 self.buffer += chunk
 
-    def until_marker(self) -> tuple[bytes, dict[str, Any]]:
+    def until_marker(self, stop_at_end: bool = False) -> tuple[bytes, dict[str, Any] | None]:
+        """The run frames up to the next marker; with `stop_at_end`, up to and with an `end`
+        frame too (then no marker: None)."""
         frames = b""
         while True:
             self._fill(4)
@@ -278,20 +295,42 @@ class _StreamReader:
             if header & MARKER_BIT:
                 return frames, json.loads(chunk[4:])
             frames += chunk
+            if stop_at_end:
+                try:
+                    if json.loads(chunk[4:]).get("t") == "end":
+                        return frames, None
+                except (ValueError, AttributeError):
+                    pass
 
     def marker(self) -> dict[str, Any]:
         frames, marker = self.until_marker()
         assert frames == b"", f"frames outside a run: {frames!r}"
+        assert marker is not None
         return marker
 
 
-ENGINE_MODES = ["one-shot", "warm"]
+def _size(memory: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    return int(memory[:-1]) * units[memory[-1].lower()] if memory[-1].isalpha() else int(memory)
+
+
+def engine_runner(mode: str) -> Runner:
+    """The runner of an engine mode (ENGINE_MODES)."""
+    if mode == "warm":
+        return run_engine_warm
+    if mode == "resident":
+        return functools.partial(run_engine_warm, resident=True)
+    return run_engine
+
+
+ENGINE_MODES = ["one-shot", "warm", "resident"]
 
 
 @pytest.fixture(params=ENGINE_MODES)
 def run(request: pytest.FixtureRequest, python_image: str) -> Runner:
-    """Every Python engine test runs in a one-shot container and in a warm environment."""
-    runner = run_engine_warm if request.param == "warm" else run_engine
+    """Every Python engine test runs in a one-shot container, in a warm environment and in a
+    resident one."""
+    runner = engine_runner(request.param)
 
     def _run(source: str | None = None, **kwargs: Any) -> RunOutput:
         return runner(python_image, source, **kwargs)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import RunOutput, run_engine
+from .conftest import ENGINE_MODES, RunOutput, run_engine
 
 GO_TIMEOUT = 20
 # Compile containers these tests start carry this label, so the checks that none is left
@@ -65,10 +65,10 @@ def _job(
     return job
 
 
-@pytest.fixture(params=["one-shot", "warm"])
+@pytest.fixture(params=ENGINE_MODES)
 def run(request, docker_client, settings, builder, go_image: str) -> Callable[..., Any]:  # noqa: ANN001
     """Compile with the GoBuilder, then run as the worker does (a one-shot container, or a
-    warm environment bound to the action); returns a SandboxOutcome."""
+    warm or resident environment bound to the action); returns a SandboxOutcome."""
     from worker.sandbox.sandbox import Sandbox, SandboxLimits
     from worker.warm.environment import WarmEnvironment
     from worker.warm.environments import split_job
@@ -82,6 +82,8 @@ def run(request, docker_client, settings, builder, go_image: str) -> Callable[..
         if request.param == "one-shot":
             return sandbox.run(go_image, job, limits, labels)
         bind, run_job = split_job("go", job)
+        if request.param == "resident":
+            bind.update(resident=True, rss_max=limits.memory_bytes * 6 // 10)
         env = WarmEnvironment(sandbox, ("go-engine-test",), go_image, limits, labels, bind)
         try:
             env.start()

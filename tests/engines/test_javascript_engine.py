@@ -18,9 +18,9 @@ from .conftest import (
     ENGINE_MODES,
     Runner,
     RunOutput,
+    engine_runner,
     init_args,
     parse_frames,
-    run_engine,
     run_engine_warm,
     sandbox_flags,
 )
@@ -48,8 +48,9 @@ def _failed(out: RunOutput, message: str) -> None:
 
 @pytest.fixture(params=ENGINE_MODES)
 def run(request: pytest.FixtureRequest, javascript_image: str) -> Runner:
-    """Every JavaScript engine test runs in a one-shot container and in a warm environment."""
-    runner = run_engine_warm if request.param == "warm" else run_engine
+    """Every JavaScript engine test runs in a one-shot container, in a warm environment and in
+    a resident one."""
+    runner = engine_runner(request.param)
 
     def _run(source: str | None = None, **kwargs: Any) -> RunOutput:
         return runner(javascript_image, source, **kwargs)
@@ -1056,7 +1057,7 @@ def test_leftover_timers_and_children_do_not_hold_the_run(run: Runner) -> None:
     assert out.elapsed < 25  # not held by the 30 s timer or child (busy machines are slow)
 
 
-@pytest.mark.parametrize("warm", [False, True], ids=ENGINE_MODES)
+@pytest.mark.parametrize("warm", [False, True], ids=ENGINE_MODES[:2])
 def test_pending_thread_pool_work_does_not_hold_the_exit(javascript_image: str, warm: bool) -> None:
     # A read that never returns occupies node's thread pool, which node waits for on exit:
     # once its frames are out, the harness stops itself instead (exit status 137).
@@ -1078,7 +1079,7 @@ def test_pending_thread_pool_work_does_not_hold_the_exit(javascript_image: str, 
     assert out.returncode == 137
 
 
-@pytest.mark.parametrize("warm", [False, True], ids=ENGINE_MODES)
+@pytest.mark.parametrize("warm", [False, True], ids=ENGINE_MODES[:2])
 def test_memory_hog_fails_cleanly(javascript_image: str, warm: bool) -> None:
     source = src(
         """

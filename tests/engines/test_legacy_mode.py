@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ENGINE_MODES, RunOutput, run_engine, run_engine_warm
+from .conftest import ENGINE_MODES, RunOutput, engine_runner
 
 
 def src(text: str) -> str:
@@ -24,7 +24,7 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 def _runner(image: str, mode: str) -> Callable[..., RunOutput]:
-    runner = run_engine_warm if mode == "warm" else run_engine
+    runner = engine_runner(mode)
 
     def _run(source: str, compat: str | None = "legacy", **kwargs: Any) -> RunOutput:
         return runner(image, source, compat=compat, **kwargs)
@@ -296,7 +296,8 @@ def go_builder(docker_client, go_image: str, tmp_path_factory):  # noqa: ANN001,
 @pytest.fixture()
 def go(docker_client, go_builder, go_image: str, mode: str):  # noqa: ANN001, ANN201
     """Compile as the worker does for the compat mode, then run as the worker does (a
-    one-shot container, or a warm environment bound to the artifact): a SandboxOutcome."""
+    one-shot container, or a warm or resident environment bound to the artifact): a
+    SandboxOutcome."""
     from shared.settings import Settings
     from worker.run_executor import engine_job
     from worker.sandbox.sandbox import Sandbox, SandboxLimits
@@ -314,6 +315,8 @@ def go(docker_client, go_builder, go_image: str, mode: str):  # noqa: ANN001, AN
         if mode == "one-shot":
             return sandbox.run(go_image, job, limits, labels)
         bind, run_job = split_job("go", job)
+        if mode == "resident":
+            bind.update(resident=True, rss_max=limits.memory_bytes * 6 // 10)
         env = WarmEnvironment(sandbox, ("go-legacy-test",), go_image, limits, labels, bind)
         try:
             env.start()

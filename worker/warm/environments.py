@@ -52,6 +52,8 @@ class WarmSpec:
     language: str
     code_id: str
     project_uuid: str
+    #: Mode `resident`: the environment keeps the run's process for the next run of the code.
+    resident: bool = False
 
 
 class _Slot:
@@ -100,10 +102,14 @@ class WarmEnvironments:
         if spec.language not in WARM_LANGUAGES:
             return None
         bind, run_job = split_job(spec.language, job)
-        # The code version: its source, and its compat (a legacy Go program binds another
-        # artifact than the same source would in strict mode).
+        if spec.resident:
+            share = self.settings.resident_recycle_memory_percent / 100
+            bind.update(resident=True, rss_max=int(limits.memory_bytes * share))
+        # The code version: its source, its compat (a legacy Go program binds another
+        # artifact than the same source would in strict mode) and its mode.
+        mode = "resident" if spec.resident else "warm"
         version = hashlib.sha256(
-            f"{job.get('compat', 'strict')}\0{job.get('source', '')}".encode()
+            f"{job.get('compat', 'strict')}\0{mode}\0{job.get('source', '')}".encode()
         ).hexdigest()[:16]
         key = (spec.code_id, version, *pool_key(image, limits))
         slot = self._lease(key, spec, image, limits, bind)
