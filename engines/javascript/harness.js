@@ -60,6 +60,10 @@ const HARNESS_FILENAME = __filename;
 const FRAME_FD = 3; // from start.sh: the container's stdout
 const FIFO_HOLD_FD = 4; // from start.sh: the FIFO opened read-write
 const READY_FD = 5; // warm environments: supervisor.c waits for one byte here
+// Resident mode: fd 5 stays the control pipe to supervisor.c (one byte: 'R' ready, 'B' the
+// last frames begin, 'E' the run ended and this process serves the next, 'X' the run ended
+// and this process exits); the jobs come framed on fd 6, a pipe only the supervisor writes.
+const JOB_FD = 6;
 const DRAINER_BOOT_WAIT_MS = 10000; // far more than it takes even on a loaded machine
 
 // What the frame path uses, taken before user code can replace it.
@@ -73,11 +77,12 @@ const atomicsWait = Atomics.wait;
 const originalReallyExit = process.reallyExit;
 const originalKill = process.kill;
 const getActiveResourcesInfo = process.getActiveResourcesInfo;
+const scheduleImmediate = setImmediate;
+const { randomFillSync } = require('crypto');
 
 let frameFd = 1;
 let endedMarker = ''; // start.sh: a file to create before the last frames (see there)
 let sealed = false; // the end frame is out: nothing more is written
-let finished = false; // finish() has started
 
 // ----------------------------------------------------------------------------- helpers
 
@@ -205,6 +210,10 @@ function send(frame) {
 
 /** Tell start.sh that the last frames are ours to write: it must not add its own. */
 function markEnded() {
+  if (control >= 0) {
+    tell('B'); // resident: the supervisor must not write a crash report of its own now
+    return;
+  }
   if (!endedMarker) return;
   try {
     closeSync(openSync(endedMarker, 'wx', 0o600));
@@ -247,7 +256,14 @@ const H_SIZE = 2;
 const H_TRUNCATED = 3;
 const H_TOTAL = 4; // bytes printed in all, kept or not (saturates at 2^31 - 1)
 const H_READY = 5; // 1 once the drainer thread opens no more descriptors (see below)
-const HEADER_BYTES = 32;
+// Resident mode (Capture.beginRun/endRun): the generation each fence token was armed for
+// (start, end), and the last end fence the drainer found.
+const H_FENCE = 6;
+const H_SEEN = 8;
+const TOKENS = 64; // byte offset of the two fence tokens (start, end)
+const TOKEN_BYTES = 48;
+const HEADER_BYTES = TOKENS + 2 * TOKEN_BYTES;
+const FENCE_WAIT_MS = 5000;
 const TOTAL_MAX = 2 ** 31 - 1;
 const OWNER_DRAINER = 1;
 const OWNER_MAIN = 2;
@@ -279,10 +295,10 @@ try {
   if (Atomics.compareExchange(header, ${H_OWNER}, 0, ${OWNER_DRAINER}) !== 0) return;
   const cap = workerData.cap;
   const data = new Uint8Array(workerData.sab, ${HEADER_BYTES}, cap);
+  const tokens = new Uint8Array(workerData.sab, ${TOKENS}, ${2 * TOKEN_BYTES});
   let size = 0;
-  const { Socket } = require('net');
-  const input = new Socket({ fd: workerData.fd, readable: true, writable: false });
-  input.on('data', (chunk) => {
+  const keep = (chunk) => {
+    if (!chunk.length) return;
     const total = Atomics.load(header, ${H_TOTAL}) + chunk.length;
     Atomics.store(header, ${H_TOTAL}, Math.min(total, ${TOTAL_MAX}));
     const room = cap - size;
@@ -293,7 +309,56 @@ try {
       Atomics.store(header, ${H_SIZE}, size);
     }
     if (chunk.length > room) Atomics.store(header, ${H_TRUNCATED}, 1);
-  });
+  };
+  // Resident mode: one process serves many runs, so a run's output is what comes between
+  // its start and its end fence (random tokens the main thread writes to fd 1 in order
+  // with everything else); what comes outside a run is dropped. One-shot: always running.
+  let running = !workerData.resident;
+  const seen = [0, 0];
+  let tail = null; // the end of the last chunk, when it may be the start of a token
+  const overlap = (buf, token) => {
+    for (let k = Math.min(token.length - 1, buf.length); k > 0; k--) {
+      if (buf.subarray(buf.length - k).equals(token.subarray(0, k))) return k;
+    }
+    return 0;
+  };
+  const take = (chunk) => {
+    let buf = tail ? Buffer.concat([tail, chunk]) : chunk;
+    tail = null;
+    for (;;) {
+      const slot = running ? 1 : 0;
+      const armed = Atomics.load(header, ${H_FENCE} + slot);
+      if (armed === seen[slot]) {
+        if (running) keep(buf);
+        return;
+      }
+      const token = Buffer.from(tokens.subarray(slot * ${TOKEN_BYTES}, (slot + 1) * ${TOKEN_BYTES}));
+      const at = buf.indexOf(token);
+      if (at < 0) {
+        const k = overlap(buf, token);
+        if (running) keep(buf.subarray(0, buf.length - k));
+        if (k) tail = Buffer.from(buf.subarray(buf.length - k));
+        return;
+      }
+      seen[slot] = armed;
+      if (running) {
+        keep(buf.subarray(0, at));
+        running = false;
+        Atomics.store(header, ${H_SEEN}, armed);
+        Atomics.notify(header, ${H_SEEN});
+      } else {
+        running = true;
+        size = 0;
+        Atomics.store(header, ${H_SIZE}, 0);
+        Atomics.store(header, ${H_TOTAL}, 0);
+        Atomics.store(header, ${H_TRUNCATED}, 0);
+      }
+      buf = buf.subarray(at + token.length);
+    }
+  };
+  const { Socket } = require('net');
+  const input = new Socket({ fd: workerData.fd, readable: true, writable: false });
+  input.on('data', take);
   input.on('end', done);
   input.on('close', done);
   input.on('error', done);
@@ -307,8 +372,10 @@ try {
 `;
 
 class Capture {
-  constructor(cap) {
+  constructor(cap, resident = false) {
     this.cap = cap;
+    this.resident = resident;
+    this.generation = 0; // resident mode: the run in progress (beginRun)
     this.mode = 'memory';
     this.chunks = [];
     this.size = 0;
@@ -338,12 +405,13 @@ class Capture {
       // not there
     }
     unlinkSync(fifoPath);
+    this.fifo = fifo;
     this.readFd = readFd;
     this.sab = new SharedArrayBuffer(HEADER_BYTES + this.cap);
     this.header = new Int32Array(this.sab, 0, HEADER_BYTES / 4);
     this.worker = new Worker(DRAINER_SOURCE, {
       eval: true,
-      workerData: { fd: readFd, sab: this.sab, cap: this.cap },
+      workerData: { fd: readFd, sab: this.sab, cap: this.cap, resident: this.resident },
       env: {},
       argv: [],
       execArgv: [],
@@ -376,6 +444,79 @@ class Capture {
       atomicsWait(this.header, H_READY, 0, Math.min(left, 100));
     }
     return true;
+  }
+
+  /**
+   * Resident mode: whether a run's output can be cut out of the FIFO (the drainer runs, fd 1
+   * is still the FIFO and the last fence was found); else the process serves no more runs.
+   */
+  intact() {
+    if (this.mode !== 'fifo' || this.broken || !this.drainerReady()) return false;
+    if (Atomics.load(this.header, H_OWNER) !== OWNER_DRAINER) return false;
+    try {
+      const out = fstatSync(1);
+      return out.ino === this.fifo.ino && out.dev === this.fifo.dev;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Resident mode: write fence `slot` (0 start, 1 end) of this run into the stream. */
+  fence(slot) {
+    const token = bufferAllocUnsafe(TOKEN_BYTES);
+    randomFillSync(token);
+    token[0] = 0; // never the start of anything printable
+    new Uint8Array(this.sab, TOKENS + slot * TOKEN_BYTES, TOKEN_BYTES).set(token);
+    Atomics.store(this.header, H_FENCE + slot, this.generation);
+    writeAll(1, token);
+  }
+
+  /** Resident mode: a run begins; what was printed since the last run's end is dropped. */
+  beginRun() {
+    this.generation += 1;
+    this.closed = false;
+    if (!this.intact()) return;
+    try {
+      this.fence(0);
+      this.started = this.generation;
+    } catch {
+      this.broken = true;
+    }
+  }
+
+  /**
+   * Resident mode: the run's output, as `finish` returns it, and whether the capture still
+   * works for the next run (else `finish` did the one-shot's job and the process must go).
+   */
+  endRun() {
+    if (!this.intact()) return this.salvage();
+    try {
+      this.fence(1);
+    } catch {
+      this.broken = true;
+      return this.salvage();
+    }
+    const deadline = Date.now() + FENCE_WAIT_MS;
+    while (Atomics.load(this.header, H_SEEN) !== this.generation) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        this.broken = true;
+        return this.salvage();
+      }
+      atomicsWait(this.header, H_SEEN, Atomics.load(this.header, H_SEEN), Math.min(left, 100));
+    }
+    const size = Atomics.load(this.header, H_SIZE);
+    const truncated = Atomics.load(this.header, H_TRUNCATED) === 1;
+    const data = bufferFrom(new Uint8Array(this.sab, HEADER_BYTES, size));
+    const text = new util.TextDecoder('utf-8').decode(data, { stream: truncated });
+    return { text, total: Atomics.load(this.header, H_TOTAL), intact: true };
+  }
+
+  /** Resident mode, the capture broke: what `finish` finds, if this run's start got out. */
+  salvage() {
+    const started = this.mode !== 'fifo' || this.started === this.generation;
+    const printed = this.finish();
+    return started ? { ...printed, intact: false } : { text: '', total: 0, intact: false };
   }
 
   /** Memory mode: in-process output only; fd 1 goes to /dev/null, never to the frames. */
@@ -645,14 +786,17 @@ class Header {
 /** `engine.log`: each call is one log of that level, in call order. */
 class Log {
   #max;
+  #send;
 
-  constructor(maxChars) {
+  /** `sendFrame`: the run's own frame writer (resident mode: silent once its run ended). */
+  constructor(maxChars, sendFrame = send) {
     this.#max = maxChars;
+    this.#send = sendFrame;
   }
 
   #emit(level, args) {
     const text = args.length === 1 ? formatValue(args[0]) : args.map(formatValue).join(' ');
-    send({ t: 'log', level, content: wellFormed(cut(text, this.#max)) });
+    this.#send({ t: 'log', level, content: wellFormed(cut(text, this.#max)) });
   }
 
   debug(...args) {
@@ -1074,15 +1218,61 @@ function hardExit(code) {
   originalReallyExit.call(process, code);
 }
 
-function createRunner({ capture, logMax, result, source, engine, legacy, note }) {
+// The runner of the run in progress, for the process-wide hooks; null between the runs of a
+// resident process.
+let active = null;
+
+/**
+ * process.exit() (and its raw forms), errors nobody handled, an event loop that emptied:
+ * they belong to the run in progress. Installed once, as a resident process serves many
+ * runs. Outside a run (resident: after a run's end, before the next job) they end the
+ * process, and the supervisor starts a fresh one for the next run.
+ */
+function installProcessHooks() {
+  const settle = (error, exitCode, crashed = false) => {
+    if (active !== null) {
+      active.finish(error, null, crashed);
+      return;
+    }
+    hardExit(Number.isInteger(exitCode) ? exitCode : 1);
+  };
+  // process.exit() and its raw form end the run as a failure, after the frames.
+  const exitHook = (code) => {
+    const status = code === undefined ? process.exitCode : code;
+    const detail = status === undefined ? '' : ` with code ${status}`;
+    const exitCode = status === undefined || status === null ? 0 : Number(status);
+    settle(new ExitCalled(`process.exit() called${detail}`, exitCode), exitCode);
+  };
+  process.exit = exitHook;
+  process.reallyExit = exitHook;
+  process.abort = () => settle(new ExitCalled('process.abort() called'), 1);
+  // Errors the user code did not handle fail the run, as they would crash a node process
+  // (and a resident one goes: what state they left is anyone's guess, as on Lambda).
+  process.on('uncaughtException', (err) => settle(thrown(err), 1, true));
+  process.on('unhandledRejection', (reason) => settle(thrown(reason), 1, true));
+  process.on('beforeExit', () => {
+    if (active !== null) active.beforeExit();
+  });
+  process.on('exit', (code) =>
+    settle(new ExitCalled(`the process exited with code ${code}`), code));
+}
+
+/**
+ * One run: `load(legacy)` gives the code's Run function (null: legacy mode, no Run, the top
+ * level ran as a script) or throws. `state`: the run's own `sealed`/`finished`. Resident
+ * mode: at the end the process tells the supervisor and waits for the next job, unless the
+ * run left it unfit (see `finish`).
+ */
+function createRunner({ capture, logMax, result, engine, legacy, note, state, load, resident }) {
   // Where the code is: 'load' (its top level), 'run' (Run was called), 'script' (legacy: no
   // Run, the top level ran and its callbacks may still be running).
   let phase = 'load';
 
-  function finish(error, override = null) {
-    if (finished) return;
-    finished = true;
-    if (error instanceof ExitCalled && error.exitCode === 0 && legacy) {
+  function finish(error, override = null, crashed = false) {
+    if (state.finished) return;
+    state.finished = true;
+    const exited = error instanceof ExitCalled;
+    if (exited && error.exitCode === 0 && legacy) {
       note(
         `${error.message}: the run ends as if the code had returned, and the caller gets what ` +
           'it set (legacy mode)'
@@ -1114,6 +1304,7 @@ function createRunner({ capture, logMax, result, source, engine, legacy, note })
         if (message === null) message = `invalid result: ${failureMessage(err)}`;
       }
     }
+    let reusable = false;
     try {
       markEnded();
       if (message !== null) {
@@ -1128,7 +1319,7 @@ function createRunner({ capture, logMax, result, source, engine, legacy, note })
         }
       }
       if (resultFrame !== null) writeFrame(resultFrame);
-      const printed = capture.finish();
+      const printed = resident ? capture.endRun() : capture.finish();
       if (printed.text || printed.total) {
         send({ t: 'stdout', data: wellFormed(printed.text), total: printed.total });
       }
@@ -1136,40 +1327,31 @@ function createRunner({ capture, logMax, result, source, engine, legacy, note })
       if (message !== null) end.error = wellFormed(cut(message, STDOUT_MAX));
       send(end);
       sealed = true;
+      state.sealed = true;
+      // Resident: the process serves the next run only if this one left it whole: Run was
+      // called and returned or threw (a load failure, a script, an exit, a crash, a broken
+      // capture or closed std descriptors send it away; the next run gets a fresh one).
+      reusable = resident && printed.intact && phase === 'run' && !exited && !crashed &&
+        stdIntact();
     } catch {
+      tell('X');
       hardExit(3);
     }
-    hardExit(message === null ? 0 : 1);
+    const code = message === null ? 0 : 1;
+    if (!reusable) {
+      tell('X');
+      hardExit(code);
+    }
+    active = null;
+    tell('E');
+    scheduleImmediate(serveNext);
   }
 
   function start() {
-    // process.exit() (and its raw form) end the run as a failure, after the frames.
-    const exitHook = (code) => {
-      const status = code === undefined ? process.exitCode : code;
-      const detail = status === undefined ? '' : ` with code ${status}`;
-      const exitCode = status === undefined || status === null ? 0 : Number(status);
-      finish(new ExitCalled(`process.exit() called${detail}`, exitCode));
-    };
-    process.exit = exitHook;
-    process.reallyExit = exitHook;
-    process.abort = () => finish(new ExitCalled('process.abort() called'));
-    // Errors the user code did not handle fail the run, as they would crash a node process.
-    process.on('uncaughtException', (err) => finish(thrown(err)));
-    process.on('unhandledRejection', (reason) => finish(thrown(reason)));
-    // The event loop emptied: a script is done; Run's promise can never settle any more.
-    process.on('beforeExit', () => {
-      if (phase === 'script') {
-        finish(null);
-        return;
-      }
-      finish(new ExitCalled('Run(engine) never finished: the promise it returned never settled'));
-    });
-    process.on('exit', (code) => finish(new ExitCalled(`the process exited with code ${code}`)));
-
     let outcome;
     let pending = false;
     try {
-      const run = loadAction(source, legacy);
+      const run = load(legacy);
       if (run === null) {
         // Legacy mode: the old service ran JavaScript codes as scripts (`node -e`); this one
         // is done when its event loop is (beforeExit).
@@ -1202,15 +1384,203 @@ function createRunner({ capture, logMax, result, source, engine, legacy, note })
     }
   }
 
-  return { start, finish };
+  /** The event loop emptied: a script is done; Run's promise can never settle any more. */
+  function beforeExit() {
+    if (phase === 'script') {
+      finish(null);
+      return;
+    }
+    finish(new ExitCalled('Run(engine) never finished: the promise it returned never settled'));
+  }
+
+  return { start, finish, beforeExit };
 }
+
+/** A run of `job`: its own engine object (params, headers, logs, result) and frames. */
+function startRun(job, capture, { resident, load }) {
+  const state = { sealed: false, finished: false };
+  // Resident: what an ended run's engine object still writes (a timer it left) is dropped.
+  const runSend = resident ? (frame) => {
+    if (!state.sealed) send(frame);
+  } : send;
+  const maxChars = limit(job.limits, 'log_content_max', LOG_CONTENT_MAX);
+  const log = new Log(maxChars, runSend);
+  const legacy = job.compat === 'legacy';
+  // A leniency the engine applied: one `debug` log per distinct message and run.
+  const noted = new Set();
+  const note = (message) => {
+    if (noted.has(message)) return;
+    noted.add(message);
+    runSend({ t: 'log', level: 'debug', content: wellFormed(cut(message, maxChars)) });
+  };
+  const result = new Result(legacy, note);
+  const params = new Params(toParams(job.params));
+  const header = new Header(toHeaders(job.headers));
+  const body = typeof job.body === 'string' ? job.body.trim() : '';
+  const engine = makeEngine(params, body, header, log, result);
+  const runner = createRunner(
+    { capture, logMax: maxChars, result, engine, legacy, note, state, load, resident }
+  );
+  active = runner;
+  runner.start();
+}
+
+function invalidJob(err) {
+  markEnded();
+  send({ t: 'end', status: 'failed', error: wellFormed(`invalid job: ${failureMessage(err)}`) });
+  sealed = true;
+  tell('X');
+  originalReallyExit.call(process, 2);
+}
+
+/** What the user code sees as its process: argv, cwd. */
+function enterAction() {
+  process.argv = [process.argv[0], ACTION_FILENAME];
+  try {
+    process.chdir(path.dirname(ACTION_FILENAME));
+  } catch {
+    // stay where the image put us
+  }
+}
+
+// ----------------------------------------------------------------------------- resident
+
+// engines/PROTOCOL.md, "Resident mode": one process, many runs of one code. supervisor.c
+// gives it the control pipe on fd 5 and the jobs on fd 6: the `bind` frame (with the
+// source) before its first job, then one job frame per run, each written only once the
+// previous run is over for the worker (so the job is the go-ahead). fd 0 is /dev/null.
+let control = -1;
+let jobFd = -1;
+let residentCapture = null;
+let residentSource = null;
+let residentRun = null;
+let residentLoaded = false;
+let stdIdentity = [];
+
+/** One byte to the supervisor (resident mode); nothing otherwise. */
+function tell(byte) {
+  if (control < 0) return;
+  try {
+    writeSync(control, byte);
+  } catch {
+    // the supervisor is gone: it ends us anyway
+  }
+}
+
+/** The inherited descriptor `fd` again, as a close-on-exec one (children never get it). */
+function reopen(fd, flags) {
+  try {
+    const again = openSync(`/proc/self/fd/${fd}`, flags);
+    closeSync(fd);
+    return again;
+  } catch {
+    return fd;
+  }
+}
+
+function readExact(fd, size) {
+  const out = bufferAllocUnsafe(size);
+  let got = 0;
+  while (got < size) {
+    let n;
+    try {
+      n = readSync(fd, out, got, size - got, null);
+    } catch (err) {
+      if (err && (err.code === 'EAGAIN' || err.code === 'EINTR')) {
+        sleep(1);
+        continue;
+      }
+      throw err;
+    }
+    if (n === 0) return null;
+    got += n;
+  }
+  return out;
+}
+
+/** One frame (4-byte big-endian length, then the bytes); null at EOF. */
+function readFrame(fd) {
+  const head = readExact(fd, 4);
+  if (head === null) return null;
+  const size = head.readUInt32BE(0);
+  return size === 0 ? bufferAllocUnsafe(0) : readExact(fd, size);
+}
+
+function identity(fd) {
+  try {
+    const info = fstatSync(fd);
+    return `${info.dev}:${info.ino}:${info.rdev}`;
+  } catch {
+    return '';
+  }
+}
+
+/** fd 0 and 2 are what the process started with (fd 1: Capture.intact). */
+function stdIntact() {
+  return [0, 2].every((fd, index) => stdIdentity[index] !== '' &&
+    identity(fd) === stdIdentity[index]);
+}
+
+/** The code's Run, loaded by the first run the process serves and kept for the next. */
+function loadOnce(legacy) {
+  if (!residentLoaded) {
+    residentRun = loadAction(residentSource, legacy);
+    residentLoaded = true;
+  }
+  return residentRun;
+}
+
+/** Block until the next job arrives (the supervisor's go-ahead), then run it. */
+function serveNext() {
+  let job;
+  try {
+    if (residentSource === null) {
+      const bind = readFrame(jobFd);
+      if (bind === null) hardExit(0);
+      const parsed = jsonParse(bind.toString('utf8'));
+      residentSource = parsed && typeof parsed.source === 'string' ? parsed.source : '';
+    }
+    const raw = readFrame(jobFd);
+    if (raw === null) hardExit(0); // the supervisor is gone
+    sealed = false;
+    residentCapture.beginRun();
+    job = jsonParse(raw.toString('utf8'));
+    const isObject = job !== null && typeof job === 'object' && !Array.isArray(job);
+    // The worker never sends a source (the bind frame has it); a job's own is checked.
+    if (isObject && !('source' in job)) job.source = residentSource;
+    if (!isObject || typeof job.source !== 'string') {
+      throw new Error("job must be an object with a string 'source'");
+    }
+  } catch (err) {
+    invalidJob(err);
+    return;
+  }
+  process.exitCode = undefined;
+  startRun(job, residentCapture, { resident: true, load: loadOnce });
+}
+
+function serveResident(capture) {
+  control = reopen(READY_FD, O_WRONLY);
+  jobFd = reopen(JOB_FD, O_RDONLY);
+  residentCapture = capture;
+  capture.waitForDrainer(DRAINER_BOOT_WAIT_MS);
+  installStdio(capture);
+  enterAction();
+  installProcessHooks();
+  stdIdentity = [identity(0), identity(2)];
+  tell('R');
+  serveNext();
+}
+
+// ----------------------------------------------------------------------------- main
 
 function main() {
   const fifoPath = process.argv[2] || '';
   endedMarker = process.argv[3] || '';
   const warm = process.argv[4] === 'warm';
+  const resident = process.argv[4] === 'resident';
   openFrameChannel();
-  const capture = new Capture(STDOUT_MAX);
+  const capture = new Capture(STDOUT_MAX, resident);
   let fifo = false;
   if (fifoPath) {
     try {
@@ -1220,6 +1590,10 @@ function main() {
     }
   }
   if (!fifo) capture.startMemory();
+  if (resident) {
+    serveResident(capture);
+    return;
+  }
   if (warm) announceReady(capture);
 
   let job;
@@ -1230,43 +1604,17 @@ function main() {
       throw new Error("job must be an object with a string 'source'");
     }
   } catch (err) {
-    markEnded();
-    send({ t: 'end', status: 'failed', error: wellFormed(`invalid job: ${failureMessage(err)}`) });
-    sealed = true;
-    originalReallyExit.call(process, 2);
+    invalidJob(err);
     return;
   }
 
   // The drainer thread boots while we read the job; it must be set up before user code runs,
   // which may close fds 0-2 (see DRAINER_SOURCE). It usually is, or is a few ms away.
   capture.waitForDrainer(DRAINER_BOOT_WAIT_MS);
-
-  const maxChars = limit(job.limits, 'log_content_max', LOG_CONTENT_MAX);
-  const log = new Log(maxChars);
-  const legacy = job.compat === 'legacy';
-  // A leniency the engine applied: one `debug` log per distinct message and run.
-  const noted = new Set();
-  const note = (message) => {
-    if (noted.has(message)) return;
-    noted.add(message);
-    send({ t: 'log', level: 'debug', content: wellFormed(cut(message, maxChars)) });
-  };
-  const result = new Result(legacy, note);
-  const params = new Params(toParams(job.params));
-  const header = new Header(toHeaders(job.headers));
-  const body = typeof job.body === 'string' ? job.body.trim() : '';
-  const engine = makeEngine(params, body, header, log, result);
-
   installStdio(capture);
-  process.argv = [process.argv[0], ACTION_FILENAME];
-  try {
-    process.chdir(path.dirname(ACTION_FILENAME));
-  } catch {
-    // stay where the image put us
-  }
-
-  createRunner({ capture, logMax: maxChars, result, source: job.source, engine, legacy, note })
-    .start();
+  enterAction();
+  installProcessHooks();
+  startRun(job, capture, { resident: false, load: (legacy) => loadAction(job.source, legacy) });
 }
 
 if (require.main === module) {
