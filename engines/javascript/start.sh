@@ -28,7 +28,10 @@
 # Warm environments (engines/PROTOCOL.md): `start.sh serve` runs the supervisor (PID 1) in
 # place of this shell; it starts every run's Node as `start.sh warm-run`, which execs node
 # with nothing in between (no shell may hold the supervisor's descriptors where the run could
-# open them through /proc); the supervisor writes the crash report frames itself then.
+# open them through /proc); the supervisor writes the crash report frames itself then. A
+# resident environment (bind frame "resident": true) starts its Node as `start.sh
+# resident-run`: the same, except that it serves run after run (jobs on fd 6, its control
+# pipe on fd 5, no ended marker file: it tells the supervisor on that pipe).
 mode=${1:-}
 unset NODE_OPTIONS NODE_PATH NODE_REPL_EXTERNAL_MODULE
 
@@ -65,6 +68,7 @@ fi
 fifo=/tmp/.codeactions-stdout-$$
 if ! mkfifo -m 600 "$fifo" 2>/dev/null; then
     [ "$mode" = warm-run ] && set -- "$@" "" "" warm
+    [ "$mode" = resident-run ] && set -- "$@" "" "" resident
     if [ "$$" != 1 ]; then
         exec /usr/bin/node "$@" 3>&1
     fi
@@ -77,6 +81,10 @@ report=.codeactions-fatal-$$.json
 if [ "$mode" = warm-run ]; then
     exec /usr/bin/node --report-on-fatalerror --report-directory=/tmp --report-filename="$report" \
         "$@" "$fifo" "$ended" warm 3>&1 4<>"$fifo" 1>"$fifo"
+fi
+if [ "$mode" = resident-run ]; then
+    exec /usr/bin/node --report-on-fatalerror --report-directory=/tmp --report-filename="$report" \
+        "$@" "$fifo" "" resident 3>&1 4<>"$fifo" 1>"$fifo"
 fi
 # In a subshell: dash applies a command's redirections in the parent too while it waits, and
 # this shell must not hold the FIFO open (the harness waits for its EOF).

@@ -55,12 +55,25 @@
 /* The harness writes one byte here once it waits for its job (harness.js announceReady). */
 #define READY_FD 5
 #define BOOT_PATIENCE_MS 30000
+/* Resident mode: fd 5 stays the control pipe (the harness's bytes below), the jobs come on
+ * fd 6 (harness.js JOB_FD). */
+#define JOB_FD 6
+#define SAID_BEGUN 'B' /* its last frames begin: a crash from now on is not reported by us */
+#define SAID_ENDED 'E' /* the run ended (`end` is out) and the process serves the next one */
+#define SAID_LEAVING 'X' /* the run ended and the process exits (it is unfit for another) */
+/* How long `finish` waits for a process that began its last frames to say how it ended, or
+ * for one that said it leaves to exit by itself (its exit status is then its own). */
+#define SETTLE_PATIENCE_MS 1000
 
 static const char *const WRITABLE_DIRS[] = {"/tmp", "/dev/shm", "/dev/mqueue"};
 static const char *const OOM_COUNTERS[] = {"/sys/fs/cgroup/memory.events",
                                            "/sys/fs/cgroup/memory/memory.oom_control"};
 
 static const char *heap_mb = "";
+/* Resident mode (bind frame "resident": true): the run's Node stays for the next run while it
+ * ended its run and its resident memory is at most rss_max bytes. */
+static int resident = 0;
+static long long rss_max = 0;
 
 /* ------------------------------------------------------------------------------- clock */
 
@@ -168,12 +181,22 @@ static int string_field(const char *frame, const char *key, char *out, size_t si
     return 1;
 }
 
-static long long int_field(const char *frame, const char *key, long long fallback) {
+static long long number_field(const char *frame, const char *key, long long fallback,
+                              long long max) {
     const char *p = field_value(frame, key);
     if (!p || *p < '0' || *p > '9') return fallback;
     long long value = 0;
-    for (; *p >= '0' && *p <= '9' && value < 1000000000LL; p++) value = value * 10 + (*p - '0');
+    for (; *p >= '0' && *p <= '9' && value < max; p++) value = value * 10 + (*p - '0');
     return value;
+}
+
+static long long int_field(const char *frame, const char *key, long long fallback) {
+    return number_field(frame, key, fallback, 1000000000LL);
+}
+
+static int true_field(const char *frame, const char *key) {
+    const char *p = field_value(frame, key);
+    return p && strncmp(p, "true", 4) == 0;
 }
 
 static int frame_type_is(const char *frame, const char *type) {
@@ -189,6 +212,10 @@ struct child {
     int job_fd; /* write end of the pipe the run's Node reads its job from */
     int pidfd;
     int status; /* its wait status once reaped, else -1 */
+    /* resident mode */
+    int control_fd; /* read end of the pipe the harness says 'R', 'B', 'E', 'X' on */
+    int fresh;      /* it has not had a job yet: the bind frame goes first */
+    int began, ended, leaving; /* what the harness said about the current run */
 };
 
 static void reap(struct child *run) {
@@ -226,6 +253,82 @@ static int kill_all(struct child *run) {
         if (now_ms() > deadline) return 0;
         usleep(1000);
     }
+}
+
+/* Resident mode: is the kept Node still there? */
+static int alive(struct child *run) {
+    reap(run);
+    if (run->status >= 0) return 0;
+    struct pollfd fd = {.fd = run->pidfd, .events = POLLIN};
+    return poll(&fd, 1, 0) == 0;
+}
+
+/* Its resident memory (/proc/<pid>/statm: resident pages), in bytes; -1 if unknown. */
+static long long rss_bytes(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+    FILE *statm = fopen(path, "r");
+    if (!statm) return -1;
+    long long size, pages;
+    int read = fscanf(statm, "%lld %lld", &size, &pages);
+    fclose(statm);
+    if (read != 2) return -1;
+    return pages * sysconf(_SC_PAGESIZE);
+}
+
+/* Every process but us and the resident Node (`keep`), SIGKILLed when `kill_them`; its
+ * zombies (children it has not reaped yet) do not count. How many there were. */
+static int others(pid_t keep, int kill_them) {
+    DIR *proc = opendir("/proc");
+    if (!proc) return 1;
+    pid_t me = getpid();
+    int found = 0;
+    struct dirent *entry;
+    while ((entry = readdir(proc))) {
+        char *end;
+        long pid = strtol(entry->d_name, &end, 10);
+        if (*end != '\0' || pid <= 0 || pid == me || pid == keep) continue;
+        char path[64], stat[512];
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue; /* gone meanwhile */
+        ssize_t n = read(fd, stat, sizeof stat - 1);
+        close(fd);
+        if (n > 0) {
+            stat[n] = '\0';
+            const char *after = strrchr(stat, ')'); /* the name may hold anything but ends here */
+            char state = 0;
+            long ppid = 0;
+            if (after && sscanf(after + 1, " %c %ld", &state, &ppid) == 2 && state == 'Z' &&
+                ppid == keep)
+                continue;
+        }
+        found++;
+        if (kill_them) kill((pid_t)pid, SIGKILL);
+    }
+    closedir(proc);
+    return found;
+}
+
+/* Resident mode, a run that ended: kill whatever it started and leave its Node alone. The
+ * Node is stopped meanwhile so that it cannot start more; 1 once nothing else is left. */
+static int kill_others(struct child *run) {
+    if (!others(run->pid, 0)) return 1;
+    long long deadline = now_ms() + KILL_PATIENCE_MS;
+    kill(run->pid, SIGSTOP);
+    int none = 0;
+    for (;;) {
+        others(run->pid, 1);
+        reap(run);
+        if (!others(run->pid, 0)) {
+            none = 1;
+            break;
+        }
+        if (now_ms() > deadline) break;
+        usleep(1000);
+    }
+    kill(run->pid, SIGCONT);
+    return none;
 }
 
 static long oom_kills(void) {
@@ -359,15 +462,24 @@ static int spawn(struct child *child) {
             write_all(adj, "1000", 4);
             close(adj);
         }
-        if (dup2(job_pipe[0], 0) != 0 || dup2(ready_pipe[1], READY_FD) != READY_FD ||
-            fcntl(READY_FD, F_SETFD, 0) != 0) /* dup2 onto itself keeps close-on-exec */
+        /* Out of the way first (above the numbers they go to), then into place: dup2 onto
+         * another number clears close-on-exec. */
+        int job_in = fcntl(job_pipe[0], F_DUPFD_CLOEXEC, 10);
+        int ready_out = fcntl(ready_pipe[1], F_DUPFD_CLOEXEC, 10);
+        if (job_in < 0 || ready_out < 0 || dup2(ready_out, READY_FD) != READY_FD) _exit(70);
+        if (resident) { /* jobs on fd 6, stdin empty (harness.js serveResident) */
+            int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (null_fd < 0 || dup2(null_fd, 0) != 0 || dup2(job_in, JOB_FD) != JOB_FD) _exit(70);
+        } else if (dup2(job_in, 0) != 0) {
             _exit(70);
+        }
         /* The only dispositions the supervisor changes (main); it never blocks any. */
         signal(SIGPIPE, SIG_DFL);
         signal(SIGINT, SIG_DFL);
-        /* Inherited: 0 (job pipe), 1 and 2 (the container's stdout and stderr), 5 (ready);
-         * everything else is close-on-exec. */
-        char *const argv[] = {"sh", START_SH, "warm-run", NULL};
+        /* Inherited: 0 (job pipe; resident: /dev/null), 1 and 2 (the container's stdout and
+         * stderr), 5 (ready; resident: control), resident: 6 (jobs); everything else is
+         * close-on-exec. */
+        char *const argv[] = {"sh", START_SH, resident ? "resident-run" : "warm-run", NULL};
         execv("/bin/sh", argv);
         _exit(70);
     }
@@ -382,18 +494,35 @@ static int spawn(struct child *child) {
     child->job_fd = job_pipe[1];
     child->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     child->status = -1;
+    child->control_fd = -1;
+    child->fresh = 1;
+    child->began = child->ended = child->leaving = 0;
     int ready = child->pidfd >= 0 && await_ready(child, ready_pipe[0]);
-    close(ready_pipe[0]);
+    if (resident && ready)
+        child->control_fd = ready_pipe[0];
+    else
+        close(ready_pipe[0]);
     return ready;
+}
+
+/* Resident mode: the Node and its pipes are done with (after kill_all). */
+static void forget(struct child *child) {
+    if (child->pidfd >= 0) close(child->pidfd);
+    if (child->job_fd >= 0) close(child->job_fd);
+    if (child->control_fd >= 0) close(child->control_fd);
+    child->pidfd = child->job_fd = child->control_fd = -1;
 }
 
 /* Node died of a signal before the harness began its last frames (start.sh's one-shot crash
  * report, done here because no shell stays between the supervisor and Node). */
-static void report_crash(pid_t pid, int status) {
+static void report_crash(struct child *child) {
+    pid_t pid = child->pid;
+    int status = child->status;
     if (!WIFSIGNALED(status) || WTERMSIG(status) == SIGKILL) return;
     char path[96];
+    if (resident && child->began) return; /* it said so on the control pipe */
     snprintf(path, sizeof path, "/tmp/.codeactions-ended-%d", (int)pid);
-    if (access(path, F_OK) == 0) return;
+    if (!resident && access(path, F_OK) == 0) return;
     char event[200] = "";
     snprintf(path, sizeof path, "/tmp/.codeactions-fatal-%d.json", (int)pid);
     /* The run could have put anything there: only a regular file is read (a FIFO would
@@ -448,20 +577,52 @@ static void status_fields(int status, char *out, size_t size) {
         snprintf(out, size, "\"exit_code\": %d, \"signal\": null", WEXITSTATUS(status));
 }
 
-/* The run's job goes to its Node together with the code (bind frame length, bind, job). */
+/* The run's job goes to its Node together with the code (bind frame length, bind, job).
+ * Resident mode: the bind frame only to a fresh Node, the job framed too, and the pipe stays
+ * open for the next job (writing it is the go-ahead the Node waits for). */
 static void hand_over(struct child *child, const char *bind, uint32_t bind_size,
                       const char *job, uint32_t job_size) {
     unsigned char header[4];
-    put_length(header, bind_size);
+    int ok = 1;
     /* A Node that died early reads nothing: EPIPE (SIGPIPE is ignored); its exit tells. */
-    if (write_all(child->job_fd, header, 4) && write_all(child->job_fd, bind, bind_size))
-        write_all(child->job_fd, job, job_size);
-    close(child->job_fd);
-    child->job_fd = -1;
+    if (!resident || child->fresh) {
+        put_length(header, bind_size);
+        ok = write_all(child->job_fd, header, 4) && write_all(child->job_fd, bind, bind_size);
+    }
+    if (resident) {
+        put_length(header, job_size);
+        ok = ok && write_all(child->job_fd, header, 4);
+        child->fresh = 0;
+        child->began = child->ended = child->leaving = 0;
+    }
+    if (ok) write_all(child->job_fd, job, job_size);
+    if (!resident) {
+        close(child->job_fd);
+        child->job_fd = -1;
+    }
 }
 
-/* One run, from its job to the worker's `finish`; 0 when the worker is gone. */
-static int supervise(struct child *child, char *nonce_out, long *oom_before, int *killed) {
+/* Resident mode: take what the harness said on the control pipe (it never blocks). */
+static void hear(struct child *child) {
+    char said[64];
+    ssize_t n = read(child->control_fd, said, sizeof said);
+    if (n <= 0) { /* it closed its end: it is gone, its pidfd tells */
+        if (n == 0 || errno != EINTR) {
+            close(child->control_fd);
+            child->control_fd = -1;
+        }
+        return;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        if (said[i] == SAID_BEGUN) child->began = 1;
+        if (said[i] == SAID_ENDED) child->ended = 1;
+        if (said[i] == SAID_LEAVING) child->leaving = 1;
+    }
+}
+
+/* One run, from its job to the worker's `finish`; 0 when the worker is gone. `gone`: the
+ * run's Node ended (it exited, or the backstop deadline killed everything). */
+static int supervise(struct child *child, char *nonce_out, long *oom_before, int *gone) {
     uint32_t size;
     char *seal = read_frame(0, CONTROL_MAX, &size);
     if (!seal || !frame_type_is(seal, "seal") ||
@@ -472,36 +633,57 @@ static int supervise(struct child *child, char *nonce_out, long *oom_before, int
     long long deadline = now_ms() + int_field(seal, "timeout_ms", 300000) + DEADLINE_GRACE_MS;
     free(seal);
     *oom_before = oom_kills();
-    int ended = 0;
+    *gone = 0;
+    int finished = 0;
+    long long settle_by = 0;
     for (;;) {
-        struct pollfd fds[2] = {{.fd = 0, .events = POLLIN}, {.fd = child->pidfd, .events = POLLIN}};
-        long long left = deadline - now_ms();
-        int timeout = ended ? -1 : (int)(left > 0 ? left : 0);
-        int ready = poll(fds, ended ? 1 : 2, timeout);
+        /* Resident: after `finish`, a Node that began its last frames may still be about to
+         * say how it ended, and one that leaves may still be exiting: a moment for both. */
+        int settling = !*gone && (child->leaving || (child->began && !child->ended));
+        if (finished && (!settling || now_ms() >= settle_by)) break;
+        struct pollfd fds[3] = {{.fd = finished ? -1 : 0, .events = POLLIN},
+                                {.fd = *gone ? -1 : child->pidfd, .events = POLLIN},
+                                {.fd = *gone ? -1 : child->control_fd, .events = POLLIN}};
+        /* Once the run is over only `finish` is awaited; until then, the backstop deadline. */
+        int over = *gone || child->ended || child->leaving;
+        long long left = (finished ? settle_by : deadline) - now_ms();
+        int timeout = !finished && over ? -1 : (int)(left > 0 ? left : 0);
+        int ready = poll(fds, 3, timeout);
         if (ready < 0 && errno == EINTR) continue;
+        if (ready > 0 && fds[2].revents) {
+            hear(child);
+            continue;
+        }
         if (ready > 0 && fds[0].revents) {
             char *message = read_frame(0, CONTROL_MAX, &size);
             if (!message) return 0;
-            int over = frame_type_is(message, "finish");
+            if (frame_type_is(message, "finish")) {
+                finished = 1;
+                settle_by = now_ms() + SETTLE_PATIENCE_MS;
+            }
             free(message);
-            if (over) break;
             continue;
         }
-        if (ended) continue;
-        /* the run's Node ended, or the backstop deadline passed */
         int exited_itself = ready > 0 && fds[1].revents;
+        if (!exited_itself && (finished || *gone || child->ended || child->leaving))
+            continue; /* the settling moment ran out: the loop's head tells */
+        /* the run's Node ended, or the backstop deadline passed */
         kill_all(child); /* whatever the run started goes with it; reaps the run's Node too */
-        if (exited_itself && child->status >= 0) report_crash(child->pid, child->status);
+        if (exited_itself && child->status >= 0) report_crash(child);
         char fields[96];
         status_fields(child->status, fields, sizeof fields);
         send_message(MARKER, "{\"t\": \"exited\", \"nonce\": \"%s\", \"oom\": %s, %s}", nonce_out,
                      oom_kills() > *oom_before ? "true" : "false", fields);
-        ended = 1;
+        *gone = 1;
     }
-    *killed = kill_all(child);
-    close(child->pidfd);
-    if (child->job_fd >= 0) close(child->job_fd);
     return 1;
+}
+
+/* A fresh Node after everything of the last one is gone; whether all of it could be. */
+static int renew(struct child *child) {
+    int clean = kill_all(child) && clean_up();
+    forget(child);
+    return clean && spawn(child);
 }
 
 int main(int argc, char **argv) {
@@ -517,6 +699,8 @@ int main(int argc, char **argv) {
     if (!bind || !frame_type_is(bind, "bind") || !string_field(bind, "nonce", nonce, NONCE_MAX) ||
         !field_value(bind, "source"))
         return 2;
+    resident = true_field(bind, "resident");
+    rss_max = number_field(bind, "rss_max", 0, 1LL << 50);
     clean_up();
     struct child child;
     if (!spawn(&child)) return 5;
@@ -528,16 +712,43 @@ int main(int argc, char **argv) {
             kill_all(&child);
             return 0;
         }
+        /* Resident: the kept Node may have ended since (something it left running ended it);
+         * the run gets a fresh one rather than a dead pipe. */
+        if (resident && !child.fresh && !alive(&child) && !renew(&child)) return 6;
         hand_over(&child, bind, bind_size, job, job_size);
         free(job);
         long oom_before = 0;
-        int killed = 0;
-        if (!supervise(&child, nonce, &oom_before, &killed)) {
+        int gone = 0;
+        if (!supervise(&child, nonce, &oom_before, &gone)) {
             kill_all(&child);
             return 0;
         }
-        int clean = killed && clean_up();
         char fields[96];
+        if (resident) {
+            /* Kept: the run ended and said so, its Node is alive, small enough, and nothing
+             * else of the run is left. /tmp and the Node's memory stay, as on Lambda. */
+            long long rss = -1;
+            if (child.ended && !child.leaving && !gone && alive(&child))
+                rss = rss_bytes(child.pid);
+            if (rss >= 0 && rss <= rss_max && kill_others(&child) && alive(&child)) {
+                status_fields(-1, fields, sizeof fields);
+                send_message(MARKER, "{\"t\": \"done\", \"nonce\": \"%s\", \"clean\": true, "
+                             "\"oom\": %s, %s, \"kept\": true}", nonce,
+                             oom_kills() > oom_before ? "true" : "false", fields);
+                continue;
+            }
+            kill_all(&child);
+            status_fields(child.status, fields, sizeof fields); /* before renew starts the next */
+            int clean = renew(&child);
+            send_message(MARKER, "{\"t\": \"done\", \"nonce\": \"%s\", \"clean\": %s, \"oom\": %s, "
+                         "%s, \"kept\": false}", nonce, clean ? "true" : "false",
+                         oom_kills() > oom_before ? "true" : "false", fields);
+            if (!clean) return 6;
+            continue;
+        }
+        int killed = kill_all(&child);
+        close(child.pidfd);
+        int clean = killed && clean_up();
         status_fields(child.status, fields, sizeof fields); /* before spawn starts the next */
         if (clean && !spawn(&child)) clean = 0;
         send_message(MARKER, "{\"t\": \"done\", \"nonce\": \"%s\", \"clean\": %s, \"oom\": %s, %s}",
