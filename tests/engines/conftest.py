@@ -243,7 +243,8 @@ def run_engine_warm(
             assert exited["t"] == "exited" and exited["nonce"] == nonce, exited
             proc.stdin.write(_frame(b'{"t": "finish"}'))
             done = reader.marker()
-            if done["t"] == "exited" and resident:  # it died after its end frame
+            if done["t"] == "exited" and resident:  # it died after its end frame: its status
+                exited = done
                 done = reader.marker()
             assert done["t"] == "done" and done["nonce"] == nonce and done["clean"], done
             endings.append((exited["exit_code"], parse_frames(frames)[-1:]))
