@@ -1104,10 +1104,11 @@ def test_memory_hog_fails_cleanly(javascript_image: str, warm: bool) -> None:
     assert out.elapsed < 20
 
 
-def test_warm_supervisor_is_out_of_reach(javascript_image: str) -> None:
+@pytest.mark.parametrize("resident", [False, True], ids=ENGINE_MODES[1:])
+def test_warm_supervisor_is_out_of_reach(javascript_image: str, resident: bool) -> None:
     """PID 1 of a warm environment (supervisor.c) is undumpable and ignores the run's signals;
     the run's Node holds nothing of the worker's channel; the environment serves the next
-    run (run_engine_warm checks each run's `done` is clean)."""
+    run (run_engine_warm checks each run's `done` is clean). The same for a resident one."""
     source = src(
         """
         const fs = require("fs");
@@ -1128,7 +1129,7 @@ def test_warm_supervisor_is_out_of_reach(javascript_image: str) -> None:
         }
         """
     )
-    out = run_engine_warm(javascript_image, source, runs=2)
+    out = run_engine_warm(javascript_image, source, runs=2, resident=resident)
     _completed(out)
     found = json.loads(out.result["value"])
     assert found == {"fd": "EACCES", "environ": "EACCES", "mem": "EACCES", "kill": "true",

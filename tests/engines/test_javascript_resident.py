@@ -137,6 +137,7 @@ COUNTER = src(
       if (how === "spin") for (;;) {}
       if (how === "hang") await new Promise((resolve) => setTimeout(resolve, 600000));
       if (how === "close") fs.closeSync(1);
+      if (how === "hog") for (const hog = [];;) hog.push(new Array(100000).fill(Math.random()));
       engine.result.set(String(runs));
     }
     """
@@ -208,6 +209,23 @@ def test_the_supervisors_deadline_ends_an_overrunning_run(javascript_image: str)
         after = env.run()
     assert spun.exited is not None and spun.exited["exit_code"] == 137
     assert not spun.kept
+    assert result(after) == "1" and after.kept
+
+
+def test_a_run_out_of_heap_gets_a_fresh_process(javascript_image: str) -> None:
+    """V8's heap limit (256 - 64 MiB) ends the Node; the supervisor reports it as in warm
+    mode, and the next run gets a fresh process."""
+    with resident(javascript_image, COUNTER, memory="256m") as env:
+        assert result(env.run()) == "1"
+        hog = env.run({"how": "hog"})
+        after = env.run()
+    message = "JavaScript heap out of memory (heap limit 192 MiB)"
+    assert hog.out.frames == [
+        {"t": "log", "level": "error", "content": f"Action execution failed: {message}"},
+        {"t": "end", "status": "failed", "error": message},
+    ]
+    assert hog.exited is not None and hog.exited["exit_code"] == 134
+    assert not hog.kept
     assert result(after) == "1" and after.kept
 
 
