@@ -61,8 +61,8 @@ const FRAME_FD = 3; // from start.sh: the container's stdout
 const FIFO_HOLD_FD = 4; // from start.sh: the FIFO opened read-write
 const READY_FD = 5; // warm environments: supervisor.c waits for one byte here
 // Resident mode: fd 5 stays the control pipe to supervisor.c (one byte: 'R' ready, 'B' the
-// last frames begin, 'E' the run ended and this process serves the next, 'X' the run ended
-// and this process exits); the jobs come framed on fd 6, a pipe only the supervisor writes.
+// last frames begin, then just before the end frame 'E' this process serves the next run or
+// 'X' it exits); the jobs come framed on fd 6, a pipe only the supervisor writes.
 const JOB_FD = 6;
 const DRAINER_BOOT_WAIT_MS = 10000; // far more than it takes even on a loaded machine
 
@@ -1325,25 +1325,23 @@ function createRunner({ capture, logMax, result, engine, legacy, note, state, lo
       }
       const end = { t: 'end', status: message === null ? 'completed' : 'failed' };
       if (message !== null) end.error = wellFormed(cut(message, STDOUT_MAX));
+      // Resident: the process serves the next run only if this one left it whole: Run was
+      // called and returned or threw (a load failure, a script, an exit, a crash, a broken
+      // capture or closed std descriptors send it away; the next run gets a fresh one). Said
+      // before the end frame: the worker's `finish` follows that frame, and must not find
+      // the supervisor still waiting for the word.
+      reusable = resident && printed.intact && phase === 'run' && !exited && !crashed &&
+        stdIntact();
+      if (resident) tell(reusable ? 'E' : 'X');
       send(end);
       sealed = true;
       state.sealed = true;
-      // Resident: the process serves the next run only if this one left it whole: Run was
-      // called and returned or threw (a load failure, a script, an exit, a crash, a broken
-      // capture or closed std descriptors send it away; the next run gets a fresh one).
-      reusable = resident && printed.intact && phase === 'run' && !exited && !crashed &&
-        stdIntact();
     } catch {
       tell('X');
       hardExit(3);
     }
-    const code = message === null ? 0 : 1;
-    if (!reusable) {
-      tell('X');
-      hardExit(code);
-    }
+    if (!reusable) hardExit(message === null ? 0 : 1);
     active = null;
-    tell('E');
     scheduleImmediate(serveNext);
   }
 
@@ -1427,9 +1425,9 @@ function startRun(job, capture, { resident, load }) {
 
 function invalidJob(err) {
   markEnded();
+  tell('X');
   send({ t: 'end', status: 'failed', error: wellFormed(`invalid job: ${failureMessage(err)}`) });
   sealed = true;
-  tell('X');
   originalReallyExit.call(process, 2);
 }
 

@@ -59,7 +59,8 @@
  * fd 6 (harness.js JOB_FD). */
 #define JOB_FD 6
 #define SAID_BEGUN 'B' /* its last frames begin: a crash from now on is not reported by us */
-#define SAID_ENDED 'E' /* the run ended (`end` is out) and the process serves the next one */
+/* Said just before the `end` frame (the worker's `finish` follows that frame): */
+#define SAID_ENDED 'E'   /* the run ended and the process serves the next one */
 #define SAID_LEAVING 'X' /* the run ended and the process exits (it is unfit for another) */
 /* How long `finish` waits for a process that began its last frames to say how it ended, or
  * for one that said it leaves to exit by itself (its exit status is then its own). */
@@ -622,7 +623,8 @@ static void hear(struct child *child) {
 
 /* One run, from its job to the worker's `finish`; 0 when the worker is gone. `gone`: the
  * run's Node ended (it exited, or the backstop deadline killed everything). */
-static int supervise(struct child *child, char *nonce_out, long *oom_before, int *gone) {
+static int supervise(struct child *child, char *nonce_out, long *oom_before, int *gone,
+                     int *worker_ended) {
     uint32_t size;
     char *seal = read_frame(0, CONTROL_MAX, &size);
     if (!seal || !frame_type_is(seal, "seal") ||
@@ -658,6 +660,8 @@ static int supervise(struct child *child, char *nonce_out, long *oom_before, int
             char *message = read_frame(0, CONTROL_MAX, &size);
             if (!message) return 0;
             if (frame_type_is(message, "finish")) {
+                /* the worker took the run's end frame within every limit */
+                *worker_ended = true_field(message, "ended");
                 finished = 1;
                 settle_by = now_ms() + SETTLE_PATIENCE_MS;
             }
@@ -718,17 +722,18 @@ int main(int argc, char **argv) {
         hand_over(&child, bind, bind_size, job, job_size);
         free(job);
         long oom_before = 0;
-        int gone = 0;
-        if (!supervise(&child, nonce, &oom_before, &gone)) {
+        int gone = 0, worker_ended = 0;
+        if (!supervise(&child, nonce, &oom_before, &gone, &worker_ended)) {
             kill_all(&child);
             return 0;
         }
         char fields[96];
         if (resident) {
-            /* Kept: the run ended and said so, its Node is alive, small enough, and nothing
-             * else of the run is left. /tmp and the Node's memory stay, as on Lambda. */
+            /* Kept: the run ended and said so, the worker took its end within every limit,
+             * its Node is alive, small enough, and nothing else of the run is left. /tmp and
+             * the Node's memory stay, as on Lambda. */
             long long rss = -1;
-            if (child.ended && !child.leaving && !gone && alive(&child))
+            if (worker_ended && child.ended && !child.leaving && !gone && alive(&child))
                 rss = rss_bytes(child.pid);
             if (rss >= 0 && rss <= rss_max && kill_others(&child) && alive(&child)) {
                 status_fields(-1, fields, sizeof fields);
