@@ -303,8 +303,11 @@ class WarmEnvironment:
             reason, self.broken = (ExitReason.PROTOCOL, f"engine output was malformed: {exc}"), True
         self.stream.limit = None  # what it writes until `finish` takes effect counts no more
         if not self.broken:
+            # `ended`: the run is over by its own end frame, within its limits (a resident
+            # process is kept for the next run only then: engines/PROTOCOL.md).
+            ended = collector.ended and reason is None and exited is None
             try:
-                self.stream.send(encode_frame({"t": "finish"}))
+                self.stream.send(encode_frame({"t": "finish", "ended": ended}))
             except OSError:
                 self.broken = True
         return self._outcome(collector, reason, exited)
