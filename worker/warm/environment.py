@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.runs.statuses import ExitReason, RunStatus
+from worker.metrics import fast_path_metrics
 from worker.sandbox.sandbox import (
     STDERR_KEEP,
     TORN_FRAME,
@@ -326,6 +327,8 @@ class WarmEnvironment:
                 if message.get("t") == "exited" and message.get("nonce") == self._nonce:
                     continue
                 done = self._expect(is_marker, message, "done")
+                if done.get("kept") is False:
+                    fast_path_metrics().resident_fresh.inc()
                 return done.get("clean") is True
         except (StreamTimeout, FrameError, WarmEnvironmentError, OSError) as exc:
             log.warning("warm environment %s not reusable: %s", self.container_id[:12], exc)
