@@ -55,7 +55,10 @@ class Environment:
         limits: dict[str, Any] | None = None,
         timeout: float = 30,
         finish: bool = True,
+        ended: bool | None = None,
     ) -> Served:
+        """`ended`: what `finish` says (by default, as the worker: whether the run's end
+        frame came, before any `exited`)."""
         nonce = f"run-{self.count}"
         self.count += 1
         job = {"params": params or {}, "body": "", "headers": {},
@@ -75,7 +78,9 @@ class Environment:
             self.reader.deadline = time.monotonic() + 60
             frames, exited = self.reader.until_marker()
         elapsed = time.monotonic() - started
-        self.proc.stdin.write(_frame(b'{"t": "finish"}'))
+        if ended is None:
+            ended = exited is None and any(f["t"] == "end" for f in parse_frames(frames))
+        self.proc.stdin.write(_frame(json.dumps({"t": "finish", "ended": ended}).encode()))
         done = self.reader.marker()
         if done["t"] == "exited":  # the process ended after its end frame
             exited, done = done, self.reader.marker()
@@ -226,6 +231,17 @@ def test_a_run_out_of_heap_gets_a_fresh_process(javascript_image: str) -> None:
     ]
     assert hog.exited is not None and hog.exited["exit_code"] == 134
     assert not hog.kept
+    assert result(after) == "1" and after.kept
+
+
+def test_a_run_the_worker_did_not_take_gets_a_fresh_process(javascript_image: str) -> None:
+    """A run that ended but broke one of the worker's limits (its `finish` says `"ended":
+    false`) does not leave its process to the next run."""
+    with resident(javascript_image, COUNTER) as env:
+        assert result(env.run()) == "1"
+        refused = env.run(ended=False)
+        after = env.run()
+    assert result(refused) == "2" and not refused.kept
     assert result(after) == "1" and after.kept
 
 
