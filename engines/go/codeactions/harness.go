@@ -26,7 +26,13 @@ const maxStack = 64 << 20
 // ("frame_fd" in the job), or else a close-on-exec duplicate of fd 1, after which fd 1 and
 // fd 2 point at a pipe drained here and sent back as the stdout frame. Either way, nothing
 // the user code prints can be read as a frame.
+//
+// In a resident environment (engines/PROTOCOL.md, "Resident mode") the process serves many
+// runs instead: see resident.go.
 func Main(run func(engine *Engine) error) {
+	if residentMode {
+		os.Exit(serveResident(run))
+	}
 	os.Exit(serve(run))
 }
 
@@ -59,7 +65,18 @@ func serve(run func(*Engine) error) int {
 	if standalone {
 		capture = captureOutput()
 	}
+	// A runaway recursion fails as "fatal error: stack overflow" rather than exhausting the
+	// sandbox's memory (the default limit is 1 GB per goroutine).
+	debug.SetMaxStack(maxStack)
+	return execute(run, job, frames, capture, "")
+}
 
+// execute runs one job with a fresh Engine and writes its frames, the end frame last; it
+// gives the one-shot exit status (0 completed, 1 failed). mark, when not empty, is written
+// on fd 1 just before the end frame: the resident supervisor reads everything printed up to
+// it as this run's output.
+func execute(run func(*Engine) error, job map[string]json.RawMessage, frames *wire.Writer,
+	capture *wire.Capture, mark string) int {
 	maxChars := LogContentMax
 	if limits, ok := objectField(job["limits"]); ok {
 		if n, ok := intField(limits["log_content_max"]); ok && n > 0 {
@@ -95,9 +112,6 @@ func serve(run func(*Engine) error) int {
 		Result:  &Result{statusCode: 200, contentType: ContentText, legacy: legacy, note: note},
 	}
 
-	// A runaway recursion fails as "fatal error: stack overflow" rather than exhausting the
-	// sandbox's memory (the default limit is 1 GB per goroutine).
-	debug.SetMaxStack(maxStack)
 	failure := call(run, engine)
 	value, statusCode, contentType, setErr := engine.Result.snapshot()
 	// Legacy mode: Run failed, yet the caller gets what it had set (an empty 200 when
@@ -122,6 +136,9 @@ func serve(run func(*Engine) error) int {
 		if text := finishCapture(capture); text != "" || capture.Total() > 0 {
 			frames.Send(wire.StdoutFrame{T: "stdout", Data: text, Total: capture.Total()})
 		}
+	}
+	if mark != "" {
+		writeMark(mark)
 	}
 	if failure != "" {
 		frames.SendFinal(wire.EndFrame{T: "end", Status: "failed", Error: wire.Truncate(failure, wire.StdoutMax)})
