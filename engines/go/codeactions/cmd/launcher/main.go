@@ -118,10 +118,10 @@ func runPrepared(executable *os.File, childJob []byte) int {
 		return fail("could not start the action: " + err.Error())
 	}
 	cmd := &exec.Cmd{
-		Path:  fmt.Sprintf("/proc/self/fd/%d", executable.Fd()),
-		Args:  []string{binaryName},
-		Dir:   "/tmp",
-		Env:   actionEnv(),
+		Path:       fmt.Sprintf("/proc/self/fd/%d", executable.Fd()),
+		Args:       []string{binaryName},
+		Dir:        "/tmp",
+		Env:        actionEnv(),
 		Stdin:      stdin,
 		Stdout:     captureW,
 		Stderr:     captureW,
@@ -248,8 +248,8 @@ func prepare() (*os.File, []byte, error) {
 const (
 	mfdCloexec      = 0x1
 	mfdAllowSealing = 0x2
-	mfdExec         = 0x10 // Linux 6.3+: say so explicitly (older kernels reject it: EINVAL)
-	fAddSeals       = 1033 // F_ADD_SEALS
+	mfdExec         = 0x10                  // Linux 6.3+: say so explicitly (older kernels reject it: EINVAL)
+	fAddSeals       = 1033                  // F_ADD_SEALS
 	sealAll         = 0x1 | 0x2 | 0x4 | 0x8 // F_SEAL_SEAL, _SHRINK, _GROW, _WRITE
 	// The memfd is moved at least this high, clear of the descriptors the child is given.
 	minExecFD = 10
