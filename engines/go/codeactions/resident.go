@@ -60,7 +60,11 @@ func serveResident(run func(*Engine) error) int {
 			frames.SendFinal(wire.EndFrame{T: "end", Status: "failed", Error: "invalid job: " + jobErr.Error()})
 		} else {
 			mark, _ := stringField(job["output_mark"])
-			execute(run, job, frames, nil, mark)
+			if _, panicked := execute(run, job, frames, nil, mark); panicked {
+				// As AWS Lambda's Go runtime does after a panic: the process ends (its run
+				// did), and the next run gets a new one.
+				return 1
+			}
 		}
 		job = nil
 		if _, err := ended.Write(signal); err != nil {
