@@ -248,14 +248,18 @@ def test_each_run_has_its_own_output_and_output_cap(resident: Callable[..., Resi
         return nil
         """,
         "bytes", "fmt", "os", "strconv",
-        extra="var count int",
+        extra="""
+        var count int
+
+        func init() { fmt.Println("init prints") } // once, in the first run of the process
+        """,
     )
     env = resident(source)
     # Most of the output cap in each of two runs: neither passes it, each counts its own.
     bulk = env.limits.output_bytes * 3 // 4
     first = env.run({"bulk": str(bulk)})
     completed(first)
-    assert first.stdout.startswith("run 1 prints\nrun 1 complains\nxxx")
+    assert first.stdout.startswith("init prints\nrun 1 prints\nrun 1 complains\nxxx")
     second = env.run({"bulk": str(bulk)})
     completed(second)
     assert "run 1" not in second.stdout

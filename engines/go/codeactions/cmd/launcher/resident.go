@@ -102,16 +102,19 @@ func (k *residentKeeper) supervise(raw []byte) map[string]any {
 		k.discard()
 		cleanUp()
 	}
+	run := newRun([]byte(markText))
 	if k.proc == nil {
-		p, err := k.start()
+		// The run is the new process's from the start: what its init prints is the run's.
+		p, err := k.start(run)
 		if err != nil {
 			failRun("could not start the action: " + err.Error())
 			return k.failedStart(seal.Nonce, oomBefore, done)
 		}
 		k.proc = p
+	} else {
+		k.proc.begin(run)
 	}
 	p := k.proc
-	run := p.begin([]byte(markText))
 	go p.send(childJob)
 	childJob = nil
 
@@ -244,8 +247,8 @@ func (k *residentKeeper) withinMemory(pid int) bool {
 	return err == nil && pages*int64(os.Getpagesize()) <= k.rssMax
 }
 
-// start execs the sealed action in resident mode and starts reading its pipes.
-func (k *residentKeeper) start() (*residentProcess, error) {
+// start execs the sealed action in resident mode for run and starts reading its pipes.
+func (k *residentKeeper) start(run *residentRun) (*residentProcess, error) {
 	executable, err := dupHigh(k.executable)
 	if err != nil {
 		return nil, err
@@ -296,7 +299,7 @@ func (k *residentKeeper) start() (*residentProcess, error) {
 	p := &residentProcess{
 		pid: cmd.Process.Pid, jobs: jobsW, goAhead: goW,
 		ended: make(chan struct{}, 1), exited: make(chan struct{}),
-		framesDone: make(chan struct{}), captureDone: make(chan struct{}),
+		framesDone: make(chan struct{}), captureDone: make(chan struct{}), run: run,
 	}
 	go func() {
 		p.waitErr = cmd.Wait()
@@ -324,12 +327,15 @@ func (p *residentProcess) isBroken() bool {
 	return p.broken
 }
 
-// begin makes run the one whose frames and output are taken from now on.
-func (p *residentProcess) begin(mark []byte) *residentRun {
-	run := &residentRun{
+func newRun(mark []byte) *residentRun {
+	return &residentRun{
 		out: wire.NewWriter(os.Stdout), capture: wire.NewBufferCapture(), mark: mark,
 		markSeen: make(chan struct{}), end: make(chan []byte, 1),
 	}
+}
+
+// begin makes run the one whose frames and output are taken from now on.
+func (p *residentProcess) begin(run *residentRun) {
 	select { // a byte an earlier run's leftovers wrote
 	case <-p.ended:
 	default:
@@ -337,7 +343,6 @@ func (p *residentProcess) begin(mark []byte) *residentRun {
 	p.mu.Lock()
 	p.run = run
 	p.mu.Unlock()
-	return run
 }
 
 // end drops run: what comes afterwards, until the next job, belongs to no run.
