@@ -313,3 +313,23 @@ def test_a_legacy_program_runs_fresh_every_time(resident: Callable[..., Resident
         outcome = env.run()
         completed(outcome)
         assert outcome.stdout == "count 1\n"
+
+
+def test_children_never_waited_for_do_not_pile_up(resident: Callable[..., Resident]) -> None:
+    # Each run leaves 20 zombies (started, never waited for): kept while they are few, the
+    # process is replaced before they can use up the container's pids limit.
+    source = action(
+        """
+        count++
+        for i := 0; i < 20; i++ {
+            if err := exec.Command("true").Start(); err != nil {
+                return err
+            }
+        }
+        return engine.Result.Set(count)
+        """,
+        "os/exec",
+        extra="var count int",
+    )
+    env = resident(source)
+    assert [env.run().result for _ in range(4)] == ["1", "2", "1", "2"]

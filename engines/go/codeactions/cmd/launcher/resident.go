@@ -35,6 +35,10 @@ import (
 // a process the action started may hold the pipes, the action may have moved its fd 1.
 const outputPatience = 500 * time.Millisecond
 
+// zombiesMax: a process holding more zombies than this is replaced, before the children a
+// code starts and never waits for exhaust the container's pids limit run after run.
+const zombiesMax = 32
+
 type residentKeeper struct {
 	executable *os.File
 	rssMax     int64 // bytes; negative: no bound
@@ -176,9 +180,10 @@ func (k *residentKeeper) supervise(raw []byte) map[string]any {
 			}
 			run.out.Close() // nothing of this run is written after finish
 			p.end(run)
-			if forwarded && endedByte && p.alive() && !p.isBroken() && k.withinMemory(p.pid) &&
-				killOthers(p.pid) && p.alive() {
-				return done(true, true)
+			if forwarded && endedByte && p.alive() && !p.isBroken() && k.withinMemory(p.pid) {
+				if clean, zombies := killOthers(p.pid); clean && zombies <= zombiesMax && p.alive() {
+					return done(true, true)
+				}
 			}
 			return done(k.discard(), false)
 		case <-deadline:
@@ -494,14 +499,15 @@ func (p *residentProcess) readEnded(r *os.File) {
 }
 
 // killOthers SIGKILLs every process of the container but this one and the resident one
-// (keep), and reaps those that were ours; true once none is left. Zombies the resident
-// process has not waited for are its own: they hold no memory and do not count.
-func killOthers(keep int) bool {
+// (keep), and reaps those that were ours; true once none is left, and how many zombies the
+// resident process holds: children it has not waited for are its own business (it may
+// still), but each takes a pid of the container's pids limit.
+func killOthers(keep int) (bool, int) {
 	deadline := time.Now().Add(killPatience)
 	self := os.Getpid()
 	for {
 		entries, _ := os.ReadDir("/proc")
-		others := false
+		others, zombies := false, 0
 		for _, entry := range entries {
 			pid, err := strconv.Atoi(entry.Name())
 			if err != nil || pid == self || pid == keep {
@@ -513,6 +519,7 @@ func killOthers(keep int) bool {
 			}
 			if state == 'Z' {
 				if ppid == keep {
+					zombies++
 					continue
 				}
 				if ppid == self {
@@ -525,10 +532,10 @@ func killOthers(keep int) bool {
 			others = true
 		}
 		if !others {
-			return true
+			return true, zombies
 		}
 		if time.Now().After(deadline) {
-			return false
+			return false, zombies
 		}
 		time.Sleep(time.Millisecond)
 	}
