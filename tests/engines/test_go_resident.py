@@ -6,6 +6,7 @@ in the next one's logs or output, nothing the run started left running."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from textwrap import dedent, indent
@@ -333,3 +334,32 @@ def test_children_never_waited_for_do_not_pile_up(resident: Callable[..., Reside
     )
     env = resident(source)
     assert [env.run().result for _ in range(4)] == ["1", "2", "1", "2"]
+
+
+def test_the_supervisors_deadline_ends_an_overrunning_run(
+        resident: Callable[..., Resident]) -> None:
+    # The worker's own timeout normally ends a run; should it not (a worker gone quiet), the
+    # supervisor's deadline (the seal's timeout and a grace) kills the resident process.
+    from worker.wire.frames import MARKER_MAX, encode_frame
+
+    env = resident(COUNTER)
+    completed(env.run())
+    stream, nonce = env.env.stream, "backstop-nonce"
+    stream.count_from_zero(None, nonce)
+    stream.send(encode_frame({**env.job, "params": {"then": "sleep"}})
+                + encode_frame({"t": "seal", "nonce": nonce, "timeout_ms": 200}))
+    frames = []
+    give_up = time.monotonic() + 60
+    while True:
+        is_marker, message = stream.next(give_up, 1 << 20)
+        if is_marker:
+            break
+        frames.append(message)
+    assert message["t"] == "exited" and message["nonce"] == nonce, message
+    assert frames[-1]["t"] == "end" and frames[-1]["status"] == "failed", frames
+    assert "killed" in frames[-1]["error"], frames[-1]
+    stream.send(encode_frame({"t": "finish"}))
+    is_marker, done = stream.next(time.monotonic() + 30, MARKER_MAX)
+    assert is_marker and done["t"] == "done" and done["clean"] and not done["kept"], done
+    # And the environment serves on, with a new process.
+    assert env.run().result == "1"
