@@ -84,6 +84,7 @@ class FastPathMetrics:
     warm_misses: Counter
     warm_live: Gauge
     warm_retired: Counter
+    resident_fresh: Counter
 
 
 @functools.cache
@@ -114,6 +115,10 @@ def fast_path_metrics() -> FastPathMetrics:
         warm_retired=Counter(
             "codeactions_warm_environment_retired_total", "Warm environments retired",
             ["reason"],
+        ),
+        resident_fresh=Counter(
+            "codeactions_resident_processes_replaced_total",
+            "Resident processes replaced after a run (it failed, overran, crashed or grew)",
         ),
     )
 

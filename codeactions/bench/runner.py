@@ -4,8 +4,8 @@ For a hello-world action in each language: the cold `docker run` of its engine i
 baseline); in warm-pool mode (one container per run, the default) the first call of a new
 code, sync latency paced at 4 requests/s and throughput at 16 concurrent clients (with how
 many runs had to start their own container); in warm-environment mode the first call, sync
-latency back to back and throughput at 16 clients, and the same for a resident code (served
-as warm for now, README "Run modes"); memory of the worker and of a pool and a
+latency back to back and throughput at 16 clients, and the same for a resident code (one
+process kept between runs, README "Run modes"); memory of the worker and of a pool and a
 warm container. Then the machine's container churn ceiling (what strict mode can reach under
 overload) and `GET /codelog?code_id=…&page=N` on a code with 100,000 logs. Printed, and
 written as JSON under bench/results/.
@@ -138,8 +138,7 @@ def measure_language(platform: BenchPlatform, client: Any, settings: Any, langua
 
 def _measure_bound(platform: BenchPlatform, language: str, mode: str, plan: Plan,
                    baseline: dict[str, Any]) -> dict[str, Any]:
-    """A code bound to its own containers (mode warm or resident; resident is served as warm
-    until the engines' resident loop lands, README "Run modes")."""
+    """A code bound to its own containers (mode warm or resident, README "Run modes")."""
     print(f"bench: {language}: {mode} …", flush=True)
     code = _create(platform, language, HELLO[language], mode)
     path = f"/action/endpoint/{code}"
@@ -244,11 +243,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                        f"{warm['ratio_to_docker_run']}×", warm["ratio_to_docker_run"] >= 10))
         rate = warm["clients_16"]["runs_per_second"]
         checks.append((f"{language} warm ≥ 100 runs/s at 16 clients", f"{rate}/s", rate >= 100))
-        # Issue 17's resident targets (resident is served as warm for now: README Run modes).
+        # Issue 17's resident targets.
         resident = measured.get("resident")
         if resident:
             b2b = resident["back_to_back"]
-            checks.append((f"{language} resident p50 ≤ 10 ms, p99 ≤ 25 ms (served as warm)",
+            checks.append((f"{language} resident p50 ≤ 10 ms, p99 ≤ 25 ms",
                            f"{b2b['p50_ms']} / {b2b['p99_ms']} ms",
                            b2b["p50_ms"] <= 10 and b2b["p99_ms"] <= 25))
             checks.append((f"{language} resident ≥ 30× faster than docker run",
@@ -344,8 +343,8 @@ def _print(results: dict[str, Any]) -> None:
     print(f"{machine['cpus']} CPUs, load average {machine['load_average_before']:.1f} before, "
           f"{machine['load_average_after']:.1f} after (other work on the machine skews it all)")
     print("docker run = a hardened `docker run` with Docker's default network (as a code with"
-          " network, the default); pool and warm codes have network too (their own link);"
-          " resident is served as warm for now (README Run modes)\n")
+          " network, the default); pool, warm and resident codes have network too (their own"
+          " link)\n")
     header = (f"{'':<11}{'docker run':>11}{'pool 1st':>10}{'pool p50/p99 @4/s':>20}"
               f"{'pool 16c':>10}{'cold':>6}{'warm 1st':>10}{'warm p50/p99':>15}"
               f"{'warm 16c':>10}{'resident p50/p99':>19}{'res. 16c':>10}")

@@ -39,6 +39,9 @@ ACTION_FILENAME = "<action>"
 _frame_fd = 1
 _frame_lock = threading.Lock()
 _finished = False
+#: The run being served (resident mode serves many in one process): a log call of another
+#: run's engine (a thread it left behind) writes nothing.
+_serial = 0
 
 
 # ----------------------------------------------------------------------------- frames
@@ -57,10 +60,10 @@ def _encode(frame):
     return len(data).to_bytes(4, "big") + data
 
 
-def send(frame):
+def send(frame, serial=None):
     data = _encode(frame)
     with _frame_lock:
-        if _finished:
+        if _finished or (serial is not None and serial != _serial):
             return
         _write_all(_frame_fd, data)
 
@@ -161,11 +164,12 @@ class Header:
 class Log:
     """``engine.log``: each call is one log of that level, in call order."""
 
-    __slots__ = ("_max_chars", "_noted")
+    __slots__ = ("_max_chars", "_noted", "_serial")
 
     def __init__(self, max_chars):
         self._max_chars = max_chars
         self._noted = set()
+        self._serial = _serial
 
     def note(self, message):
         """A leniency the engine applied: one ``debug`` log per distinct message and run."""
@@ -175,7 +179,7 @@ class Log:
 
     def _emit(self, level, content):
         text = content if type(content) is str else str(content)
-        send({"t": "log", "level": level, "content": text[: self._max_chars]})
+        send({"t": "log", "level": level, "content": text[: self._max_chars]}, self._serial)
 
     def debug(self, content=""):
         self._emit("debug", content)
@@ -488,25 +492,84 @@ def main():
     run_job(sys.stdin.buffer.read())
 
 
-def run_job(raw, source=None):
-    """Run one job (bytes of JSON) and exit the process. `source`: the code a warm
-    environment is bound to, when the job does not carry it."""
-    global _frame_fd, _finished
-
-    # The frame channel moves to a private descriptor before any user code can run.
+def _open_frame_channel():
+    """The frame channel moves to a private descriptor before any user code can run."""
+    global _frame_fd
     _frame_fd = os.dup(1)
     os.set_inheritable(_frame_fd, False)
 
+
+def _parse_job(raw, source):
+    job = json.loads(raw.decode("utf-8"))
+    if isinstance(job, dict) and source is not None:
+        job["source"] = source
+    if not isinstance(job, dict) or not isinstance(job.get("source"), str):
+        raise ValueError("job must be an object with a string 'source'")
+    return job
+
+
+def run_job(raw, source=None):
+    """Run one job (bytes of JSON) and exit the process. `source`: the code a warm
+    environment is bound to, when the job does not carry it."""
+    _open_frame_channel()
     try:
-        job = json.loads(raw.decode("utf-8"))
-        if isinstance(job, dict) and source is not None:
-            job["source"] = source
-        if not isinstance(job, dict) or not isinstance(job.get("source"), str):
-            raise ValueError("job must be an object with a string 'source'")
+        job = _parse_job(raw, source)
     except Exception as exc:
         send({"t": "end", "status": "failed", "error": f"invalid job: {exc}"})
         os._exit(2)
+    error = _run(job)
+    # Skip interpreter teardown: no waiting on threads or atexit hooks the user code left.
+    os._exit(0 if error is None else 1)
 
+
+class Resident:
+    """Resident mode (engines/PROTOCOL.md): one process serves the runs of one code, one at a
+    time. The code's module is executed by the first run and kept, as Lambda keeps its
+    process: what the module holds is there for the next run. A module that failed to load
+    is loaded again by the next run; a legacy script without `Run` runs again every time."""
+
+    def __init__(self, source):
+        self.source = source
+        self.module = None
+        _open_frame_channel()
+
+    def serve(self, raw, ending):
+        """One run: its frames, `end` last; returns once the end frame is written. `ending`
+        is called just before the end frame goes out (the supervisor knows the run ended by
+        the time the worker does)."""
+        try:
+            job = _parse_job(raw, self.source)
+        except Exception as exc:  # not the code's doing: ends the process as in every mode
+            _begin_run()
+            send({"t": "end", "status": "failed", "error": f"invalid job: {exc}"})
+            os._exit(2)
+        _run(job, self, ending)
+
+    def action(self, source, legacy, log):
+        if self.module is not None:
+            return self.module.__dict__.get("Run")
+        run = _load_action(source, legacy, log)
+        if run is not None:
+            self.module = sys.modules[ACTION_MODULE]
+        return run
+
+
+def _begin_run():
+    global _finished, _serial
+    with _frame_lock:
+        _serial += 1
+        _finished = False
+
+
+def _end_run():
+    global _finished
+    with _frame_lock:
+        _finished = True
+
+
+def _run(job, resident=None, ending=None):
+    """Run one job; its frames are written, `end` last. The run's error (None: completed)."""
+    _begin_run()
     source = job["source"]
     legacy = job.get("compat") == "legacy"
     body = job.get("body")
@@ -527,7 +590,10 @@ def run_job(raw, source=None):
     answered = False
     running = False
     try:
-        run = _load_action(source, legacy, log)
+        if resident is not None:
+            run = resident.action(source, legacy, log)
+        else:
+            run = _load_action(source, legacy, log)
         running = True
         if run is not None:
             _call_action(run, engine)
@@ -576,13 +642,13 @@ def run_job(raw, source=None):
         end = {"t": "end", "status": "completed" if error is None else "failed"}
         if error is not None:
             end["error"] = error[:STDOUT_MAX]
+        if ending is not None:
+            ending()
         send(end)
-        with _frame_lock:
-            _finished = True
+        _end_run()
     except BaseException:
         os._exit(3)
-    # Skip interpreter teardown: no waiting on threads or atexit hooks the user code left.
-    os._exit(0 if error is None else 1)
+    return error
 
 
 if __name__ == "__main__":

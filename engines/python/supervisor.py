@@ -13,6 +13,15 @@ It is not dumpable (no ptrace, no /proc/1/mem or /proc/1/fd for the code), and a
 its PID namespace it receives no signal from the code it did not ask for. Its own messages
 on stdout (markers) carry the high bit in their length and a nonce the worker sent after the
 run's child had taken its job, so a run can neither forge nor predict them.
+
+Resident mode (a bind with `"resident": true`, engines/PROTOCOL.md): the child stays. It serves
+one run after another of the same code, keeping the module the first one loaded. We relay its
+jobs through a pipe, so the worker's channel (the seal's nonce, `finish`) stays ours alone;
+just before its `end` frame it says on another pipe that its run ended. At `finish` we keep
+it when its run ended, it is alive and holds at most `rss_max` bytes: only the other
+processes are killed. Anything else ends it and the next child starts cold, as in a warm
+environment. (Relaying means our memory held a job, which a later child inherits: it is the
+same code, which sees its callers' data anyway in this mode.)
 """
 
 import ast
@@ -230,19 +239,30 @@ def clean_up():
 
 
 class Child:
-    """The next run's process: forked while nothing else runs, waiting for its job."""
+    """The next run's process: forked while nothing else runs, waiting for its job. A
+    resident one reads its jobs from our pipe (`jobs`) and tells its runs' ends (`ended`)."""
 
-    def __init__(self, source):
-        taken_r, taken_w = os.pipe()
+    def __init__(self, source, resident=False):
+        taken_r, taken_w = os.pipe() if not resident else (None, None)
+        ended_r, ended_w = os.pipe() if resident else (None, None)
+        jobs_r, jobs_w = os.pipe() if resident else (None, None)
         pid = os.fork()
         if pid == 0:
             try:
-                _child_main(source, taken_w)
+                if resident:
+                    _resident_main(source, jobs_r, ended_w)
+                else:
+                    _child_main(source, taken_w)
             finally:
                 os._exit(70)
-        os.close(taken_w)
+        for fd in (taken_w, ended_w, jobs_r):
+            if fd is not None:
+                os.close(fd)
         self.pid = pid
         self.taken = taken_r
+        self.ended = ended_r
+        self.jobs = jobs_w
+        self.resident = resident
         self.pidfd = os.pidfd_open(pid)
         self.status = None
 
@@ -250,26 +270,66 @@ class Child:
         """Block until the child has read its job (True) or died without one (False)."""
         return os.read(self.taken, 1) == b"T"
 
+    def relay_job(self):
+        """Resident: the worker's next job, passed to the child; False when stdin closed."""
+        raw = read_frame(0, JOB_MAX)
+        if raw is None:
+            return False
+        try:
+            harness._write_all(self.jobs, len(raw).to_bytes(4, "big") + raw)
+        except OSError:
+            pass  # it died while idle: its pidfd says so in _supervise
+        return True
+
+    def rss(self):
+        """Bytes of memory the child holds (resident set); None when it is gone."""
+        try:
+            with open(f"/proc/{self.pid}/statm") as statm:
+                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+
     def close(self):
-        for fd in (self.taken, self.pidfd):
+        for fd in (self.taken, self.pidfd, self.ended, self.jobs):
             try:
-                os.close(fd)
+                if fd is not None:
+                    os.close(fd)
             except OSError:
                 pass
 
 
-def _child_main(source, taken_w):
+def _child_setup(keep):
     os.setsid()
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    max_fd = os.sysconf("SC_OPEN_MAX")
-    os.closerange(3, taken_w)
-    os.closerange(taken_w + 1, max_fd)
+    fd = 3
+    for kept in sorted(keep):
+        os.closerange(fd, kept)
+        fd = kept + 1
+    os.closerange(fd, os.sysconf("SC_OPEN_MAX"))
     try:
         # The kernel's OOM killer takes this run rather than the supervisor.
         with open("/proc/self/oom_score_adj", "w") as adj:
             adj.write("1000")
     except OSError:
         pass
+
+
+def _resident_main(source, jobs, ended_w):
+    _child_setup({jobs, ended_w})
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # the worker's channel is the supervisor's alone
+    os.close(devnull)
+    os.chdir("/tmp")
+    resident = harness.Resident(source)
+    while True:
+        raw = read_frame(jobs, JOB_MAX)
+        if raw is None:
+            os._exit(4)  # the supervisor is gone
+        resident.serve(raw, lambda: os.write(ended_w, b"E"))
+
+
+def _child_main(source, taken_w):
+    _child_setup({taken_w})
     raw = read_frame(0, JOB_MAX)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # the worker's channel is the supervisor's alone from here on
@@ -293,7 +353,36 @@ def _status_fields(status):
     return {"exit_code": os.WEXITSTATUS(status), "signal": None}
 
 
-def _supervise(child):
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True  # gone
+
+
+def kill_others(child):
+    """Resident: SIGKILL every process but the child (what its runs started; its zombies are
+    its own) and reap; True once none is left and the child still lives."""
+    deadline = time.monotonic() + KILL_PATIENCE
+    while True:
+        others = [int(pid) for pid in _others() if int(pid) != child.pid and not _zombie(pid)]
+        for pid in others:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _reap(child)
+        if child.status is not None:
+            return False
+        if not others:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+
+
+def _supervise(child, rss_max=None):
     """One run, from the moment its child took the job to the worker's `finish`."""
     seal = json.loads(read_frame(0))
     if seal.get("t") != "seal":
@@ -302,27 +391,50 @@ def _supervise(child):
     deadline = time.monotonic() + seal.get("timeout_ms", 300_000) / 1000 + DEADLINE_GRACE
     oom_before = _oom_kills()
     ended = False
+    run_ended = False  # resident: the child wrote its end frame and waits for the next job
+    watch_ended = child.resident
     while True:
         if ended:  # only the worker's finish is left to wait for
             ready, _, _ = select.select([0], [], [])
+        elif run_ended:  # the child may still die before the finish
+            ready, _, _ = select.select([0, child.pidfd], [], [])
         else:
-            ready, _, _ = select.select([0, child.pidfd], [], [],
-                                        max(0.0, deadline - time.monotonic()))
+            watched = [0, child.pidfd] + ([child.ended] if watch_ended else [])
+            ready, _, _ = select.select(watched, [], [], max(0.0, deadline - time.monotonic()))
         if 0 in ready:
             message = read_frame(0)
             if message is None:
                 return None  # the worker is gone
-            if json.loads(message).get("t") == "finish":
+            finish = json.loads(message)
+            if finish.get("t") == "finish":
+                if watch_ended and child.ended in select.select([child.ended], [], [], 0)[0]:
+                    # Written before its end frame: there by the time the worker has it.
+                    run_ended = os.read(child.ended, 1) == b"E"
+                # …and the worker must have taken that end too: a run that wrote the byte
+                # itself and went on past its timeout is not kept.
+                run_ended = run_ended and finish.get("ended") is True
                 break
+        elif watch_ended and child.ended in ready and child.pidfd not in ready:
+            # One byte: its run ended. End of file: it is going, and its pidfd will say so.
+            run_ended = os.read(child.ended, 1) == b"E"
+            watch_ended = False
         elif not ended:  # the child ended, or the backstop deadline passed
             kill_all(child)  # whatever the run started goes with it; reaps the child too
             _marker({"t": "exited", "nonce": nonce, "oom": _oom_kills() > oom_before,
                      **_status_fields(child.status)})
             ended = True
+    if run_ended and not ended:
+        rss = child.rss()
+        if rss is not None and (rss_max is None or rss <= rss_max) and kill_others(child):
+            return {"nonce": nonce, "oom": _oom_kills() > oom_before, "clean": True,
+                    "kept": True, **_status_fields(None)}
     killed = kill_all(child)
     child.close()
-    return {"nonce": nonce, "oom": _oom_kills() > oom_before, "clean": killed,
-            **_status_fields(child.status)}
+    result = {"nonce": nonce, "oom": _oom_kills() > oom_before, "clean": killed,
+              **_status_fields(child.status)}
+    if child.resident:
+        result["kept"] = False
+    return result
 
 
 def serve():
@@ -332,23 +444,31 @@ def serve():
     if bind.get("t") != "bind" or not isinstance(bind.get("source"), str):
         os._exit(2)
     source = bind["source"]
+    resident = bind.get("resident") is True
+    rss_max = bind.get("rss_max")
+    if not isinstance(rss_max, int) or isinstance(rss_max, bool) or rss_max <= 0:
+        rss_max = None
     _preload(source, preloadable())
     if not _single_threaded():  # forking a threaded process is not safe
         os._exit(5)
     clean_up()
-    child = Child(source)
+    child = Child(source, resident)
     _marker({"t": "ready", "nonce": bind.get("nonce")})
     while True:
-        if not child.wait_taken():
+        taken = child.relay_job() if child.resident else child.wait_taken()
+        if not taken:
             kill_all()
             os._exit(0)  # the worker closed stdin, or the child failed before its job
-        result = _supervise(child)
+        result = _supervise(child, rss_max)
         if result is None:
             kill_all()
             os._exit(0)
+        if result.get("kept"):
+            _marker({"t": "done", **result})
+            continue
         result["clean"] = result["clean"] and clean_up()
         if result["clean"]:
-            child = Child(source)
+            child = Child(source, resident)
         _marker({"t": "done", **result})
         if not result["clean"]:
             os._exit(6)

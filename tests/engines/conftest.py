@@ -241,10 +241,12 @@ def run_engine_warm(
                 exited = {"t": "exited", "nonce": nonce,
                           "exit_code": 0 if end.get("status") == "completed" else 1}
             assert exited["t"] == "exited" and exited["nonce"] == nonce, exited
-            proc.stdin.write(_frame(b'{"t": "finish"}'))
+            proc.stdin.write(_frame(b'{"t": "finish", "ended": true}'))
             done = reader.marker()
-            if done["t"] == "exited" and resident:  # it died after its end frame
-                done = reader.marker()
+            if done["t"] == "exited" and resident:  # it ended after its end frame: its status
+                exited, done = done, reader.marker()
+            elif resident and done.get("exit_code") is not None:  # … noticed at the finish
+                exited = {**exited, "exit_code": done["exit_code"]}
             assert done["t"] == "done" and done["nonce"] == nonce and done["clean"], done
             endings.append((exited["exit_code"], parse_frames(frames)[-1:]))
         assert all(ending == endings[0] for ending in endings), endings
@@ -336,3 +338,62 @@ def run(request: pytest.FixtureRequest, python_image: str) -> Runner:
         return runner(python_image, source, **kwargs)
 
     return _run
+
+
+class WarmSession:
+    """One warm (or resident) environment driven run after run from the protocol text, for
+    the tests of what one run leaves to the next: `docker run … serve`, bound once."""
+
+    def __init__(self, image: str, source: str, *, resident: bool = True,
+                 rss_max: int | None = None, memory: str = "128m", timeout: float = 120) -> None:
+        self.proc = subprocess.Popen(
+            ["docker", "run", "-i", "--rm", *sandbox_flags(memory), image, "serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+        )
+        self.reader = _StreamReader(self.proc.stdout, time.monotonic() + timeout)
+        self.runs = 0
+        bind: dict[str, Any] = {"t": "bind", "nonce": "bind-nonce", "source": source}
+        if resident:
+            bind.update(resident=True, rss_max=rss_max or _size(memory) * 6 // 10)
+        self.proc.stdin.write(_frame(json.dumps(bind).encode()))
+        assert self.reader.marker() == {"t": "ready", "nonce": "bind-nonce"}
+
+    def run(self, *, params: dict[str, Any] | None = None, timeout: float = 30,
+            finish_after: float | None = None) -> tuple[RunOutput, dict[str, Any]]:
+        """One run: (its output, the supervisor's `done`). `finish_after`: the worker's
+        `finish` that many seconds after the job, whether the run ended or not (a timeout
+        or a cancel as the worker sends it)."""
+        nonce = f"run-{self.runs}"
+        self.runs += 1
+        started = time.monotonic()
+        job = json.dumps(_job(params, "", None, None, None)).encode()
+        self.proc.stdin.write(_frame(job) + _frame(json.dumps(
+            {"t": "seal", "nonce": nonce, "timeout_ms": int(timeout * 1000)}).encode()))
+        exited: dict[str, Any] | None = None
+        if finish_after is not None:
+            time.sleep(finish_after)
+            self.proc.stdin.write(_frame(b'{"t": "finish"}'))
+            frames, marker = self.reader.until_marker()
+            if marker["t"] == "exited":
+                exited = marker
+                more, marker = self.reader.until_marker()
+                frames += more
+            done = marker
+        else:
+            frames, exited = self.reader.until_marker(stop_at_end=True)
+            self.proc.stdin.write(_frame(b'{"t": "finish", "ended": true}'))
+            done = self.reader.marker()
+            if done["t"] == "exited":
+                exited, done = done, self.reader.marker()
+        assert done["t"] == "done" and done["nonce"] == nonce, done
+        output = RunOutput(frames=parse_frames(frames),
+                           returncode=exited["exit_code"] if exited else 0,
+                           stderr="", elapsed=time.monotonic() - started, raw=frames)
+        return output, done
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

@@ -21,6 +21,7 @@ def create_code(
     warm: bool | None = None,
     network: bool | None = None,
     compat: str | None = None,
+    mode: str | None = None,
 ) -> dict:
     params = {
         "name": name or f"test-{uuid.uuid4().hex[:8]}",
@@ -32,6 +33,8 @@ def create_code(
         params["timeout"] = timeout
     if warm is not None:
         params["warm"] = str(warm).lower()
+    if mode is not None:
+        params["mode"] = mode
     if network is not None:
         params["network"] = str(network).lower()
     if compat is not None:

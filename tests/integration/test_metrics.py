@@ -3,6 +3,7 @@ seed's names and labels) and each worker's own, on its own port."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -170,3 +171,21 @@ def test_busy_slots_show_a_run_in_progress(platform):
     while time.monotonic() < deadline and busy():
         time.sleep(0.5)
     assert busy() == 0
+
+
+def test_a_replaced_resident_process_is_counted(platform):
+    """A resident run that crashes costs its process: the next run starts fresh, and the
+    worker's counter says so (a steady rise is a leaking or failing resident code)."""
+    url = f"http://127.0.0.1:{platform.worker_metrics_ports['python']}/metrics"
+    name = "codeactions_resident_processes_replaced_total"
+    code = create_code(platform, "import os\nruns = 0\n\ndef Run(engine):\n    global runs\n"
+                       "    runs += 1\n    if engine.params.get('crash'):\n        os._exit(3)\n"
+                       "    engine.result.set(str(runs))\n", mode="resident")
+    assert call(platform, code["id"]).status_code == 200  # its environment is started
+    before = value(scrape(url), name)
+    deadline = time.monotonic() + 60
+    # A call that finds the environment still busy goes to the pool: crash until one lands.
+    while value(scrape(url), name) == before and time.monotonic() < deadline:
+        assert call(platform, code["id"], params={"crash": "1"}).status_code == 500
+        time.sleep(0.5)
+    assert value(scrape(url), name) > before

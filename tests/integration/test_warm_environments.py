@@ -357,3 +357,30 @@ def test_an_environment_that_died_while_idle_is_not_used(platform):
     second = run_now(platform, code["id"])
     assert second["status"] == "completed" and second["result"] == "alive"
     assert second["container_id"] != first["container_id"]
+
+
+RESIDENT_COUNTERS = {
+    "python": "import os\ncount = 0\n\ndef Run(engine):\n    global count\n    count += 1\n"
+              "    engine.result.set(f'{count} {os.getpid()}')\n",
+    "javascript": "let count = 0;\nfunction Run(engine) {\n  count += 1;\n"
+                  "  engine.result.set(`${count} ${process.pid}`);\n}\n",
+    "go": "package main\n\nimport (\n\t\"codeactions\"\n\t\"fmt\"\n\t\"os\"\n)\n\n"
+          "var count int\n\nfunc Run(engine *codeactions.Engine) error {\n\tcount++\n"
+          "\treturn engine.Result.Set(fmt.Sprintf(\"%d %d\", count, os.Getpid()))\n}\n",
+}
+
+
+@pytest.mark.parametrize("language", sorted(RESIDENT_COUNTERS))
+def test_a_resident_code_keeps_its_process_between_calls(platform, language):
+    """Mode resident through the API: one process serves the code's calls, its module state
+    lasting (as on Lambda); mode warm gives every call a fresh process again."""
+    code = create_code(platform, RESIDENT_COUNTERS[language], language=language,
+                       mode="resident")
+    assert (code["mode"], code["warm"]) == ("resident", True)
+    runs = _runs_in_one_environment(platform, code["id"], 3)
+    counts, pids = zip(*(run["result"].split() for run in runs), strict=True)
+    assert counts == ("1", "2", "3") and len(set(pids)) == 1, runs
+    switched = requests.patch(platform.url(f"/code/{code['id']}"), params={"mode": "warm"})
+    assert switched.status_code == 200 and switched.json()["mode"] == "warm"
+    runs = _runs_in_one_environment(platform, code["id"], 2)
+    assert [run["result"].split()[0] for run in runs] == ["1", "1"], runs

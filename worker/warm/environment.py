@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.runs.statuses import ExitReason, RunStatus
+from worker.metrics import fast_path_metrics
 from worker.sandbox.sandbox import (
     STDERR_KEEP,
     TORN_FRAME,
@@ -303,8 +304,11 @@ class WarmEnvironment:
             reason, self.broken = (ExitReason.PROTOCOL, f"engine output was malformed: {exc}"), True
         self.stream.limit = None  # what it writes until `finish` takes effect counts no more
         if not self.broken:
+            # `ended`: the run is over by its own end frame, within its limits (a resident
+            # process is kept for the next run only then: engines/PROTOCOL.md).
+            ended = collector.ended and reason is None and exited is None
             try:
-                self.stream.send(encode_frame({"t": "finish"}))
+                self.stream.send(encode_frame({"t": "finish", "ended": ended}))
             except OSError:
                 self.broken = True
         return self._outcome(collector, reason, exited)
@@ -323,6 +327,8 @@ class WarmEnvironment:
                 if message.get("t") == "exited" and message.get("nonce") == self._nonce:
                     continue
                 done = self._expect(is_marker, message, "done")
+                if done.get("kept") is False:
+                    fast_path_metrics().resident_fresh.inc()
                 return done.get("clean") is True
         except (StreamTimeout, FrameError, WarmEnvironmentError, OSError) as exc:
             log.warning("warm environment %s not reusable: %s", self.container_id[:12], exc)
