@@ -68,18 +68,17 @@ func serve(run func(*Engine) error) int {
 	// A runaway recursion fails as "fatal error: stack overflow" rather than exhausting the
 	// sandbox's memory (the default limit is 1 GB per goroutine).
 	debug.SetMaxStack(maxStack)
-	status, _ := execute(run, job, frames, capture, "")
+	status, _ := execute(run, job, frames, capture, nil)
 	return status
 }
 
 // execute runs one job with a fresh Engine and writes its frames, the end frame last; it
 // gives the one-shot exit status (0 completed, 1 failed) and whether Run panicked (or called
 // runtime.Goexit), which leaves the process in no state to serve another run (a lock held,
-// an invariant half-kept). mark, when not empty, is written
-// on fd 1 just before the end frame: the resident supervisor reads everything printed up to
-// it as this run's output.
+// an invariant half-kept). beforeEnd, when not nil, is called right before the end frame
+// (resident mode: resident.go) with that last answer.
 func execute(run func(*Engine) error, job map[string]json.RawMessage, frames *wire.Writer,
-	capture *wire.Capture, mark string) (int, bool) {
+	capture *wire.Capture, beforeEnd func(panicked bool)) (int, bool) {
 	maxChars := LogContentMax
 	if limits, ok := objectField(job["limits"]); ok {
 		if n, ok := intField(limits["log_content_max"]); ok && n > 0 {
@@ -140,8 +139,8 @@ func execute(run func(*Engine) error, job map[string]json.RawMessage, frames *wi
 			frames.Send(wire.StdoutFrame{T: "stdout", Data: text, Total: capture.Total()})
 		}
 	}
-	if mark != "" {
-		writeMark(mark)
+	if beforeEnd != nil {
+		beforeEnd(panicked)
 	}
 	if failure != "" {
 		frames.SendFinal(wire.EndFrame{T: "end", Status: "failed", Error: wire.Truncate(failure, wire.StdoutMax)})

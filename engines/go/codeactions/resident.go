@@ -60,15 +60,23 @@ func serveResident(run func(*Engine) error) int {
 			frames.SendFinal(wire.EndFrame{T: "end", Status: "failed", Error: "invalid job: " + jobErr.Error()})
 		} else {
 			mark, _ := stringField(job["output_mark"])
-			if _, panicked := execute(run, job, frames, nil, mark); panicked {
+			// Right before the end frame: the mark ends the run's output, and the byte says
+			// the run ended (before the worker can read that end and answer with finish).
+			beforeEnd := func(panicked bool) {
+				writeMark(mark)
+				if !panicked {
+					ended.Write(signal)
+				}
+			}
+			if _, panicked := execute(run, job, frames, nil, beforeEnd); panicked {
 				// As AWS Lambda's Go runtime does after a panic: the process ends (its run
 				// did), and the next run gets a new one.
 				return 1
 			}
 		}
 		job = nil
-		if _, err := ended.Write(signal); err != nil {
-			return 0
+		if jobErr != nil {
+			ended.Write(signal)
 		}
 		if _, err := io.ReadFull(goAhead, signal); err != nil {
 			return 0
@@ -79,6 +87,9 @@ func serveResident(run func(*Engine) error) int {
 // writeMark writes mark on fd 1 in one write (a pipe write of at most PIPE_BUF bytes is
 // atomic: no other write of the action can land inside it).
 func writeMark(mark string) {
+	if mark == "" {
+		return
+	}
 	data := []byte(mark)
 	for len(data) > 0 {
 		n, err := syscall.Write(1, data)

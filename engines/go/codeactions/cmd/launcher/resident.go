@@ -3,9 +3,10 @@
 // starts the sealed action once (when a job needs it) with wire.ResidentEnv=1, and its
 // harness serves one job after another: the supervisor relays each job on a pipe, forwards
 // the run's frames, holds back its end frame and sends the run's output (what it printed up
-// to the job's output mark) before it. After the end frame the harness writes one byte on
-// its "ended" pipe and waits for a byte on its "go" pipe. At `finish` the process is kept
-// when its run ended, it is alive and its resident memory is at most rss_max: everything
+// to the job's output mark) before it. Right before the end frame the harness writes one
+// byte on its "ended" pipe; after it, it waits for a byte on its "go" pipe. At `finish` the
+// process is kept when its run ended (the byte, and the worker's "ended": true), it is
+// alive and its resident memory is at most rss_max: everything
 // else in the container is killed, /tmp is left alone, `done` says "kept": true and the
 // go-ahead follows. Otherwise everything goes, as after a warm run, and the next job starts
 // a new process. A whole program (legacy mode) is served as in a warm environment.
@@ -180,7 +181,7 @@ func (k *residentKeeper) supervise(raw []byte) map[string]any {
 			}
 			run.out.Close() // nothing of this run is written after finish
 			p.end(run)
-			if forwarded && endedByte && p.alive() && !p.isBroken() && k.withinMemory(p.pid) {
+			if c.ended && forwarded && endedByte && p.alive() && !p.isBroken() && k.withinMemory(p.pid) {
 				if clean, zombies := killOthers(p.pid); clean && zombies <= zombiesMax && p.alive() {
 					return done(true, true)
 				}

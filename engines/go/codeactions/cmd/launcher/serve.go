@@ -152,6 +152,8 @@ func serveMode() int {
 type control struct {
 	t   string
 	err error
+	// ended (finish): the worker took the run's end frame within every limit.
+	ended bool
 }
 
 func readControl() <-chan control {
@@ -159,12 +161,13 @@ func readControl() <-chan control {
 	go func() {
 		raw, err := readFrame(os.Stdin, controlMax)
 		var message struct {
-			T string `json:"t"`
+			T     string `json:"t"`
+			Ended bool   `json:"ended"`
 		}
 		if err == nil {
 			err = json.Unmarshal(raw, &message)
 		}
-		ch <- control{message.T, err}
+		ch <- control{message.T, err, message.Ended}
 	}()
 	return ch
 }

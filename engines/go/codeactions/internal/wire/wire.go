@@ -21,7 +21,7 @@ const (
 	ResidentEnv = "CODEACTIONS_RESIDENT"
 	// ResidentFramesFD carries every run's frames (each job also names it, frame_fd).
 	ResidentFramesFD = 3
-	// ResidentEndedFD gets one byte after each run's end frame: the run is over.
+	// ResidentEndedFD gets one byte right before a run's end frame: the run is over.
 	ResidentEndedFD = 4
 	// ResidentGoFD gives one byte when the process may take its next job.
 	ResidentGoFD = 5
