@@ -223,6 +223,9 @@ class WarmEnvironment:
         self.runs = 0
         self.last_used = time.monotonic()
         self.broken = False
+        #: Resident mode: the process stays after its end frame, failed or not (no exit to
+        #: wait for).
+        self.resident = bool(bind.get("resident"))
         self._nonce = ""
 
     @property
@@ -284,6 +287,8 @@ class WarmEnvironment:
                     reason = collector.violation
                     break
                 if collector.ended and collector.outcome.status == RunStatus.COMPLETED:
+                    break
+                if collector.ended and self.resident:
                     break
                 if collector.ended:  # a failure may be the memory limit: the exit tells
                     deadline = min(deadline, time.monotonic() + EXIT_WAIT)
