@@ -163,7 +163,17 @@ func (k *residentKeeper) supervise(raw []byte) map[string]any {
 				default:
 				}
 				p.closeOutput(run)
-				code = report(run.out, end, p.state, p.waitErr, run.capture, legacy, false)
+				if end == nil && oomKills() > oomBefore {
+					// Out of memory: no end frame, the exited marker says it (the worker takes
+					// a resident run's failed end as final, and would not read the marker).
+					if run.capture.Text() != "" || run.capture.Total() > 0 {
+						run.out.Send(wire.StdoutFrame{T: "stdout", Data: run.capture.Text(),
+							Total: run.capture.Total()})
+					}
+					code = 1
+				} else {
+					code = report(run.out, end, p.state, p.waitErr, run.capture, legacy, false)
+				}
 				forwarded = true
 			}
 			run.out.Close()
