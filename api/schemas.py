@@ -49,7 +49,8 @@ class CodeCreateQuerySchema(Schema):
     )
     mode = fields.String(
         metadata={"description": "pool (a fresh container per run), warm (a container bound "
-                  "to the code, a fresh process per run) or resident (for now served as warm); "
+                  "to the code, a fresh process per run) or resident (a container bound to the "
+                  "code whose process stays between runs, module state kept); "
                   "default FLOWS_CODE_ACTIONS_DEFAULT_MODE"}
     )
     compat = fields.String(

@@ -26,7 +26,13 @@ const maxStack = 64 << 20
 // ("frame_fd" in the job), or else a close-on-exec duplicate of fd 1, after which fd 1 and
 // fd 2 point at a pipe drained here and sent back as the stdout frame. Either way, nothing
 // the user code prints can be read as a frame.
+//
+// In a resident environment (engines/PROTOCOL.md, "Resident mode") the process serves many
+// runs instead: see resident.go.
 func Main(run func(engine *Engine) error) {
+	if residentMode {
+		os.Exit(serveResident(run))
+	}
 	os.Exit(serve(run))
 }
 
@@ -59,7 +65,20 @@ func serve(run func(*Engine) error) int {
 	if standalone {
 		capture = captureOutput()
 	}
+	// A runaway recursion fails as "fatal error: stack overflow" rather than exhausting the
+	// sandbox's memory (the default limit is 1 GB per goroutine).
+	debug.SetMaxStack(maxStack)
+	status, _ := execute(run, job, frames, capture, nil)
+	return status
+}
 
+// execute runs one job with a fresh Engine and writes its frames, the end frame last; it
+// gives the one-shot exit status (0 completed, 1 failed) and whether Run panicked (or called
+// runtime.Goexit), which leaves the process in no state to serve another run (a lock held,
+// an invariant half-kept). beforeEnd, when not nil, is called right before the end frame
+// (resident mode: resident.go) with that last answer.
+func execute(run func(*Engine) error, job map[string]json.RawMessage, frames *wire.Writer,
+	capture *wire.Capture, beforeEnd func(panicked bool)) (int, bool) {
 	maxChars := LogContentMax
 	if limits, ok := objectField(job["limits"]); ok {
 		if n, ok := intField(limits["log_content_max"]); ok && n > 0 {
@@ -95,10 +114,7 @@ func serve(run func(*Engine) error) int {
 		Result:  &Result{statusCode: 200, contentType: ContentText, legacy: legacy, note: note},
 	}
 
-	// A runaway recursion fails as "fatal error: stack overflow" rather than exhausting the
-	// sandbox's memory (the default limit is 1 GB per goroutine).
-	debug.SetMaxStack(maxStack)
-	failure := call(run, engine)
+	failure, panicked := call(run, engine)
 	value, statusCode, contentType, setErr := engine.Result.snapshot()
 	// Legacy mode: Run failed, yet the caller gets what it had set (an empty 200 when
 	// nothing), as the old engine answered; the run stays failed.
@@ -123,17 +139,26 @@ func serve(run func(*Engine) error) int {
 			frames.Send(wire.StdoutFrame{T: "stdout", Data: text, Total: capture.Total()})
 		}
 	}
+	if beforeEnd != nil {
+		beforeEnd(panicked)
+	}
 	if failure != "" {
 		frames.SendFinal(wire.EndFrame{T: "end", Status: "failed", Error: wire.Truncate(failure, wire.StdoutMax)})
-		return 1
+		return 1, panicked
 	}
 	frames.SendFinal(wire.EndFrame{T: "end", Status: "completed"})
-	return 0
+	return 0, false
 }
 
-// call runs Run in its own goroutine and gives the failure message, "" on success.
-func call(run func(*Engine) error, engine *Engine) string {
-	done := make(chan string, 1)
+type runOutcome struct {
+	failure  string
+	panicked bool
+}
+
+// call runs Run in its own goroutine and gives the failure message, "" on success, and
+// whether Run panicked (or called runtime.Goexit).
+func call(run func(*Engine) error, engine *Engine) (string, bool) {
+	done := make(chan runOutcome, 1)
 	go func() {
 		returned := false
 		defer func() {
@@ -142,22 +167,23 @@ func call(run func(*Engine) error, engine *Engine) string {
 			}
 			r := recover()
 			if r == nil {
-				done <- "Run called runtime.Goexit"
+				done <- runOutcome{"Run called runtime.Goexit", true}
 				return
 			}
 			message := "panic: " + safeString(r)
 			fmt.Fprintf(os.Stderr, "%s\n\n%s", printedPanic(message), debug.Stack())
-			done <- message
+			done <- runOutcome{message, true}
 		}()
 		err := run(engine)
 		returned = true
 		if err == nil {
-			done <- ""
+			done <- runOutcome{}
 			return
 		}
-		done <- errorMessage(err)
+		done <- runOutcome{failure: errorMessage(err)}
 	}()
-	return <-done
+	result := <-done
+	return result.failure, result.panicked
 }
 
 // panicPrintMax bounds the panic message printed above the stack: a huge panic value is the

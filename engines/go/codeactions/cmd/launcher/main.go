@@ -117,21 +117,11 @@ func runPrepared(executable *os.File, childJob []byte) int {
 	if err != nil {
 		return fail("could not start the action: " + err.Error())
 	}
-	procs := runtime.NumCPU()
-	if procs > 4 {
-		procs = 4 // threads count against the sandbox's pids limit
-	}
 	cmd := &exec.Cmd{
-		Path: fmt.Sprintf("/proc/self/fd/%d", executable.Fd()),
-		Args: []string{binaryName},
-		Dir:  "/tmp",
-		Env: []string{
-			"PATH=/usr/local/bin:/usr/bin:/bin",
-			"HOME=/tmp",
-			"TMPDIR=/tmp",
-			"LANG=C.UTF-8",
-			"GOMAXPROCS=" + strconv.Itoa(procs),
-		},
+		Path:       fmt.Sprintf("/proc/self/fd/%d", executable.Fd()),
+		Args:       []string{binaryName},
+		Dir:        "/tmp",
+		Env:        actionEnv(),
 		Stdin:      stdin,
 		Stdout:     captureW,
 		Stderr:     captureW,
@@ -155,8 +145,16 @@ func runPrepared(executable *os.File, childJob []byte) int {
 	waitErr := cmd.Wait()
 	// Processes the action started may still hold the capture pipe open: do not wait long.
 	capture.Wait(500 * time.Millisecond)
-	printed := capture.Text()
+	return report(out, end, cmd.ProcessState, waitErr, capture, legacy, program)
+}
 
+// report sends the end of a run once its frames are out: what was printed (the stdout frame)
+// and the action's end frame; or, when the action ended without one (state says how),
+// what the runtime said and a failed end, or legacy mode's answer to an exit with status 0.
+// It gives the one-shot exit status of that end (0 completed, 1 failed).
+func report(out *wire.Writer, end []byte, state *os.ProcessState, waitErr error,
+	capture *wire.Capture, legacy, program bool) int {
+	printed := capture.Text()
 	if end != nil {
 		if printed != "" || capture.Total() > 0 {
 			out.Send(wire.StdoutFrame{T: "stdout", Data: printed, Total: capture.Total()})
@@ -167,7 +165,7 @@ func runPrepared(executable *os.File, childJob []byte) int {
 		}
 		return 1
 	}
-	if legacy && cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == 0 {
+	if legacy && state != nil && state.ExitCode() == 0 {
 		// The old service ran Go codes as programs and answered an empty 200 when they
 		// exited cleanly; so does legacy mode, for a program and for os.Exit(0) in Run.
 		note := "os.Exit(0) ended the action before Run returned: the caller gets an empty 200 (legacy mode)"
@@ -183,13 +181,28 @@ func runPrepared(executable *os.File, childJob []byte) int {
 		out.SendFinal(wire.EndFrame{T: "end", Status: "completed"})
 		return 0
 	}
-	message := exitMessage(cmd.ProcessState, waitErr, capture.Tail(), program)
+	message := exitMessage(state, waitErr, capture.Tail(), program)
 	out.Send(wire.LogFrame{T: "log", Level: "error", Content: wire.Truncate("Action execution failed: "+message, logContentMax)})
 	if printed != "" || capture.Total() > 0 {
 		out.Send(wire.StdoutFrame{T: "stdout", Data: printed, Total: capture.Total()})
 	}
 	out.SendFinal(wire.EndFrame{T: "end", Status: "failed", Error: message})
 	return 1
+}
+
+// actionEnv is the environment an action runs with.
+func actionEnv() []string {
+	procs := runtime.NumCPU()
+	if procs > 4 {
+		procs = 4 // threads count against the sandbox's pids limit
+	}
+	return []string{
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+		"HOME=/tmp",
+		"TMPDIR=/tmp",
+		"LANG=C.UTF-8",
+		"GOMAXPROCS=" + strconv.Itoa(procs),
+	}
 }
 
 // prepare stores the artifact in an executable memfd and gives the job the child reads.
@@ -235,8 +248,8 @@ func prepare() (*os.File, []byte, error) {
 const (
 	mfdCloexec      = 0x1
 	mfdAllowSealing = 0x2
-	mfdExec         = 0x10 // Linux 6.3+: say so explicitly (older kernels reject it: EINVAL)
-	fAddSeals       = 1033 // F_ADD_SEALS
+	mfdExec         = 0x10                  // Linux 6.3+: say so explicitly (older kernels reject it: EINVAL)
+	fAddSeals       = 1033                  // F_ADD_SEALS
 	sealAll         = 0x1 | 0x2 | 0x4 | 0x8 // F_SEAL_SEAL, _SHRINK, _GROW, _WRITE
 	// The memfd is moved at least this high, clear of the descriptors the child is given.
 	minExecFD = 10

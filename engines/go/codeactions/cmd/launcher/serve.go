@@ -40,21 +40,7 @@ const (
 var writableDirs = []string{"/tmp", "/dev/shm", "/dev/mqueue"}
 
 // readFrame is unbuffered on purpose: the next reader of stdin must find its bytes there.
-func readFrame(r io.Reader, max uint32) ([]byte, error) {
-	header := make([]byte, 4)
-	if _, err := io.ReadFull(r, header); err != nil {
-		return nil, err
-	}
-	size := binary.BigEndian.Uint32(header)
-	if size > max {
-		return nil, fmt.Errorf("control frame of %d bytes", size)
-	}
-	payload := make([]byte, size)
-	if _, err := io.ReadFull(r, payload); err != nil {
-		return nil, err
-	}
-	return payload, nil
-}
+func readFrame(r io.Reader, max uint32) ([]byte, error) { return wire.ReadFrame(r, max) }
 
 func marker(message map[string]any) {
 	payload, _ := json.Marshal(message)
@@ -96,6 +82,8 @@ func serveMode() int {
 		T        string `json:"t"`
 		Nonce    string `json:"nonce"`
 		Artifact string `json:"artifact"`
+		Resident bool   `json:"resident"`
+		RSSMax   *int64 `json:"rss_max"`
 	}
 	if json.Unmarshal(raw, &bind) != nil || bind.T != "bind" {
 		fmt.Fprintln(os.Stderr, "serve: expected a bind")
@@ -115,16 +103,42 @@ func serveMode() int {
 	debug.FreeOSMemory()
 	cleanUp()
 	marker(map[string]any{"t": "ready", "nonce": bind.Nonce})
+	var keeper *residentKeeper
+	if bind.Resident {
+		keeper = &residentKeeper{executable: executable, rssMax: -1}
+		if bind.RSSMax != nil {
+			keeper.rssMax = *bind.RSSMax
+		}
+	}
 	for {
 		job, err := readFrame(os.Stdin, controlMax)
 		if err != nil {
 			killAll()
 			return 0 // the worker closed stdin
 		}
-		result := supervise(executable, job)
+		var result map[string]any
+		if keeper != nil && !wholeProgram(job) {
+			result = keeper.supervise(job)
+		} else {
+			if keeper != nil {
+				keeper.discard() // (an environment binds one artifact: never, in practice)
+			}
+			result = supervise(executable, job)
+			if result != nil && keeper != nil {
+				result["kept"] = false // a whole program runs as in a warm environment
+			}
+		}
 		if result == nil {
 			killAll()
 			return 0
+		}
+		if result["kept"] == true {
+			// The process stays, and so does what it left in /tmp (as on Lambda): done, then
+			// the go-ahead for its next job.
+			result["t"] = "done"
+			marker(result)
+			keeper.goAhead()
+			continue
 		}
 		result["clean"] = result["clean"] == true && cleanUp()
 		result["t"] = "done"
@@ -138,6 +152,8 @@ func serveMode() int {
 type control struct {
 	t   string
 	err error
+	// ended (finish): the worker took the run's end frame within every limit.
+	ended bool
 }
 
 func readControl() <-chan control {
@@ -145,12 +161,13 @@ func readControl() <-chan control {
 	go func() {
 		raw, err := readFrame(os.Stdin, controlMax)
 		var message struct {
-			T string `json:"t"`
+			T     string `json:"t"`
+			Ended bool   `json:"ended"`
 		}
 		if err == nil {
 			err = json.Unmarshal(raw, &message)
 		}
-		ch <- control{message.T, err}
+		ch <- control{message.T, err, message.Ended}
 	}()
 	return ch
 }

@@ -6,12 +6,27 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
+)
+
+// Resident mode (engines/PROTOCOL.md): the launcher starts the action with ResidentEnv=1 and
+// these descriptors, and the harness serves one job after another.
+const (
+	ResidentEnv = "CODEACTIONS_RESIDENT"
+	// ResidentFramesFD carries every run's frames (each job also names it, frame_fd).
+	ResidentFramesFD = 3
+	// ResidentEndedFD gets one byte right before a run's end frame: the run is over.
+	ResidentEndedFD = 4
+	// ResidentGoFD gives one byte when the process may take its next job.
+	ResidentGoFD = 5
+	// ResidentJobsFD brings the jobs, each a frame (4-byte big-endian length, then JSON).
+	ResidentJobsFD = 6
 )
 
 // StdoutMax caps what the stdout frame carries (bytes of output, before JSON encoding).
@@ -122,6 +137,13 @@ func (w *Writer) Stream(header []byte, r io.Reader, n int64) error {
 	return nil
 }
 
+// Close makes the writer refuse every later frame; a frame being written is finished first.
+func (w *Writer) Close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+}
+
 // SendFinal sends one last frame and closes the writer, with no frame in between.
 func (w *Writer) SendFinal(frame any) bool {
 	data, err := Encode(frame)
@@ -159,6 +181,20 @@ func (c *Capture) Total() int64 {
 
 // TailMax is how much of the end of the output is kept to look for a crash message.
 const TailMax = 16 * 1024
+
+// NewBufferCapture is a Capture fed with Add instead of a reader of its own.
+func NewBufferCapture() *Capture {
+	c := &Capture{done: make(chan struct{})}
+	close(c.done)
+	return c
+}
+
+// Add counts and keeps chunk as printed output.
+func (c *Capture) Add(chunk []byte) {
+	if len(chunk) > 0 {
+		c.keep(chunk)
+	}
+}
 
 // NewCapture starts draining r in a goroutine until EOF or a read error.
 func NewCapture(r io.Reader) *Capture {
@@ -274,6 +310,24 @@ func Truncate(s string, max int) string {
 		n++
 	}
 	return s
+}
+
+// ReadFrame reads one frame (4-byte big-endian length, then the payload) and nothing more:
+// the next reader of r finds the following bytes there.
+func ReadFrame(r io.Reader, max uint32) ([]byte, error) {
+	header := make([]byte, 4)
+	if _, err := io.ReadFull(r, header); err != nil {
+		return nil, err
+	}
+	size := binary.BigEndian.Uint32(header)
+	if size > max {
+		return nil, fmt.Errorf("frame of %d bytes", size)
+	}
+	payload := make([]byte, size)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return nil, err
+	}
+	return payload, nil
 }
 
 // OpenFile wraps an inherited descriptor; nil when it is not open.
