@@ -9,13 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from textwrap import dedent, indent
+from textwrap import dedent
 from typing import Any
 
 import pytest
 
-GO_TIMEOUT = 20
-TEST_LABELS = {"codeactions.test-compile": "1"}
+from .test_go_engine import GO_TIMEOUT, TEST_LABELS, action
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +30,6 @@ def builder(docker_client, settings, go_image: str, tmp_path_factory: pytest.Tem
 
     cache: Path = tmp_path_factory.mktemp("go-resident-build-cache")
     return GoBuilder(docker_client, settings, cache, image=go_image, labels=TEST_LABELS)
-
-
-def action(body: str, *imports: str, extra: str = "") -> str:
-    lines = "\n".join(f'\t"{name}"' for name in sorted({"codeactions", *imports}))
-    run_body = indent(dedent(body).strip("\n"), "\t")
-    return (
-        f"package main\n\nimport (\n{lines}\n)\n\n{dedent(extra).strip()}\n\n"
-        f"func Run(engine *codeactions.Engine) error {{\n{run_body}\n}}\n"
-    )
 
 
 class Resident:
