@@ -30,35 +30,52 @@
  * leniency that applies is told to the code's owner in a `debug` log.
  */
 
-const fs = require('fs');
 const Module = require('module');
 const path = require('path');
-const util = require('util');
-const { Writable } = require('stream');
-const { Worker } = require('worker_threads');
+
+// The harness's own modules, by absolute path (never resolved through module paths), all
+// loaded here before any user code exists; each takes the built-ins it uses at its start.
+// Then they leave require.cache and this module's children, so that user code can reach
+// their objects (Capture.prototype...) no more than it could when they were one file (its
+// require of the same path would load fresh copies, not these).
+const OWN_MODULES = ['common.js', 'frames.js', 'capture.js', 'engine_api.js'].map((name) =>
+  path.join(__dirname, name)
+);
+const [common, frames, captureModule, engineApi] = OWN_MODULES.map((file) => require(file));
+for (const file of OWN_MODULES) delete require.cache[file];
+module.children = module.children.filter((child) => !OWN_MODULES.includes(child.filename));
+
+// What the frame path uses, taken (in common.js) before user code can replace it.
+const {
+  jsonParse,
+  bufferFrom,
+  bufferAllocUnsafe,
+  writeSync,
+  readSync,
+  openSync,
+  closeSync,
+  fstatSync,
+  O_RDONLY,
+  O_WRONLY,
+  originalReallyExit,
+  originalKill,
+  getActiveResourcesInfo,
+  scheduleImmediate,
+  sleep,
+  wellFormed,
+  cut,
+  formatValue,
+  pointAtDevNull,
+} = common;
+const { encodeFrame, writeFrame, send, isSealed, setSealed, openFrameChannel } = frames;
+const { Capture, installStdio } = captureModule;
+const { Params, Header, Log, Result, snapshotResult, makeEngine } = engineApi;
 
 const LOG_CONTENT_MAX = 8000;
 const STDOUT_MAX = 64 * 1024;
-const CONTENT_TYPES = ['text', 'json', 'html'];
-// Legacy mode: MIME names of the three kinds (a `+json` suffix is json too).
-const MIME_KINDS = new Map([
-  ['application/json', 'json'],
-  ['text/json', 'json'],
-  ['text/html', 'html'],
-  ['application/xhtml+xml', 'html'],
-  ['text/plain', 'text'],
-]);
-
-/** The kind legacy mode answers for a content type that is not one of ours, or null. */
-function legacyKind(kind) {
-  const media = (kind || '').split(';')[0].trim();
-  if (MIME_KINDS.has(media)) return MIME_KINDS.get(media);
-  return media.endsWith('+json') ? 'json' : null;
-}
 const ACTION_FILENAME = '/tmp/action.js';
-const HARNESS_FILENAME = __filename;
-const FRAME_FD = 3; // from start.sh: the container's stdout
-const FIFO_HOLD_FD = 4; // from start.sh: the FIFO opened read-write
+// Stack frames from any of the harness's files are hidden from user tracebacks.
+const HARNESS_DIR = `${__dirname}${path.sep}`;
 const READY_FD = 5; // warm environments: supervisor.c waits for one byte here
 // Resident mode: fd 5 stays the control pipe to supervisor.c (one byte: 'R' ready, 'B' the
 // last frames begin, then just before the end frame 'E' this process serves the next run or
@@ -66,147 +83,9 @@ const READY_FD = 5; // warm environments: supervisor.c waits for one byte here
 const JOB_FD = 6;
 const DRAINER_BOOT_WAIT_MS = 10000; // far more than it takes even on a loaded machine
 
-// What the frame path uses, taken before user code can replace it.
-const jsonStringify = JSON.stringify;
-const jsonParse = JSON.parse;
-const bufferFrom = Buffer.from;
-const bufferAllocUnsafe = Buffer.allocUnsafe;
-const { writeSync, readSync, openSync, closeSync, fstatSync, statSync, unlinkSync } = fs;
-const { O_RDONLY, O_WRONLY, O_APPEND, O_NONBLOCK } = fs.constants;
-const atomicsWait = Atomics.wait;
-const originalReallyExit = process.reallyExit;
-const originalKill = process.kill;
-const getActiveResourcesInfo = process.getActiveResourcesInfo;
-const scheduleImmediate = setImmediate;
-const { randomFillSync } = require('crypto');
-
-let frameFd = 1;
 let endedMarker = ''; // start.sh: a file to create before the last frames (see there)
-let sealed = false; // the end frame is out: nothing more is written
-
-// ----------------------------------------------------------------------------- helpers
-
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
-function sleep(ms) {
-  atomicsWait(sleepCell, 0, 0, ms);
-}
-
-function writeAll(fd, buffer) {
-  let offset = 0;
-  while (offset < buffer.length) {
-    try {
-      offset += writeSync(fd, buffer, offset, buffer.length - offset);
-    } catch (err) {
-      // Someone made the descriptor non-blocking (e.g. wrapped fd 1 in a net.Socket).
-      if (err && err.code === 'EAGAIN') {
-        sleep(1);
-        continue;
-      }
-      throw err;
-    }
-  }
-}
-
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
-
-/** Frames carry well-formed UTF-8: a lone surrogate becomes U+FFFD. */
-function wellFormed(text) {
-  return LONE_SURROGATE.test(text) ? text.replace(LONE_SURROGATE, '\ufffd') : text;
-}
-
-/** The first `max` characters (code points, as Python counts them) of `text`. */
-function cut(text, max) {
-  if (text.length <= max) return text;
-  let index = 0;
-  let count = 0;
-  while (index < text.length && count < max) {
-    const code = text.charCodeAt(index);
-    const pair =
-      code >= 0xd800 &&
-      code <= 0xdbff &&
-      index + 1 < text.length &&
-      (text.charCodeAt(index + 1) & 0xfc00) === 0xdc00;
-    index += pair ? 2 : 1;
-    count += 1;
-  }
-  return text.slice(0, index);
-}
-
-/** How a value reads in a log: strings as they are, objects and arrays as JSON. */
-function formatValue(value) {
-  if (typeof value === 'string') return value;
-  if (value === null || value === undefined) return String(value);
-  if (typeof value !== 'object') {
-    try {
-      return String(value);
-    } catch {
-      return util.inspect(value);
-    }
-  }
-  if (value instanceof Error) {
-    try {
-      return String(value);
-    } catch {
-      return util.inspect(value);
-    }
-  }
-  if (value instanceof Date) {
-    return Number.isNaN(value.getTime()) ? 'Invalid Date' : value.toISOString();
-  }
-  if (value instanceof Map || value instanceof Set) {
-    return util.inspect(value, { depth: 4, breakLength: Infinity });
-  }
-  try {
-    const text = jsonStringify(value);
-    if (typeof text === 'string') return text;
-  } catch {
-    // circular, BigInt inside, a throwing toJSON...
-  }
-  try {
-    return util.inspect(value, { depth: 4, breakLength: Infinity });
-  } catch {
-    return Object.prototype.toString.call(value);
-  }
-}
-
-/**
- * dup2('/dev/null', fd) without dup2: close it and let open() take the lowest free number.
- * (libuv aborts if it ever has to close a descriptor <= 2 it opened, so none is left free.)
- * Not atomic: a descriptor another thread opens in between takes the number instead, and if
- * that is one of libuv's own (see DRAINER_SOURCE) node aborts when it closes it. So this only
- * runs while no thread of ours can be opening descriptors (see Capture.waitForDrainer).
- */
-function pointAtDevNull(fd) {
-  try {
-    closeSync(fd);
-  } catch {
-    // already closed
-  }
-  try {
-    const opened = openSync('/dev/null', fd === 0 ? O_RDONLY : O_WRONLY);
-    if (opened !== fd) closeSync(opened);
-  } catch {
-    // leave it closed
-  }
-}
 
 // ----------------------------------------------------------------------------- frames
-
-function encodeFrame(frame) {
-  const body = bufferFrom(jsonStringify(frame), 'utf8');
-  const out = bufferAllocUnsafe(4 + body.length);
-  out.writeUInt32BE(body.length, 0);
-  body.copy(out, 4);
-  return out;
-}
-
-function writeFrame(bytes) {
-  if (!sealed) writeAll(frameFd, bytes);
-}
-
-function send(frame) {
-  writeFrame(encodeFrame(frame));
-}
 
 /** Tell start.sh that the last frames are ours to write: it must not add its own. */
 function markEnded() {
@@ -220,732 +99,6 @@ function markEnded() {
   } catch {
     // it exists already, or /tmp is gone: either way start.sh stays silent or cannot help
   }
-}
-
-/**
- * Take the container's stdout (fd 3 from start.sh, else fd 1) and, when it is a pipe, reopen
- * it as a new close-on-exec descriptor so that child processes of the user code do not inherit
- * it. Docker hands the container pipes owned by its user, so the reopen works as nobody.
- */
-function openFrameChannel() {
-  let fd = 1;
-  try {
-    fstatSync(FRAME_FD);
-    fd = FRAME_FD;
-  } catch {
-    // started without start.sh
-  }
-  try {
-    if (fstatSync(fd).isFIFO()) {
-      const reopened = openSync(`/proc/self/fd/${fd}`, O_WRONLY | O_APPEND);
-      if (fd === FRAME_FD) closeSync(FRAME_FD);
-      fd = reopened;
-    }
-  } catch {
-    // keep the inherited descriptor
-  }
-  frameFd = fd;
-}
-
-// ----------------------------------------------------------------------------- capture
-
-// Layout of the shared buffer between the main thread and the drainer thread.
-const H_OWNER = 0; // who reads the FIFO: 0 nobody yet, 1 the drainer, 2 the main thread
-const H_DONE = 1;
-const H_SIZE = 2;
-const H_TRUNCATED = 3;
-const H_TOTAL = 4; // bytes printed in all, kept or not (saturates at 2^31 - 1)
-const H_READY = 5; // 1 once the drainer thread opens no more descriptors (see below)
-// Resident mode (Capture.beginRun/endRun): the generation each fence token was armed for
-// (start, end), and the last end fence the drainer found.
-const H_FENCE = 6;
-const H_SEEN = 8;
-const TOKENS = 64; // byte offset of the two fence tokens (start, end)
-const TOKEN_BYTES = 48;
-const HEADER_BYTES = TOKENS + 2 * TOKEN_BYTES;
-const FENCE_WAIT_MS = 5000;
-const TOTAL_MAX = 2 ** 31 - 1;
-const OWNER_DRAINER = 1;
-const OWNER_MAIN = 2;
-
-// The drainer: reads the FIFO with libuv (non-blocking, so it never holds up process exit),
-// keeps the first `cap` bytes in the shared buffer and discards the rest. A worker thread
-// keeps draining while the main thread is blocked (a big synchronous write to fd 1, spawnSync
-// with inherited stdout), so no write can deadlock on a full pipe. It boots while the main
-// thread waits for the job. Should it never come up, the main thread claims the FIFO and
-// drains it itself.
-//
-// Not a descriptor <= 2 may be free while the drainer thread sets itself up: what libuv opens
-// for its loop (epoll fd, eventfd, signal pipe, cgroup files read to size the heap and, on the
-// first net.Socket, the spare /dev/null it keeps against EMFILE) it later closes with
-// uv__close(), which asserts fd > 2 and aborts the whole process ("uv__close: Assertion
-// `fd > STDERR_FILENO' failed", at exit or at once). So the drainer says when it has opened
-// everything it ever will (H_READY, once its Socket exists), and the main thread waits for
-// that before user code runs (which may close fds 0-2) and before it re-points fd 1 at
-// /dev/null in Capture.finish (a close, then an open: not atomic).
-const DRAINER_SOURCE = `
-'use strict';
-(() => {
-const { workerData } = require('worker_threads');
-const header = new Int32Array(workerData.sab, 0, ${HEADER_BYTES / 4});
-const done = () => {
-  if (Atomics.exchange(header, ${H_DONE}, 1) === 0) Atomics.notify(header, ${H_DONE});
-};
-try {
-  if (Atomics.compareExchange(header, ${H_OWNER}, 0, ${OWNER_DRAINER}) !== 0) return;
-  const cap = workerData.cap;
-  const data = new Uint8Array(workerData.sab, ${HEADER_BYTES}, cap);
-  const tokens = new Uint8Array(workerData.sab, ${TOKENS}, ${2 * TOKEN_BYTES});
-  let size = 0;
-  const keep = (chunk) => {
-    if (!chunk.length) return;
-    const total = Atomics.load(header, ${H_TOTAL}) + chunk.length;
-    Atomics.store(header, ${H_TOTAL}, Math.min(total, ${TOTAL_MAX}));
-    const room = cap - size;
-    if (room > 0) {
-      const n = Math.min(room, chunk.length);
-      data.set(chunk.subarray(0, n), size);
-      size += n;
-      Atomics.store(header, ${H_SIZE}, size);
-    }
-    if (chunk.length > room) Atomics.store(header, ${H_TRUNCATED}, 1);
-  };
-  // Resident mode: one process serves many runs, so a run's output is what comes between
-  // its start and its end fence (random tokens the main thread writes to fd 1 in order
-  // with everything else); what comes outside a run is dropped. One-shot: always running.
-  let running = !workerData.resident;
-  const seen = [0, 0];
-  let tail = null; // the end of the last chunk, when it may be the start of a token
-  const overlap = (buf, token) => {
-    for (let k = Math.min(token.length - 1, buf.length); k > 0; k--) {
-      if (buf.subarray(buf.length - k).equals(token.subarray(0, k))) return k;
-    }
-    return 0;
-  };
-  const take = (chunk) => {
-    let buf = tail ? Buffer.concat([tail, chunk]) : chunk;
-    tail = null;
-    for (;;) {
-      const slot = running ? 1 : 0;
-      const armed = Atomics.load(header, ${H_FENCE} + slot);
-      if (armed === seen[slot]) {
-        if (running) keep(buf);
-        return;
-      }
-      const token = Buffer.from(tokens.subarray(slot * ${TOKEN_BYTES}, (slot + 1) * ${TOKEN_BYTES}));
-      const at = buf.indexOf(token);
-      if (at < 0) {
-        const k = overlap(buf, token);
-        if (running) keep(buf.subarray(0, buf.length - k));
-        if (k) tail = Buffer.from(buf.subarray(buf.length - k));
-        return;
-      }
-      seen[slot] = armed;
-      if (running) {
-        keep(buf.subarray(0, at));
-        running = false;
-        Atomics.store(header, ${H_SEEN}, armed);
-        Atomics.notify(header, ${H_SEEN});
-      } else {
-        running = true;
-        size = 0;
-        Atomics.store(header, ${H_SIZE}, 0);
-        Atomics.store(header, ${H_TOTAL}, 0);
-        Atomics.store(header, ${H_TRUNCATED}, 0);
-      }
-      buf = buf.subarray(at + token.length);
-    }
-  };
-  const { Socket } = require('net');
-  const input = new Socket({ fd: workerData.fd, readable: true, writable: false });
-  input.on('data', take);
-  input.on('end', done);
-  input.on('close', done);
-  input.on('error', done);
-} catch (err) {
-  done();
-} finally {
-  Atomics.store(header, ${H_READY}, 1);
-  Atomics.notify(header, ${H_READY});
-}
-})();
-`;
-
-class Capture {
-  constructor(cap, resident = false) {
-    this.cap = cap;
-    this.resident = resident;
-    this.generation = 0; // resident mode: the run in progress (beginRun)
-    this.mode = 'memory';
-    this.chunks = [];
-    this.size = 0;
-    this.total = 0;
-    this.truncated = false;
-    this.broken = false;
-    this.closed = false;
-  }
-
-  /** FIFO mode: fd 1 is the FIFO at `fifoPath` (start.sh); drain it from a worker thread. */
-  startFifo(fifoPath) {
-    let fifo;
-    try {
-      fifo = statSync(fifoPath);
-      const out = fstatSync(1);
-      if (!fifo.isFIFO() || !out.isFIFO() || out.ino !== fifo.ino || out.dev !== fifo.dev) {
-        return false;
-      }
-    } catch {
-      return false;
-    }
-    const readFd = openSync(fifoPath, O_RDONLY | O_NONBLOCK);
-    try {
-      const hold = fstatSync(FIFO_HOLD_FD);
-      if (hold.ino === fifo.ino && hold.dev === fifo.dev) closeSync(FIFO_HOLD_FD);
-    } catch {
-      // not there
-    }
-    unlinkSync(fifoPath);
-    this.fifo = fifo;
-    this.readFd = readFd;
-    this.sab = new SharedArrayBuffer(HEADER_BYTES + this.cap);
-    this.header = new Int32Array(this.sab, 0, HEADER_BYTES / 4);
-    this.worker = new Worker(DRAINER_SOURCE, {
-      eval: true,
-      workerData: { fd: readFd, sab: this.sab, cap: this.cap, resident: this.resident },
-      env: {},
-      argv: [],
-      execArgv: [],
-      stdout: true, // never piped into our (captured) process.stdout
-      stderr: true,
-      resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 4 },
-    });
-    this.worker.on('error', () => {});
-    this.worker.unref();
-    this.mode = 'fifo';
-    return true;
-  }
-
-  /** Whether the drainer thread is set up: it opens no more descriptors from then on. */
-  drainerReady() {
-    return Atomics.load(this.header, H_READY) === 1;
-  }
-
-  /**
-   * Block (at most `waitMs`) until the drainer thread is set up, so that no descriptor it
-   * opens can take the number of a std descriptor that user code closes or that finish()
-   * re-points. Returns whether it is.
-   */
-  waitForDrainer(waitMs) {
-    if (this.mode !== 'fifo') return true;
-    const deadline = Date.now() + waitMs;
-    while (!this.drainerReady()) {
-      const left = deadline - Date.now();
-      if (left <= 0) return false;
-      atomicsWait(this.header, H_READY, 0, Math.min(left, 100));
-    }
-    return true;
-  }
-
-  /**
-   * Resident mode: whether a run's output can be cut out of the FIFO (the drainer runs, fd 1
-   * is still the FIFO and the last fence was found); else the process serves no more runs.
-   */
-  intact() {
-    if (this.mode !== 'fifo' || this.broken || !this.drainerReady()) return false;
-    if (Atomics.load(this.header, H_OWNER) !== OWNER_DRAINER) return false;
-    try {
-      const out = fstatSync(1);
-      return out.ino === this.fifo.ino && out.dev === this.fifo.dev;
-    } catch {
-      return false;
-    }
-  }
-
-  /** Resident mode: write fence `slot` (0 start, 1 end) of this run into the stream. */
-  fence(slot) {
-    const token = bufferAllocUnsafe(TOKEN_BYTES);
-    randomFillSync(token);
-    token[0] = 0; // never the start of anything printable
-    new Uint8Array(this.sab, TOKENS + slot * TOKEN_BYTES, TOKEN_BYTES).set(token);
-    Atomics.store(this.header, H_FENCE + slot, this.generation);
-    writeAll(1, token);
-  }
-
-  /** Resident mode: a run begins; what was printed since the last run's end is dropped. */
-  beginRun() {
-    this.generation += 1;
-    this.closed = false;
-    if (!this.intact()) return;
-    try {
-      this.fence(0);
-      this.started = this.generation;
-    } catch {
-      this.broken = true;
-    }
-  }
-
-  /**
-   * Resident mode: the run's output, as `finish` returns it, and whether the capture still
-   * works for the next run (else `finish` did the one-shot's job and the process must go).
-   */
-  endRun() {
-    if (!this.intact()) return this.salvage();
-    try {
-      this.fence(1);
-    } catch {
-      this.broken = true;
-      return this.salvage();
-    }
-    const deadline = Date.now() + FENCE_WAIT_MS;
-    while (Atomics.load(this.header, H_SEEN) !== this.generation) {
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        this.broken = true;
-        return this.salvage();
-      }
-      atomicsWait(this.header, H_SEEN, Atomics.load(this.header, H_SEEN), Math.min(left, 100));
-    }
-    const size = Atomics.load(this.header, H_SIZE);
-    const truncated = Atomics.load(this.header, H_TRUNCATED) === 1;
-    const data = bufferFrom(new Uint8Array(this.sab, HEADER_BYTES, size));
-    const text = new util.TextDecoder('utf-8').decode(data, { stream: truncated });
-    return { text, total: Atomics.load(this.header, H_TOTAL), intact: true };
-  }
-
-  /** Resident mode, the capture broke: what `finish` finds, if this run's start got out. */
-  salvage() {
-    const started = this.mode !== 'fifo' || this.started === this.generation;
-    const printed = this.finish();
-    return started ? { ...printed, intact: false } : { text: '', total: 0, intact: false };
-  }
-
-  /** Memory mode: in-process output only; fd 1 goes to /dev/null, never to the frames. */
-  startMemory() {
-    if (frameFd !== 1) pointAtDevNull(1); // else nowhere else to put the frames: last resort
-  }
-
-  /** Read the (non-blocking) FIFO until EOF, waiting at most `waitMs` for other writers. */
-  drainHere(waitMs) {
-    const chunk = bufferAllocUnsafe(65536);
-    const deadline = Date.now() + waitMs;
-    for (;;) {
-      let n;
-      try {
-        n = readSync(this.readFd, chunk, 0, chunk.length, null);
-      } catch (err) {
-        if (err && err.code === 'EAGAIN' && Date.now() < deadline) {
-          sleep(2);
-          continue;
-        }
-        return;
-      }
-      if (n === 0) return;
-      this.keep(chunk.subarray(0, n));
-    }
-  }
-
-  keep(bytes) {
-    this.total = Math.min(this.total + bytes.length, TOTAL_MAX);
-    const room = this.cap - this.size;
-    if (room > 0) {
-      const kept = bytes.length > room ? bytes.subarray(0, room) : bytes;
-      this.chunks.push(bufferFrom(kept));
-      this.size += kept.length;
-    }
-    if (bytes.length > room) this.truncated = true;
-  }
-
-  write(bytes) {
-    if (this.broken || this.closed) return;
-    if (this.mode === 'fifo') {
-      try {
-        writeAll(1, bytes);
-      } catch {
-        this.broken = true;
-      }
-      return;
-    }
-    this.keep(bytes);
-  }
-
-  /**
-   * Stop capturing; returns what was captured, decoded, and how many bytes were printed in
-   * all (the worker enforces its own output limit on that).
-   */
-  finish() {
-    this.closed = true;
-    let data;
-    let truncated;
-    if (this.mode === 'fifo') {
-      // Our write end goes; children of the user code may still hold theirs: wait for EOF
-      // only briefly, as the Python harness does. Only once the drainer thread is set up (it
-      // always is, unless it failed to come up in time): a descriptor it opens could take
-      // number 1 between the close and the open. Otherwise fd 1 stays ours and the wait
-      // runs out.
-      if (this.drainerReady()) pointAtDevNull(1);
-      if (Atomics.compareExchange(this.header, H_OWNER, 0, OWNER_MAIN) === 0) {
-        this.drainHere(500);
-        data = Buffer.concat(this.chunks);
-        truncated = this.truncated;
-      } else {
-        atomicsWait(this.header, H_DONE, 0, 500);
-        this.total = Atomics.load(this.header, H_TOTAL);
-        const size = Atomics.load(this.header, H_SIZE);
-        truncated = Atomics.load(this.header, H_TRUNCATED) === 1;
-        data = bufferFrom(new Uint8Array(this.sab, HEADER_BYTES, size));
-      }
-    } else {
-      data = Buffer.concat(this.chunks);
-      truncated = this.truncated;
-    }
-    // Cut by the cap: drop a multi-byte character cut in half instead of "replacing" it.
-    const text = new util.TextDecoder('utf-8').decode(data, { stream: truncated });
-    return { text, total: this.total };
-  }
-}
-
-/** A process.stdout/process.stderr stand-in: synchronous, in order, into the capture. */
-function captureStream(capture, fd) {
-  const stream = new Writable({
-    decodeStrings: false,
-    write(chunk, encoding, callback) {
-      try {
-        capture.write(typeof chunk === 'string' ? bufferFrom(chunk, encoding) : chunk);
-      } catch {
-        // never let printing break the action
-      }
-      callback();
-    },
-    final(callback) {
-      callback();
-    },
-  });
-  stream.fd = fd;
-  stream.isTTY = false;
-  stream._isStdio = true;
-  stream.destroySoon = stream.destroy;
-  stream._destroy = (err, callback) => callback(err); // stdio is never closed
-  return stream;
-}
-
-function installStdio(capture) {
-  const stdout = captureStream(capture, 1);
-  const stderr = captureStream(capture, 2);
-  // Replaced before anything touches them, so node never opens its own stream on fd 1 and
-  // the global console binds to these.
-  for (const [name, stream] of [
-    ['stdout', stdout],
-    ['stderr', stderr],
-  ]) {
-    Object.defineProperty(process, name, {
-      configurable: true,
-      enumerable: false,
-      get: () => stream,
-    });
-  }
-  // Warnings go to the captured stderr; the "experimental" ones (fetch, webcrypto in
-  // Node 18) are noise for action authors.
-  process.removeAllListeners('warning');
-  process.on('warning', (warning) => {
-    if (!warning || warning.name === 'ExperimentalWarning') return;
-    const code = warning.code ? `[${warning.code}] ` : '';
-    stderr.write(`(node:${process.pid}) ${code}${warning.name}: ${warning.message}\n`);
-  });
-  return { stdout, stderr };
-}
-
-// ----------------------------------------------------------------------------- engine API
-
-/** Query parameters: `get(key)` gives the value or `null`. */
-class Params {
-  #data;
-
-  constructor(data) {
-    this.#data = data;
-  }
-
-  get(key, fallback = null) {
-    return Object.prototype.hasOwnProperty.call(this.#data, key) ? this.#data[key] : fallback;
-  }
-
-  has(key) {
-    return Object.prototype.hasOwnProperty.call(this.#data, key);
-  }
-
-  items() {
-    return Object.entries(this.#data);
-  }
-
-  entries() {
-    return this.items();
-  }
-
-  keys() {
-    return Object.keys(this.#data);
-  }
-
-  values() {
-    return Object.values(this.#data);
-  }
-
-  toObject() {
-    return { ...this.#data };
-  }
-
-  toJSON() {
-    return this.toObject();
-  }
-
-  get size() {
-    return this.keys().length;
-  }
-
-  [Symbol.iterator]() {
-    return this.items()[Symbol.iterator]();
-  }
-
-  [util.inspect.custom]() {
-    return `Params ${util.inspect(this.#data)}`;
-  }
-}
-
-/**
- * Request headers: `get(name)` gives the first value or `""`; names match without regard to
- * case, as in HTTP. `items()` gives [name, [values]] pairs, as received.
- */
-class Header {
-  #data;
-  #folded;
-
-  constructor(data) {
-    this.#data = data;
-    const folded = new Map();
-    for (const [name, values] of Object.entries(data)) {
-      const key = name.toLowerCase();
-      if (!folded.has(key)) folded.set(key, values);
-    }
-    this.#folded = folded;
-  }
-
-  #values(name) {
-    if (Object.prototype.hasOwnProperty.call(this.#data, name)) return this.#data[name];
-    return typeof name === 'string' ? this.#folded.get(name.toLowerCase()) : undefined;
-  }
-
-  get(name, fallback = '') {
-    const values = this.#values(name);
-    return values && values.length ? values[0] : fallback;
-  }
-
-  getAll(name) {
-    return [...(this.#values(name) || [])];
-  }
-
-  has(name) {
-    const values = this.#values(name);
-    return Boolean(values && values.length);
-  }
-
-  items() {
-    return Object.entries(this.#data).map(([name, values]) => [name, [...values]]);
-  }
-
-  entries() {
-    return this.items();
-  }
-
-  keys() {
-    return Object.keys(this.#data);
-  }
-
-  values() {
-    return this.items().map(([, values]) => values);
-  }
-
-  toObject() {
-    return Object.fromEntries(this.items());
-  }
-
-  toJSON() {
-    return this.toObject();
-  }
-
-  get size() {
-    return this.keys().length;
-  }
-
-  [Symbol.iterator]() {
-    return this.items()[Symbol.iterator]();
-  }
-
-  [util.inspect.custom]() {
-    return `Header ${util.inspect(this.#data)}`;
-  }
-}
-
-/** `engine.log`: each call is one log of that level, in call order. */
-class Log {
-  #max;
-  #send;
-
-  /** `sendFrame`: the run's own frame writer (resident mode: silent once its run ended). */
-  constructor(maxChars, sendFrame = send) {
-    this.#max = maxChars;
-    this.#send = sendFrame;
-  }
-
-  #emit(level, args) {
-    const text = args.length === 1 ? formatValue(args[0]) : args.map(formatValue).join(' ');
-    this.#send({ t: 'log', level, content: wellFormed(cut(text, this.#max)) });
-  }
-
-  debug(...args) {
-    this.#emit('debug', args);
-  }
-
-  info(...args) {
-    this.#emit('info', args);
-  }
-
-  error(...args) {
-    this.#emit('error', args);
-  }
-}
-
-function resultOptions(options, positionalContentType) {
-  if (typeof options === 'number' || typeof options === 'string') {
-    // set(value, 201, "json") also works
-    return { statusCode: options, contentType: positionalContentType ?? 'text' };
-  }
-  if (options === undefined || options === null) return { statusCode: 200, contentType: 'text' };
-  if (typeof options !== 'object') {
-    throw new TypeError(
-      'result.set(value, { statusCode, contentType }): options must be an object'
-    );
-  }
-  const pick = (camel, snake, fallback) => {
-    if (options[camel] !== undefined) return options[camel];
-    return options[snake] !== undefined ? options[snake] : fallback;
-  };
-  return {
-    statusCode: pick('statusCode', 'status_code', 200),
-    contentType: pick('contentType', 'content_type', 'text'),
-  };
-}
-
-/**
- * `engine.result.set(value, { statusCode = 200, contentType = "text" })`; the last call wins.
- * In legacy mode an unknown content type answers text and a status outside 200-599 answers 200
- * instead of throwing; a status given as a digit string works in every mode. Each of these is
- * told once per run in a `debug` log (`note`).
- */
-class Result {
-  #value = '';
-  #statusCode = 200;
-  #contentType = 'text';
-  #legacy;
-  #note;
-
-  constructor(legacy = false, note = () => {}) {
-    this.#legacy = legacy;
-    this.#note = note;
-  }
-
-  get value() {
-    return this.#value;
-  }
-
-  get statusCode() {
-    return this.#statusCode;
-  }
-
-  get contentType() {
-    return this.#contentType;
-  }
-
-  get status_code() {
-    return this.#statusCode;
-  }
-
-  get content_type() {
-    return this.#contentType;
-  }
-
-  set(value = '', options = undefined, positionalContentType = undefined) {
-    const { statusCode, contentType } = resultOptions(options, positionalContentType);
-    let kind = typeof contentType === 'string' ? contentType.trim().toLowerCase() : null;
-    if (!CONTENT_TYPES.includes(kind)) {
-      if (!this.#legacy) {
-        throw new TypeError(
-          `contentType must be one of ${CONTENT_TYPES.join(', ')}; got ${util.inspect(contentType)}`
-        );
-      }
-      const mapped = legacyKind(kind);
-      this.#note(
-        mapped
-          ? `result.set: contentType ${util.inspect(contentType)} taken as '${mapped}' ` +
-              "(legacy mode; the engine's names are text, json and html)"
-          : `result.set: contentType ${util.inspect(contentType)} is not text, json or html: ` +
-              'answered as text/plain (legacy mode)'
-      );
-      kind = mapped || 'text';
-    }
-    let code = statusCode;
-    if (typeof code === 'string' && /^\s*\d+\s*$/.test(code)) {
-      code = Number(code);
-      if (code >= 200 && code <= 599) {
-        this.#note(`result.set: statusCode ${util.inspect(statusCode)} (a string) taken as ${code}`);
-      }
-    }
-    if (!Number.isInteger(code) || code < 200 || code > 599) {
-      if (!this.#legacy) {
-        throw new RangeError(
-          `statusCode must be an HTTP status (200-599); got ${util.inspect(statusCode)}`
-        );
-      }
-      this.#note(
-        `result.set: statusCode ${util.inspect(statusCode)} is not an HTTP status (200-599): ` +
-          'answered 200 (legacy mode)'
-      );
-      code = 200;
-    }
-    let text;
-    if (typeof value === 'string') {
-      text = value;
-    } else {
-      try {
-        text = jsonStringify(value);
-      } catch {
-        text = undefined;
-      }
-      if (typeof text !== 'string') text = String(value);
-    }
-    this.#value = text;
-    this.#statusCode = code;
-    this.#contentType = kind;
-    return this;
-  }
-
-  /** What the result frame carries: read from the private state, which code cannot reach. */
-  static snapshot(result) {
-    return {
-      value: result.#value,
-      statusCode: result.#statusCode,
-      contentType: result.#contentType,
-    };
-  }
-
-  [util.inspect.custom]() {
-    const value = util.inspect(this.#value);
-    return `Result(${value}, statusCode=${this.#statusCode}, contentType=${this.#contentType})`;
-  }
-}
-
-const snapshotResult = Result.snapshot;
-
-function makeEngine(params, body, header, log, result) {
-  const request = Object.freeze({ params, body, header, log });
-  return Object.freeze({ params, body, header, log, result, request });
 }
 
 // ----------------------------------------------------------------------------- job
@@ -1084,7 +237,7 @@ function userTrace(err) {
   try {
     const stack = err !== null && typeof err === 'object' ? err.stack : undefined;
     if (typeof stack !== 'string' || !stack) return `Uncaught ${formatValue(err)}\n`;
-    const internal = (line) => line.includes(HARNESS_FILENAME) || /[( ]node:/.test(line);
+    const internal = (line) => line.includes(HARNESS_DIR) || /[( ]node:/.test(line);
     const lines = stack.split('\n').filter((line) => !/^\s+at /.test(line) || !internal(line));
     const text = `${lines.join('\n').trimEnd()}\n`;
     // An oversized error message is the code's failure, not printed output: cut it so that
@@ -1334,7 +487,7 @@ function createRunner({ capture, logMax, result, engine, legacy, note, state, lo
         stdIntact();
       if (resident) tell(reusable ? 'E' : 'X');
       send(end);
-      sealed = true;
+      setSealed(true);
       state.sealed = true;
     } catch {
       tell('X');
@@ -1427,7 +580,7 @@ function invalidJob(err) {
   markEnded();
   tell('X');
   send({ t: 'end', status: 'failed', error: wellFormed(`invalid job: ${failureMessage(err)}`) });
-  sealed = true;
+  setSealed(true);
   originalReallyExit.call(process, 2);
 }
 
@@ -1540,7 +693,7 @@ function serveNext() {
     }
     const raw = readFrame(jobFd);
     if (raw === null) hardExit(0); // the supervisor is gone
-    sealed = false;
+    setSealed(false);
     residentCapture.beginRun();
     job = jsonParse(raw.toString('utf8'));
     const isObject = job !== null && typeof job === 'object' && !Array.isArray(job);
@@ -1620,11 +773,11 @@ if (require.main === module) {
     main();
   } catch (err) {
     try {
-      if (!sealed) {
+      if (!isSealed()) {
         markEnded();
         const error = wellFormed(`engine error: ${failureMessage(err)}`);
         send({ t: 'end', status: 'failed', error });
-        sealed = true;
+        setSealed(true);
       }
     } catch {
       // nothing left to tell
