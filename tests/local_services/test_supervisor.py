@@ -123,7 +123,13 @@ def supervised() -> Iterator[Supervised]:
     worker_id = local_environment({}, {}, state_dir)[PREFIX + "WORKER_ID"]
     platform = Supervised(process, state_dir, output, worker_id)
     try:
-        wait_for("the API", lambda: _answers(platform.api + "/healthz"), 300)
+        # Within pytest-timeout's 300 s, so that a platform that does not come up says why.
+        try:
+            wait_for("the API", lambda: _answers(platform.api + "/healthz"), 240)
+        except AssertionError as exc:
+            tail = output.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"{exc}; standalone exit status {process.poll()}, its output "
+                                 f"ends:\n{tail}") from exc
         yield platform
     finally:
         if process.poll() is None:
