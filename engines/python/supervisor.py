@@ -270,16 +270,15 @@ class Child:
         """Block until the child has read its job (True) or died without one (False)."""
         return os.read(self.taken, 1) == b"T"
 
-    def relay_job(self):
-        """Resident: the worker's next job, passed to the child; False when stdin closed."""
-        raw = read_frame(0, JOB_MAX)
-        if raw is None:
-            return False
+    def alive(self):
+        return not select.select([self.pidfd], [], [], 0)[0]
+
+    def relay(self, raw):
+        """Resident: the worker's next job, passed to the child."""
         try:
             harness._write_all(self.jobs, len(raw).to_bytes(4, "big") + raw)
         except OSError:
-            pass  # it died while idle: its pidfd says so in _supervise
-        return True
+            pass  # it died this very moment: its pidfd says so in _supervise
 
     def rss(self):
         """Bytes of memory the child holds (resident set); None when it is gone."""
@@ -455,8 +454,22 @@ def serve():
     child = Child(source, resident)
     _marker({"t": "ready", "nonce": bind.get("nonce")})
     while True:
-        taken = child.relay_job() if child.resident else child.wait_taken()
-        if not taken:
+        if child.resident:
+            raw = read_frame(0, JOB_MAX)
+            if raw is None:
+                kill_all()
+                os._exit(0)  # the worker closed stdin
+            if not child.alive():
+                # It died between runs (killed from outside, or by a thread a run left): the
+                # job goes to a fresh process rather than failing a caller who did nothing.
+                kill_all(child)
+                child.close()
+                if not clean_up():
+                    os._exit(6)
+                child = Child(source, resident)
+            child.relay(raw)
+            del raw
+        elif not child.wait_taken():
             kill_all()
             os._exit(0)  # the worker closed stdin, or the child failed before its job
         result = _supervise(child, rss_max)

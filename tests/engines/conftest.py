@@ -7,7 +7,8 @@ import functools
 import json
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,60 +341,97 @@ def run(request: pytest.FixtureRequest, python_image: str) -> Runner:
     return _run
 
 
-class WarmSession:
-    """One warm (or resident) environment driven run after run from the protocol text, for
-    the tests of what one run leaves to the next: `docker run … serve`, bound once."""
 
-    def __init__(self, image: str, source: str, *, resident: bool = True,
-                 rss_max: int | None = None, memory: str = "128m", timeout: float = 120) -> None:
-        self.proc = subprocess.Popen(
-            ["docker", "run", "-i", "--rm", *sandbox_flags(memory), image, "serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-        )
-        self.reader = _StreamReader(self.proc.stdout, time.monotonic() + timeout)
-        self.runs = 0
-        bind: dict[str, Any] = {"t": "bind", "nonce": "bind-nonce", "source": source}
-        if resident:
-            bind.update(resident=True, rss_max=rss_max or _size(memory) * 6 // 10)
-        self.proc.stdin.write(_frame(json.dumps(bind).encode()))
-        assert self.reader.marker() == {"t": "ready", "nonce": "bind-nonce"}
+# ----------------------------------------------------------------------------- resident
 
-    def run(self, *, params: dict[str, Any] | None = None, timeout: float = 30,
-            finish_after: float | None = None) -> tuple[RunOutput, dict[str, Any]]:
-        """One run: (its output, the supervisor's `done`). `finish_after`: the worker's
-        `finish` that many seconds after the job, whether the run ended or not (a timeout
-        or a cancel as the worker sends it)."""
-        nonce = f"run-{self.runs}"
-        self.runs += 1
+
+@dataclass
+class Served:
+    """One run of a resident environment: its frames and the supervisor's `done`."""
+
+    out: RunOutput
+    done: dict[str, Any]
+    exited: dict[str, Any] | None
+
+    @property
+    def kept(self) -> bool:
+        return self.done.get("kept") is True
+
+
+class Environment:
+    """A bound resident environment (the engine tests of resident mode, all languages that
+    drive `serve` themselves); `run` plays one run as the worker does: the job and its
+    seal, the frames up to `end` (or the `exited` marker, or the run's timeout, after which
+    the worker gives up on the run), then `finish` and the `done` marker."""
+
+    def __init__(self, proc: subprocess.Popen, reader: _StreamReader) -> None:
+        self.proc = proc
+        self.reader = reader
+        self.count = 0
+
+    def run(
+        self,
+        params: dict[str, str] | None = None,
+        *,
+        limits: dict[str, Any] | None = None,
+        timeout: float = 30,
+        finish: bool = True,
+        ended: bool | None = None,
+    ) -> Served:
+        """`ended`: what `finish` says (by default, as the worker: whether the run's end
+        frame came, before any `exited`)."""
+        nonce = f"run-{self.count}"
+        self.count += 1
+        job = {"params": params or {}, "body": "", "headers": {},
+               "limits": limits if limits is not None else {"log_content_max": 8000}}
+        seal = {"t": "seal", "nonce": nonce, "timeout_ms": int(timeout * 1000)}
         started = time.monotonic()
-        job = json.dumps(_job(params, "", None, None, None)).encode()
-        self.proc.stdin.write(_frame(job) + _frame(json.dumps(
-            {"t": "seal", "nonce": nonce, "timeout_ms": int(timeout * 1000)}).encode()))
-        exited: dict[str, Any] | None = None
-        if finish_after is not None:
-            time.sleep(finish_after)
-            self.proc.stdin.write(_frame(b'{"t": "finish"}'))
-            frames, marker = self.reader.until_marker()
-            if marker["t"] == "exited":
-                exited = marker
-                more, marker = self.reader.until_marker()
-                frames += more
-            done = marker
-        else:
-            frames, exited = self.reader.until_marker(stop_at_end=True)
-            self.proc.stdin.write(_frame(b'{"t": "finish", "ended": true}'))
-            done = self.reader.marker()
-            if done["t"] == "exited":
-                exited, done = done, self.reader.marker()
-        assert done["t"] == "done" and done["nonce"] == nonce, done
-        output = RunOutput(frames=parse_frames(frames),
-                           returncode=exited["exit_code"] if exited else 0,
-                           stderr="", elapsed=time.monotonic() - started, raw=frames)
-        return output, done
+        self.proc.stdin.write(_frame(json.dumps(job).encode()) + _frame(json.dumps(seal).encode()))
+        frames, exited = b"", None
+        if finish:
+            self.reader.deadline = started + timeout
+            try:
+                frames, exited = self.reader.until_marker(stop_at_end=True)
+            except AssertionError:  # the run's timeout: the worker sends `finish` early
+                pass
+            self.reader.deadline = time.monotonic() + 60
+        else:  # no `finish` until the supervisor's own deadline ended the run
+            self.reader.deadline = time.monotonic() + 60
+            frames, exited = self.reader.until_marker()
+        elapsed = time.monotonic() - started
+        if ended is None:
+            ended = exited is None and any(f["t"] == "end" for f in parse_frames(frames))
+        self.proc.stdin.write(_frame(json.dumps({"t": "finish", "ended": ended}).encode()))
+        done = self.reader.marker()
+        if done["t"] == "exited":  # the process ended after its end frame
+            exited, done = done, self.reader.marker()
+        assert done["t"] == "done" and done["nonce"] == nonce and done["clean"], done
+        if exited is not None:
+            assert exited["t"] == "exited" and exited["nonce"] == nonce, exited
+        code = exited["exit_code"] if exited else 0
+        out = RunOutput(frames=parse_frames(frames), returncode=code, stderr="", elapsed=elapsed,
+                        raw=frames)
+        return Served(out, done, exited)
 
-    def close(self) -> None:
-        self.proc.stdin.close()
+
+@contextmanager
+def resident(image: str, source: str, *, memory: str = "128m",
+             rss_max: int | None = None) -> Iterator[Environment]:
+    proc = subprocess.Popen(
+        ["docker", "run", "-i", "--rm", *sandbox_flags(memory), image, "serve"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+    )
+    reader = _StreamReader(proc.stdout, time.monotonic() + 60)
+    try:
+        limit = _size(memory) * 6 // 10 if rss_max is None else rss_max
+        bind = {"t": "bind", "nonce": "bind-nonce", "source": source, "resident": True,
+                "rss_max": limit}
+        proc.stdin.write(_frame(json.dumps(bind).encode()))
+        assert reader.marker() == {"t": "ready", "nonce": "bind-nonce"}
+        yield Environment(proc, reader)
+    finally:
+        proc.stdin.close()
         try:
-            self.proc.wait(timeout=10)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            proc.kill()

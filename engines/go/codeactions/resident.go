@@ -1,7 +1,6 @@
 package codeactions
 
 import (
-	"io"
 	"os"
 	"runtime/debug"
 	"syscall"
@@ -41,8 +40,7 @@ func serveResident(run func(*Engine) error) int {
 	framesFile := wire.OpenFile(wire.ResidentFramesFD, "frames")
 	jobs := wire.OpenFile(wire.ResidentJobsFD, "jobs")
 	ended := wire.OpenFile(wire.ResidentEndedFD, "ended")
-	goAhead := wire.OpenFile(wire.ResidentGoFD, "go-ahead")
-	if framesFile == nil || jobs == nil || ended == nil || goAhead == nil {
+	if framesFile == nil || jobs == nil || ended == nil {
 		return 2
 	}
 	redirectStdin()
@@ -57,6 +55,7 @@ func serveResident(run func(*Engine) error) int {
 		raw = nil
 		frames := wire.NewWriter(framesFile)
 		if jobErr != nil {
+			ended.Write(signal) // before the end frame, as for every run
 			frames.SendFinal(wire.EndFrame{T: "end", Status: "failed", Error: "invalid job: " + jobErr.Error()})
 		} else {
 			mark, _ := stringField(job["output_mark"])
@@ -75,12 +74,8 @@ func serveResident(run func(*Engine) error) int {
 			}
 		}
 		job = nil
-		if jobErr != nil {
-			ended.Write(signal)
-		}
-		if _, err := io.ReadFull(goAhead, signal); err != nil {
-			return 0
-		}
+		// The next job is written only once this run is over for the worker and the
+		// supervisor (its `done`): reading it is waiting for that.
 	}
 }
 

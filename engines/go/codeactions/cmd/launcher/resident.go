@@ -4,11 +4,11 @@
 // harness serves one job after another: the supervisor relays each job on a pipe, forwards
 // the run's frames, holds back its end frame and sends the run's output (what it printed up
 // to the job's output mark) before it. Right before the end frame the harness writes one
-// byte on its "ended" pipe; after it, it waits for a byte on its "go" pipe. At `finish` the
+// byte on its "ended" pipe; then it waits for its next job, which comes only after `done`. At `finish` the
 // process is kept when its run ended (the byte, and the worker's "ended": true), it is
 // alive and its resident memory is at most rss_max: everything
-// else in the container is killed, /tmp is left alone, `done` says "kept": true and the
-// go-ahead follows. Otherwise everything goes, as after a warm run, and the next job starts
+// else in the container is killed, /tmp is left alone and `done` says "kept": true.
+// Otherwise everything goes, as after a warm run, and the next job starts
 // a new process. A whole program (legacy mode) is served as in a warm environment.
 package main
 
@@ -50,7 +50,6 @@ type residentKeeper struct {
 type residentProcess struct {
 	pid     int
 	jobs    *os.File      // its wire.ResidentJobsFD
-	goAhead *os.File      // its wire.ResidentGoFD
 	ended   chan struct{} // a byte came on its wire.ResidentEndedFD
 	exited  chan struct{} // closed once it was reaped; then state and waitErr are set
 	state   *os.ProcessState
@@ -133,8 +132,8 @@ func (k *residentKeeper) supervise(raw []byte) map[string]any {
 		select {
 		case end := <-endCh:
 			endCh = nil
-			// What it printed is all in once its mark came through the output pipe, and the
-			// harness waits for its go-ahead once its byte came.
+			// What it printed is all in once its mark came through the output pipe, and its
+			// byte (written just before the end frame) is there by now unless it died.
 			waitAny(outputPatience, run.markSeen, p.captureDone, p.exited)
 			if !endedByte {
 				select {
@@ -222,13 +221,6 @@ func (k *residentKeeper) failedStart(nonce string, oomBefore int,
 	}
 }
 
-// goAhead lets the kept process take its next job (after the `done` marker).
-func (k *residentKeeper) goAhead() {
-	if k.proc != nil {
-		k.proc.goAhead.Write([]byte{1})
-	}
-}
-
 // discard kills every process of the container, the resident one too; true once none is
 // left. The next job starts a new one.
 func (k *residentKeeper) discard() bool {
@@ -243,7 +235,6 @@ func (k *residentKeeper) discard() bool {
 	waitAny(killPatience, p.exited)
 	clean := killAll()
 	p.jobs.Close()
-	p.goAhead.Close()
 	return clean
 }
 
@@ -284,7 +275,6 @@ func (k *residentKeeper) start(run *residentRun) (*residentProcess, error) {
 	captureR, captureW := pipe()
 	framesR, framesW := pipe()
 	endedR, endedW := pipe()
-	goR, goW := pipe()
 	if err != nil {
 		for _, f := range ends {
 			f.Close()
@@ -298,8 +288,8 @@ func (k *residentKeeper) start(run *residentRun) (*residentProcess, error) {
 		Env:    append(actionEnv(), wire.ResidentEnv+"=1"),
 		Stdout: captureW,
 		Stderr: captureW,
-		// fds 3, 4, 5, 6: wire.ResidentFramesFD, EndedFD, GoFD, JobsFD
-		ExtraFiles: []*os.File{framesW, endedW, goR, jobsR},
+		// fds 3, 4, 5: wire.ResidentFramesFD, EndedFD, JobsFD
+		ExtraFiles: []*os.File{framesW, endedW, jobsR},
 	}
 	if err := cmd.Start(); err != nil {
 		for _, f := range ends {
@@ -309,11 +299,11 @@ func (k *residentKeeper) start(run *residentRun) (*residentProcess, error) {
 	}
 	// The OOM killer takes the action, not the supervisor.
 	os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", cmd.Process.Pid), []byte(childOOMScoreAdj), 0)
-	for _, f := range []*os.File{jobsR, captureW, framesW, endedW, goR} {
+	for _, f := range []*os.File{jobsR, captureW, framesW, endedW} {
 		f.Close()
 	}
 	p := &residentProcess{
-		pid: cmd.Process.Pid, jobs: jobsW, goAhead: goW,
+		pid: cmd.Process.Pid, jobs: jobsW,
 		ended: make(chan struct{}, 1), exited: make(chan struct{}),
 		framesDone: make(chan struct{}), captureDone: make(chan struct{}), run: run,
 	}
@@ -582,7 +572,7 @@ type sealFrame struct {
 
 func readSeal() (sealFrame, bool) {
 	var seal sealFrame
-	raw, err := readFrame(os.Stdin, controlMax)
+	raw, err := wire.ReadFrame(os.Stdin, controlMax)
 	if err != nil || json.Unmarshal(raw, &seal) != nil || seal.T != "seal" {
 		return seal, false
 	}

@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -39,8 +38,6 @@ const (
 
 var writableDirs = []string{"/tmp", "/dev/shm", "/dev/mqueue"}
 
-// readFrame is unbuffered on purpose: the next reader of stdin must find its bytes there.
-func readFrame(r io.Reader, max uint32) ([]byte, error) { return wire.ReadFrame(r, max) }
 
 func marker(message map[string]any) {
 	payload, _ := json.Marshal(message)
@@ -74,7 +71,7 @@ func serveMode() int {
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE, syscall.SIGALRM, syscall.SIGABRT)
 	childOOMScoreAdj = "1000"
-	raw, err := readFrame(os.Stdin, controlMax)
+	raw, err := wire.ReadFrame(os.Stdin, controlMax)
 	if err != nil {
 		return 0
 	}
@@ -111,7 +108,7 @@ func serveMode() int {
 		}
 	}
 	for {
-		job, err := readFrame(os.Stdin, controlMax)
+		job, err := wire.ReadFrame(os.Stdin, controlMax)
 		if err != nil {
 			killAll()
 			return 0 // the worker closed stdin
@@ -133,11 +130,9 @@ func serveMode() int {
 			return 0
 		}
 		if result["kept"] == true {
-			// The process stays, and so does what it left in /tmp (as on Lambda): done, then
-			// the go-ahead for its next job.
+			// The process stays, and so does what it left in /tmp (as on Lambda).
 			result["t"] = "done"
 			marker(result)
-			keeper.goAhead()
 			continue
 		}
 		result["clean"] = result["clean"] == true && cleanUp()
@@ -159,7 +154,7 @@ type control struct {
 func readControl() <-chan control {
 	ch := make(chan control, 1)
 	go func() {
-		raw, err := readFrame(os.Stdin, controlMax)
+		raw, err := wire.ReadFrame(os.Stdin, controlMax)
 		var message struct {
 			T     string `json:"t"`
 			Ended bool   `json:"ended"`
@@ -174,7 +169,7 @@ func readControl() <-chan control {
 
 // supervise runs one job, from its seal to the worker's finish; nil when the worker left.
 func supervise(executable *os.File, raw []byte) map[string]any {
-	sealRaw, err := readFrame(os.Stdin, controlMax)
+	sealRaw, err := wire.ReadFrame(os.Stdin, controlMax)
 	var seal struct {
 		T         string `json:"t"`
 		Nonce     string `json:"nonce"`

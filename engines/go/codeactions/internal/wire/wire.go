@@ -23,10 +23,9 @@ const (
 	ResidentFramesFD = 3
 	// ResidentEndedFD gets one byte right before a run's end frame: the run is over.
 	ResidentEndedFD = 4
-	// ResidentGoFD gives one byte when the process may take its next job.
-	ResidentGoFD = 5
-	// ResidentJobsFD brings the jobs, each a frame (4-byte big-endian length, then JSON).
-	ResidentJobsFD = 6
+	// ResidentJobsFD brings the jobs, each a frame (4-byte big-endian length, then JSON),
+	// the next one only once the last run is over (so it is the go-ahead too).
+	ResidentJobsFD = 5
 )
 
 // StdoutMax caps what the stdout frame carries (bytes of output, before JSON encoding).
