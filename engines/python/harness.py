@@ -350,6 +350,15 @@ class Capture:
         self.thread.start()
 
     def _drain(self):
+        try:
+            self._read_until_closed()
+        finally:
+            # Closed here, once no writer is left: a resident process runs many runs, and
+            # closing it from `finish` while a leftover writer keeps this read blocked would
+            # let the next run's pipe take its number under this thread.
+            os.close(self.read_fd)
+
+    def _read_until_closed(self):
         while True:
             try:
                 chunk = os.read(self.read_fd, 65536)

@@ -117,6 +117,17 @@ def test_package_state_is_kept_from_run_to_run(resident: Callable[..., Resident]
     assert values == ["1", "2", "3"]
 
 
+def test_a_kept_process_outlasts_its_file_limit(resident: Callable[..., Resident]) -> None:
+    """300 runs in one process, more than the 256 files the sandbox lets it hold."""
+    env = resident(COUNTER)
+    values = []
+    for _ in range(300):
+        outcome = env.run()
+        completed(outcome)
+        values.append(outcome.result)
+    assert values == [str(n) for n in range(1, 301)]
+
+
 def test_a_returned_error_keeps_the_process(resident: Callable[..., Resident]) -> None:
     # As on Lambda: an error is the run's answer, not the process's end.
     env = resident(COUNTER)

@@ -59,6 +59,14 @@ def test_module_state_persists_between_runs(javascript_image: str) -> None:
     assert all(s.kept and s.out.end == {"t": "end", "status": "completed"} for s in served)
 
 
+def test_a_kept_process_outlasts_its_file_limit(javascript_image: str) -> None:
+    """300 runs in one process, more than the 256 files the sandbox lets it hold."""
+    with resident(javascript_image, COUNTER) as env:
+        served = [env.run() for _ in range(300)]
+    assert [result(s) for s in served] == [str(n) for n in range(1, 301)]
+    assert all(s.kept for s in served)
+
+
 def test_a_run_that_throws_keeps_the_process(javascript_image: str) -> None:
     """As on Lambda: an error Run throws (or rejects with) fails that run only."""
     with resident(javascript_image, COUNTER) as env:

@@ -55,6 +55,14 @@ def test_module_state_lasts_from_run_to_run(counter: Environment) -> None:
     assert all(done["kept"] and done["clean"] for _, done in answers), answers
 
 
+def test_a_kept_process_outlasts_its_file_limit(counter: Environment) -> None:
+    """Each run's descriptors go with it: 300 runs in one process, more than the 256 files
+    the sandbox lets it hold (a descriptor kept per run failed every 250th run)."""
+    answers = [answer(counter) for _ in range(300)]
+    assert [value for value, _ in answers] == [str(n) for n in range(1, 301)]
+    assert all(done["kept"] for _, done in answers)
+
+
 def test_a_crashed_run_gives_the_next_run_a_fresh_process(counter: Environment) -> None:
     assert answer(counter)[0] == "1"
     served = counter.run({"do": "crash"})
