@@ -26,6 +26,7 @@ class Platform:
     archive: LogArchive
     after_commit: AfterCommitRunner
 
-    def unit_of_work(self) -> UnitOfWork:
-        """A transaction whose after-commit steps this process runs (services own it)."""
-        return UnitOfWork(self.db, self.after_commit)
+    def unit_of_work(self, one_statement: bool = False) -> UnitOfWork:
+        """A transaction whose after-commit steps this process runs (services own it);
+        `one_statement`: the work is one statement (shared/unit_of_work.py)."""
+        return UnitOfWork(self.db, self.after_commit, one_statement)

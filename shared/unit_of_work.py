@@ -23,8 +23,14 @@ if TYPE_CHECKING:
 
 
 class UnitOfWork:
-    def __init__(self, db: Database, runner: AfterCommitRunner) -> None:
+    def __init__(
+        self, db: Database, runner: AfterCommitRunner, one_statement: bool = False
+    ) -> None:
         self._db = db
+        #: The work is one statement, its own transaction (autocommit): no BEGIN or COMMIT
+        #: round trips. Its durable steps must be in that statement (`after_commit(…,
+        #: outbox_id)`), since nothing else is written with it.
+        self._one_statement = one_statement
         self._runner = runner
         self._steps: list[Step] = []
         #: Durable steps the caller wrote to the outbox itself (in its own statement).
@@ -41,7 +47,7 @@ class UnitOfWork:
         return self._session
 
     def __enter__(self) -> UnitOfWork:
-        self._session = self._db.new_session()
+        self._session = self._db.new_session(self._one_statement)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -66,6 +72,9 @@ class UnitOfWork:
         stored, self._stored = self._stored, {}
         durable = [step for step in steps
                    if POLICIES[step.kind].durable and id(step) not in stored]
+        if durable and self._one_statement:
+            raise RuntimeError(f"a one-statement unit of work cannot write {durable[0].kind} "
+                               "to the outbox after its statement")
         ids = iter(outbox.add(self.session, durable))
         self.session.commit()
         self._committed = True

@@ -108,13 +108,14 @@ class RunExecutor:
             self.leases.hold(rid)
             try:
                 outcome = self._run(run_id, *claimed)
-                return self._store_durably(rid, claimed[1].id, outcome)
+                return self._store_durably(rid, claimed[1].id, outcome,
+                                           isinstance(claimed[0].callback, dict))
             finally:
                 self.leases.release(rid)
 
     def _claim(self, run_id: uuid.UUID) -> tuple[CodeRun, Code] | None:
         try:
-            with self.platform.unit_of_work() as uow:
+            with self.platform.unit_of_work(one_statement=True) as uow:
                 claimed = run_store.claim_with_code(
                     uow.session, run_id, self.worker_name, self.settings.run_lease_seconds
                 )
@@ -187,7 +188,8 @@ class RunExecutor:
         return False
 
     def _store_durably(
-        self, run_id: uuid.UUID, code_id: uuid.UUID, outcome: SandboxOutcome
+        self, run_id: uuid.UUID, code_id: uuid.UUID, outcome: SandboxOutcome,
+        calls_back: bool = True,
     ) -> str | None:
         """Store the outcome, retrying while PostgreSQL is unreachable (for at most
         `store_retry_seconds`): a run whose code finished keeps its outcome."""
@@ -195,7 +197,7 @@ class RunExecutor:
         delay = 0.5
         while True:
             try:
-                return self._store(run_id, code_id, outcome)
+                return self._store(run_id, code_id, outcome, calls_back)
             except DATABASE_DOWN as exc:
                 if time.monotonic() + delay > deadline:
                     log.error("the outcome of run %s is lost: PostgreSQL unreachable for %ds "
@@ -208,7 +210,7 @@ class RunExecutor:
                 # Never leave a claimed run `started`: record the failure without the output.
                 log.exception("storing the outcome of run %s failed", run_id)
                 failure = _failure(ExitReason.STORE_ERROR, "the run's output could not be stored")
-                return self._store(run_id, None, failure)
+                return self._store(run_id, None, failure, calls_back)
 
     def _cancelled(self, run_id: str) -> bool:
         try:
@@ -216,7 +218,10 @@ class RunExecutor:
         except redis.RedisError:  # cannot tell: keep running (the timeout still holds)
             return False
 
-    def _store(self, run_id: uuid.UUID, code_id: uuid.UUID | None, outcome: SandboxOutcome) -> str:
+    def _store(self, run_id: uuid.UUID, code_id: uuid.UUID | None, outcome: SandboxOutcome,
+               calls_back: bool) -> str:
+        """`calls_back`: the run has a callback (its schedule is written to the outbox with
+        the end)."""
         status = RunStatus.COMPLETED if outcome.status == RunStatus.COMPLETED else RunStatus.FAILED
         logs = self._log_rows(run_id, code_id, outcome)
         if status == RunStatus.FAILED and outcome.exit_reason != ExitReason.ERROR:
@@ -234,7 +239,10 @@ class RunExecutor:
             extra.update({"error": outcome.error, ANSWERED: True})
         elif status == RunStatus.FAILED:
             extra = {"status_code": 500, "content_type": "json", "error": outcome.error}
-        with self.platform.unit_of_work() as uow:
+        logs = logs if code_id is not None else []
+        # Nothing but the run's end to write (no logs, no callback to schedule): that one
+        # statement is the transaction.
+        with self.platform.unit_of_work(one_statement=not logs and not calls_back) as uow:
             # The run first: a run the reaper already ended writes nothing, and the insert's
             # trigger (the code's log count row, shared by its concurrent runs) holds its lock
             # only from here to the commit.
@@ -252,7 +260,7 @@ class RunExecutor:
             # Waiters first (steps run in the order registered): the logs are in PostgreSQL
             # with the run, the S3 archive can follow.
             after_end(uow, run_id, status, finished.wants_callback, finished.record)
-            if code_id is not None and logs:
+            if logs:
                 log_store.add_batch(uow.session, logs)
                 uow.after_commit(Step(StepKind.ARCHIVE_LOGS, run_id, payload=logs))
             uow.commit()

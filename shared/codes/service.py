@@ -148,7 +148,7 @@ def parse_project_uuid(value: str | None) -> uuid.UUID:
 
 
 def get(db: Database, code_id: EntityId) -> Code:
-    with db.session() as session:
+    with db.session(one_statement=True) as session:
         code = code_store.get(session, code_id)
     if code is None:
         raise NotFound("code not found")

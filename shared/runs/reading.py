@@ -36,7 +36,7 @@ def get_with_code(db: Database, run_id: EntityId) -> tuple[CodeRun, Code | None]
 
 def reread(db: Database, run_id: uuid.UUID) -> CodeRun | None:
     """The run as stored now (after a wait)."""
-    with db.session() as session:
+    with db.session(one_statement=True) as session:
         return session.get(CodeRun, run_id)
 
 
@@ -56,7 +56,7 @@ def code_of_runs(db: Database, reference: EntityId) -> tuple[Code | None, uuid.U
 
 def has_ended(db: Database, run_id: uuid.UUID) -> bool:
     """Finished, or gone with its code: nothing more to wait for."""
-    with db.session() as session:
+    with db.session(one_statement=True) as session:
         status = session.scalar(select(CodeRun.status).where(CodeRun.id == run_id))
     return status is None or status in FINISHED
 

@@ -82,7 +82,7 @@ def submit(platform: Platform, requests: list[RunRequest]) -> list[CodeRun]:
         )
         for item in requests
     ]
-    with platform.unit_of_work() as uow:
+    with platform.unit_of_work(one_statement=len(runs) == 1) as uow:
         if len(runs) == 1:  # a sync call's: the row and its outbox entry in one statement
             step = Step(StepKind.ENQUEUE_RUN, runs[0].id, {"language": requests[0].code.language})
             outbox_id = run_store.add_with_outbox(uow.session, runs[0], step)

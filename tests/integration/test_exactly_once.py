@@ -6,9 +6,12 @@ import time
 import uuid
 
 import docker
+import requests
 from sqlalchemy import func, select
 
 from codeactions.bootstrap import bootstrap
+from shared.after_commit.outbox import OutboxEntry
+from shared.after_commit.steps import SWEEP_GRACE
 from shared.codes.model import Code
 from shared.logs.model import CodeLog
 from shared.messaging import dispatch
@@ -68,6 +71,28 @@ def test_duplicate_deliveries_through_the_broker_execute_once(platform, db):
     _wait_queue_drained(celery, "runs.python")
     time.sleep(1.0)
     assert _log_count(db, run.id) == 1
+
+
+def test_sync_calls_leave_nothing_owed_in_the_outbox(platform, db):
+    """Each call's outbox entries (its enqueue, its logs' archive) are removed once done, in
+    batches off the request path: well before the sweeper would redo them."""
+    code = create_code(platform, SOURCE)
+    answers = [requests.post(platform.url(f"/action/endpoint/{code['id']}"), timeout=60)
+               for _ in range(5)]
+    assert [answer.status_code for answer in answers] == [200] * 5
+    started = time.monotonic()
+    while True:
+        with db.session() as session:
+            runs = list(session.scalars(select(CodeRun).where(
+                CodeRun.code_id == uuid.UUID(code["id"]))))
+            owed = session.scalar(select(func.count()).select_from(OutboxEntry).where(
+                OutboxEntry.run_id.in_([run.id for run in runs])))
+        if not owed or time.monotonic() - started > 3:
+            break
+        time.sleep(0.1)
+    assert owed == 0
+    assert time.monotonic() - started < SWEEP_GRACE.total_seconds()
+    assert sorted((run.status, run.executions) for run in runs) == [("completed", 1)] * 5
 
 
 def _wait_queue_drained(celery, queue: str, seconds: float = 30) -> None:  # noqa: ANN001

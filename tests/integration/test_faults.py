@@ -224,6 +224,15 @@ def test_a_postgresql_restart_during_a_run_keeps_its_outcome(
     assert "error" not in box, box
     assert (box["response"].status_code, box["response"].text) == (200, "survived")
     assert _runs_of(own_postgres.url, code["id"]) == [("completed", "completed", "survived")]
+    # Connections pooled before the restart are not used dead (pinged after idling).
+    quick = requests.post(f"{processes.url}/code", params={
+        "name": "after", "language": "python", "type": "endpoint",
+        "project_uuid": str(uuid.uuid4())}, data=SLEEPER.format(seconds=0, word="after"),
+        timeout=30)
+    assert quick.status_code in (200, 201), quick.text
+    answers = [requests.post(f"{processes.url}/action/endpoint/{quick.json()['id']}",
+                             timeout=60) for _ in range(3)]
+    assert [(a.status_code, a.text) for a in answers] == [(200, "after")] * 3
 
 
 def test_a_broker_restart_leaves_every_worker_consuming(platform, own, private_broker):  # noqa: ANN001
