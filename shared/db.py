@@ -23,7 +23,10 @@ from shared.settings import Settings
 #: A pooled connection unused for this long is pinged before it is handed out: what
 #: `pool_pre_ping` does on every checkout, only where a dead connection is likely (it sat
 #: idle while PostgreSQL restarted). A connection that dies under use fails its statement;
-#: SQLAlchemy then invalidates the whole pool, and the caller's retry policy applies.
+#: SQLAlchemy then invalidates the whole pool, and the caller's retry policy applies. (A
+#: statement alone in autocommit that loses its connection after PostgreSQL ran it is
+#: committed although the caller saw an error, as a COMMIT whose answer is lost: every
+#: such statement is guarded by the run's status, so a retry finds the work done.)
 IDLE_PING_SECONDS = 1.0
 
 
@@ -113,5 +116,7 @@ def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
             return
         try:
             engine.dialect.do_ping(dbapi_connection)
-        except Exception as error:  # the pool drops it and connects anew (up to 3 tries)
-            raise exc.DisconnectionError(str(error)) from error
+        except Exception as error:
+            # As pool_pre_ping: PostgreSQL probably restarted, so every connection of the
+            # pool that is older goes too; this checkout connects anew.
+            raise exc.InvalidatePoolError(str(error)) from error

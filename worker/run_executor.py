@@ -256,6 +256,10 @@ class RunExecutor:
                 container_id=outcome.container_id or None,
             )
             if not finished:  # someone else (the stuck-run reaper) already ended it
+                # …or this worker's previous attempt, committed though its answer was lost:
+                # wake the waiters anyway (without a record they read the row).
+                uow.after_commit(Step(StepKind.SIGNAL_DONE, run_id, {"status": str(status)}))
+                uow.commit()
                 return status
             # Waiters first (steps run in the order registered): the logs are in PostgreSQL
             # with the run, the S3 archive can follow.

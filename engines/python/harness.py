@@ -356,7 +356,10 @@ class Capture:
             # Closed here, once no writer is left: a resident process runs many runs, and
             # closing it from `finish` while a leftover writer keeps this read blocked would
             # let the next run's pipe take its number under this thread.
-            os.close(self.read_fd)
+            try:
+                os.close(self.read_fd)
+            except OSError:  # the code closed it already (os.closerange)
+                pass
 
     def _read_until_closed(self):
         while True:

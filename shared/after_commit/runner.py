@@ -95,8 +95,7 @@ class AfterCommitRunner:
     def _settle(self, done: list[int], retry: list[int], failures: list[StepFailure]) -> None:
         if not done and not retry:
             return
-        if not retry and not self._db.shares_one_connection:
-            self._settler.remove(done)
+        if not retry and not self._db.shares_one_connection and self._settler.remove(done):
             return
         try:
             with self._db.begin() as connection:
@@ -177,15 +176,22 @@ class _Settler:
         self._ready = threading.Condition()
         self._pid: int | None = None  # the thread belongs to the process that started it
 
-    def remove(self, ids: list[int]) -> None:
+    def remove(self, ids: list[int]) -> bool:
+        """Hand over done entries; False when no thread can take them (the caller removes
+        them itself)."""
         with self._ready:
             if self._pid != os.getpid():  # first use in this process (or in a forked child)
-                self._pid = os.getpid()
                 self._ids = []  # what a parent had gathered is the parent's to remove
-                threading.Thread(target=self._loop, name="outbox-settler", daemon=True).start()
+                try:
+                    threading.Thread(target=self._loop, name="outbox-settler",
+                                     daemon=True).start()
+                except RuntimeError:  # no thread to be had (interpreter shutting down)
+                    return False
+                self._pid = os.getpid()
                 atexit.register(self.flush)
             self._ids += ids
             self._ready.notify()
+            return True
 
     def _loop(self) -> None:
         while True:
@@ -193,7 +199,7 @@ class _Settler:
                 while not self._ids:
                     self._ready.wait()
             time.sleep(SETTLE_GATHER_SECONDS)
-            self.flush()
+            self.flush()  # never raises: the thread lives as long as its process
 
     def flush(self) -> None:
         with self._ready:

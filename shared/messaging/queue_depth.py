@@ -1,8 +1,10 @@
 """How many runs wait in a language's queue: the signal for back-pressure.
 
-Read with a passive declare (one broker round trip) on a connection the process keeps,
-cached briefly so a burst of requests costs one look. (A connection per look cost the API
-an AMQP handshake every half second, 8 % of its time on sync calls, and the broker more.)
+Read with a passive declare on a connection the process keeps, cached briefly so a burst of
+requests costs one look. (A connection per look cost the API an AMQP handshake every half
+second, 8 % of its time on sync calls, and the broker more.) A failed look is cached too, and
+nobody waits long for another thread's look: while the broker is away, requests go on to the
+enqueue, which answers 503 by itself.
 """
 
 from __future__ import annotations
@@ -16,30 +18,46 @@ from celery import Celery
 
 from shared.messaging.tasks import run_queue
 
+#: Longest a request waits for another thread's look before it goes on without the depth.
+LOOK_WAIT_SECONDS = 2.5
+
+
+class DepthUnknown(Exception):
+    """The broker did not tell (down, or the queue does not exist yet)."""
+
 
 class QueueDepth:
     def __init__(self, celery: Celery, cache_seconds: float = 0.5) -> None:
         self.celery = celery
         self.cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, int]] = {}
+        self._cache: dict[str, tuple[float, int | Exception]] = {}
         self._lock = threading.Lock()
         self._looking = threading.Lock()  # one look at a time, on the kept connection
         self._connection: kombu.Connection | None = None
         self._pid: int | None = None  # a forked child opens its own
 
     def ready_messages(self, language: str) -> int:
-        ready = self._cached(language)
-        if ready is not None:
-            return ready
-        with self._looking:
-            ready = self._cached(language)  # another thread has just looked
-            if ready is None:
-                ready = self._look(language)
-                with self._lock:
-                    self._cache[language] = (time.monotonic(), ready)
-        return ready
+        """Raises `DepthUnknown` (or what the broker raised) when it cannot be told."""
+        cached = self._cached(language)
+        if cached is None:
+            if not self._looking.acquire(timeout=LOOK_WAIT_SECONDS):
+                raise DepthUnknown("another look at the broker is still waiting")
+            try:
+                cached = self._cached(language)  # another thread has just looked
+                if cached is None:
+                    try:
+                        cached = self._look(language)
+                    except Exception as exc:
+                        cached = exc
+                    with self._lock:
+                        self._cache[language] = (time.monotonic(), cached)
+            finally:
+                self._looking.release()
+        if isinstance(cached, Exception):
+            raise DepthUnknown(str(cached)) from cached
+        return cached
 
-    def _cached(self, language: str) -> int | None:
+    def _cached(self, language: str) -> int | Exception | None:
         with self._lock:
             cached = self._cache.get(language)
         if cached and time.monotonic() - cached[0] < self.cache_seconds:
@@ -59,14 +77,18 @@ class QueueDepth:
             try:
                 # Fail fast when the broker is down (the default retries for ~20 s).
                 connection.ensure_connection(max_retries=1, timeout=2)
-                channel = connection.default_channel
-                _, ready, _ = channel.queue_declare(queue=run_queue(language), passive=True)
+                # A channel per look: a missing queue (404) closes only that channel.
+                channel = connection.channel()
+                try:
+                    _, ready, _ = channel.queue_declare(queue=run_queue(language),
+                                                        passive=True)
+                finally:
+                    channel.close()
                 return ready
+            except connection.channel_errors:
+                raise  # the connection is fine; the queue is not there (yet)
             except Exception:
                 self._connection = None
-                try:
-                    connection.release()
-                except Exception:  # noqa: S110 - it is being dropped either way
-                    pass
+                connection.collect()  # dropped without network I/O
                 if fresh:
                     raise
