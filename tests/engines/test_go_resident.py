@@ -187,7 +187,9 @@ def test_a_goroutine_left_running_writes_nothing_into_the_next_run(
     env = resident(source)
     first = env.run({"leave": "yes"})
     completed(first)
-    assert first.result == "first"
+    # While run 1 lasts its goroutine is part of it: it may set run 1's result between the
+    # action's own Set and the run's end (it did, once, on a loaded machine).
+    assert first.result in ("first", "overwritten by run 1")
     assert all(text.startswith("left behind") for text in infos(first))
     second = env.run()
     completed(second)
