@@ -109,7 +109,7 @@ class RunExecutor:
             try:
                 outcome = self._run(run_id, *claimed)
                 return self._store_durably(rid, claimed[1].id, outcome,
-                                           isinstance(claimed[0].callback, dict))
+                                           claimed[0].wants_callback)
             finally:
                 self.leases.release(rid)
 

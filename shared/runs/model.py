@@ -74,3 +74,8 @@ class CodeRun(UuidPk, Timestamps, Base):
     # {"url": …, "status": pending|delivered|failed, "attempts": [{…}, …]}; None: no callback.
     # none_as_null: "no callback" is SQL NULL, never the JSON `null` (which IS NOT NULL).
     callback: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+
+    @property
+    def wants_callback(self) -> bool:
+        """A callback object (older rows may hold a JSON `null`): as `store.finish` tells."""
+        return isinstance(self.callback, dict)

@@ -107,25 +107,23 @@ COUNTER = action(
 )
 
 
-def test_package_state_is_kept_from_run_to_run(resident: Callable[..., Resident]) -> None:
-    env = resident(COUNTER)
+def counted(env: Resident, runs: int) -> list[str]:
+    """The counter's results of `runs` runs, each completed."""
     values = []
-    for _ in range(3):
+    for _ in range(runs):
         outcome = env.run()
         completed(outcome)
         values.append(outcome.result)
-    assert values == ["1", "2", "3"]
+    return values
+
+
+def test_package_state_is_kept_from_run_to_run(resident: Callable[..., Resident]) -> None:
+    assert counted(resident(COUNTER), 3) == ["1", "2", "3"]
 
 
 def test_a_kept_process_outlasts_its_file_limit(resident: Callable[..., Resident]) -> None:
     """300 runs in one process, more than the 256 files the sandbox lets it hold."""
-    env = resident(COUNTER)
-    values = []
-    for _ in range(300):
-        outcome = env.run()
-        completed(outcome)
-        values.append(outcome.result)
-    assert values == [str(n) for n in range(1, 301)]
+    assert counted(resident(COUNTER), 300) == [str(n) for n in range(1, 301)]
 
 
 def test_a_returned_error_keeps_the_process(resident: Callable[..., Resident]) -> None:
