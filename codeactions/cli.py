@@ -197,8 +197,11 @@ def cmd_flower(args: argparse.Namespace) -> int:
               f"listening on {settings.flower_address}", file=sys.stderr)
         return 2
     app = make_celery(settings)
+    # Flower turns every worker's task events on while it runs (a broker message and its
+    # confirm per task state, on each run's path); it follows TASK_EVENTS instead.
     return app.start(
-        ["flower", f"--address={settings.flower_address}", f"--port={settings.flower_port}"]
+        ["flower", f"--address={settings.flower_address}", f"--port={settings.flower_port}",
+         f"--enable_events={settings.task_events}"]
     ) or 0
 
 
