@@ -78,16 +78,20 @@ def container_gone(container_id: str, seconds: float = 20) -> bool:
         client.close()
 
 
-def _waits_for_a_run(command: str) -> bool:
+def _waits_for_a_run(command: str, resident: bool) -> bool:
+    if resident and (command.endswith(" resident") or command == "action"):
+        return True  # the kept process: JavaScript's node, Go's program
     return (command.endswith((" serve", " warm"))
             or command.split(" ")[0] == "/opt/codeactions/supervisor")
 
 
-def no_run_leftovers(container_id: str, seconds: float = 20) -> bool:
+def no_run_leftovers(container_id: str, seconds: float = 20, resident: bool = False) -> bool:
     """Nothing of a run remains: its one-run container is gone, or (a warm environment) only
     its supervisor is left in it, with (Python, JavaScript) the next run's process waiting
     for its job: the engine's `serve` command (JavaScript: the supervisor binary, and a node
-    started with `warm` as its last argument)."""
+    started with `warm` as its last argument). `resident`: the process waiting may be the
+    kept one (Python's `serve`, JavaScript's node started with `resident` last, Go's program
+    `action`), and nothing else of the run."""
     import time
 
     import docker
@@ -104,7 +108,8 @@ def no_run_leftovers(container_id: str, seconds: float = 20) -> bool:
                     command = top["Titles"].index("CMD")
                     # None while the container is stopping
                     processes = [row[command] for row in top["Processes"] or []]
-                    if len(processes) <= 2 and all(_waits_for_a_run(p) for p in processes):
+                    if len(processes) <= 2 and all(_waits_for_a_run(p, resident)
+                                                   for p in processes):
                         return True
             except docker.errors.NotFound:
                 return True

@@ -66,13 +66,16 @@ def source(language: str, name: str) -> str:
 
 
 LANGUAGES = ("python", "javascript", "go")
-# In a language with warm environments (WARM_LANGUAGES) each attack runs in one too, where
-# "contained" also means the environment holds nothing of it afterwards.
+# In a language with warm environments (WARM_LANGUAGES) each attack also runs in one (mode
+# `warm`: a fresh process per run) and in a kept process (mode `resident`), where
+# "contained" also means the environment holds nothing of it afterwards: a resident process
+# that a run broke is replaced, one that survived is left alone, waiting for the next run.
 CASES = [
-    pytest.param(name, language, warm, id=f"{language}-{name}" + ("-warm" if warm else ""))
+    pytest.param(name, language, mode,
+                 id=f"{language}-{name}" + ("" if mode == "pool" else f"-{mode}"))
     for name in ATTACKS
     for language in LANGUAGES
-    for warm in ((False, True) if language in WARM_LANGUAGES else (False,))
+    for mode in (("pool", "warm", "resident") if language in WARM_LANGUAGES else ("pool",))
     if (ATTACKS_DIR / language / f"{name}.{EXTENSIONS[language]}").exists()
 ]
 
@@ -105,11 +108,11 @@ def _called(platform, code_id: str) -> dict:  # noqa: ANN001
     return _wait_finished(platform, run_id)
 
 
-@pytest.mark.parametrize(("attack", "language", "warm"), CASES)
-def test_attack_is_contained(platform, attack: str, language: str, warm: bool):
+@pytest.mark.parametrize(("attack", "language", "mode"), CASES)
+def test_attack_is_contained(platform, attack: str, language: str, mode: str):
     timeout, (status, reason) = ATTACKS[attack]
     code = create_code(platform, source(language, attack), language=language, timeout=timeout,
-                       warm=warm)
+                       mode=mode)
     run = _called(platform, code["id"])
     assert run["status"] == status, run
     if reason:
@@ -121,14 +124,14 @@ def test_attack_is_contained(platform, attack: str, language: str, warm: bool):
         assert secret not in run["result"], secret
     # It ran in the code's own warm environment (still there unless the attack broke it).
     labels = _labels(run["container_id"])
-    if warm and labels is not None:
+    if mode != "pool" and labels is not None:
         assert labels["codeactions.kind"] == "warm", labels
         assert labels["codeactions.code_id"] == code["id"], labels
     # Nothing of the run is left on the Docker engine (nor in its warm environment).
     assert run["container_id"], run
-    assert no_run_leftovers(run["container_id"])
+    assert no_run_leftovers(run["container_id"], resident=mode == "resident")
     # The worker serves the next run normally.
-    hello = create_code(platform, source(language, "hello"), language=language, warm=warm)
+    hello = create_code(platform, source(language, "hello"), language=language, mode=mode)
     after = call(platform, hello["id"])
     assert after.status_code == 200 and after.text == "ok"
 
@@ -150,11 +153,15 @@ def Run(engine):
     assert got == {"found": [], "bind_mounts": []}
 
 
+@pytest.mark.parametrize("mode", ["warm", "resident"])
 @pytest.mark.parametrize("language", WARM_LANGUAGES)
-def test_a_warm_supervisor_survives_every_signal_its_run_sends(platform, language: str):
+def test_a_warm_supervisor_survives_every_signal_its_run_sends(
+    platform, language: str, mode: str
+):
     """PID 1 of a warm environment takes no signal from its run (engines/PROTOCOL.md): after
-    a run sent every signal number to it, the environment is still up and serves again."""
-    code = create_code(platform, source(language, "signal_pid1"), language=language, warm=True)
+    a run sent every signal number to it, the environment is still up and serves again (in
+    mode resident, from the process that sent them or its replacement)."""
+    code = create_code(platform, source(language, "signal_pid1"), language=language, mode=mode)
     served: dict[str, int] = {}  # warm container → runs it served
     deadline = time.monotonic() + 90
     while max(served.values(), default=0) < 2 and time.monotonic() < deadline:
@@ -260,10 +267,11 @@ def Run(engine):
 '''
 
 
-def test_a_warm_run_sees_no_socket_of_the_previous_one(platform):
-    """A later run of one warm code reads no socket (no 4-tuple, no remote address) of the
-    run before it in /proc/net/tcp (THREAT_MODEL.md, "Warm environments")."""
-    code = create_code(platform, SOCKET_SNOOP, warm=True)
+@pytest.mark.parametrize("mode", ["warm", "resident"])
+def test_a_warm_run_sees_no_socket_of_the_previous_one(platform, mode: str):
+    """A later run of one warm or resident code reads no socket (no 4-tuple, no remote
+    address) of the run before it in /proc/net/tcp (THREAT_MODEL.md, "Warm environments")."""
+    code = create_code(platform, SOCKET_SNOOP, mode=mode)
     runs: list[dict] = []
     deadline = time.monotonic() + 90
     while len(runs) < 3 and time.monotonic() < deadline:
@@ -286,13 +294,13 @@ def Run(engine):
 '''
 
 
-@pytest.mark.parametrize("warm", [False, True], ids=["one-shot", "warm"])
-def test_nothing_of_the_hosts_own_shows(platform, warm: bool):
+@pytest.mark.parametrize("mode", ["pool", "warm", "resident"])
+def test_nothing_of_the_hosts_own_shows(platform, mode: str):
     """No kernel command line, and no path of the platform's own state in the mount table
     (the resolver files come from a neutral place)."""
     from tests.conftest import TEST_STATE
 
-    code = create_code(platform, HOST_TRACES, warm=warm, network=True)
+    code = create_code(platform, HOST_TRACES, mode=mode, network=True)
     seen = call(platform, code["id"]).json()
     assert seen["cmdline"] == ""
     assert str(TEST_STATE) not in seen["mounts"] and ".state" not in seen["mounts"]
