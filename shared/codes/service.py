@@ -148,8 +148,9 @@ def parse_project_uuid(value: str | None) -> uuid.UUID:
 
 
 def get(db: Database, code_id: EntityId) -> Code:
+    """The code, to read (a detached copy: changes go through `update`)."""
     with db.session(one_statement=True) as session:
-        code = code_store.get(session, code_id)
+        code = code_store.read(session, code_id)
     if code is None:
         raise NotFound("code not found")
     return code
