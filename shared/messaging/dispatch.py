@@ -7,8 +7,12 @@ commit or none, so a broker failing midway never leaves part of a batch running.
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import kombu
 from celery import Celery
@@ -36,10 +40,37 @@ def publish_runs(celery: Celery, runs: Sequence[tuple[uuid.UUID, str]]) -> None:
         channel.tx_commit()
 
 
-def _send_run(celery: Celery, run_id: uuid.UUID, language: str, **options: object) -> None:
-    queue = run_queue(language)
-    celery.send_task(RUN_CODE, args=[str(run_id)], queue=queue, routing_key=queue,
-                     **options)
+def _send_run(
+    celery: Celery, run_id: uuid.UUID, language: str, producer: kombu.Producer | None = None
+) -> None:
+    """The run's task message, as `celery.send_task` would publish it (Celery's message
+    protocol 2, read by the worker's own consumer), without its per-call routing, signals and
+    option merging: on the API's hot path that was two thirds of a publish's CPU."""
+    queue = celery.amqp.queues[run_queue(language)]
+    task_id = str(uuid.uuid4())
+    args = [str(run_id)]
+    headers: dict[str, Any] = {
+        "lang": "py", "task": RUN_CODE, "id": task_id, "shadow": None, "eta": None,
+        "expires": None, "group": None, "group_index": None, "retries": 0,
+        "timelimit": [None, None], "root_id": task_id, "parent_id": None,
+        "argsrepr": repr(args), "kwargsrepr": "{}", "origin": _origin(),
+        "ignore_result": True, "replaced_task_nesting": 0, "stamped_headers": None,
+        "stamps": {},
+    }
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    body: tuple[list[str], dict[str, Any], dict[str, None]] = (args, {}, embed)
+    with celery.producer_or_acquire(producer) as publisher:
+        publisher.publish(
+            body, exchange=queue.exchange, routing_key=queue.routing_key, serializer="json",
+            headers=headers, correlation_id=task_id, reply_to="", delivery_mode=2,
+            declare=[queue], retry=True, retry_policy=celery.conf.task_publish_retry_policy,
+        )
+
+
+@functools.cache
+def _origin() -> str:
+    """Who sent it (Celery's `origin` header: pid@host)."""
+    return f"{os.getpid()}@{socket.gethostname()}"
 
 
 def publish_callback(celery: Celery, run_id: uuid.UUID, countdown: float = 0) -> None:
