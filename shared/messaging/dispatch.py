@@ -43,7 +43,9 @@ def publish_runs(celery: Celery, runs: Sequence[tuple[uuid.UUID, str]]) -> None:
 def _send_run(
     celery: Celery, run_id: uuid.UUID, language: str, producer: kombu.Producer | None = None
 ) -> None:
-    """Publish the run's task message (`run_message`) on its language's queue."""
+    """Publish the run's task message (`run_message`) on its language's queue; `producer`:
+    the channel of a batch's AMQP transaction, where a publish is not retried (kombu would
+    retry it on a new channel, outside the transaction: the batch fails whole instead)."""
     queue = celery.amqp.queues[run_queue(language)]
     task_id = str(uuid.uuid4())
     headers, body = run_message(run_id, task_id)
@@ -51,7 +53,8 @@ def _send_run(
         publisher.publish(
             body, exchange=queue.exchange, routing_key=queue.routing_key, serializer="json",
             headers=headers, correlation_id=task_id, reply_to="", delivery_mode=2,
-            declare=[queue], retry=True, retry_policy=celery.conf.task_publish_retry_policy,
+            declare=[queue], retry=producer is None,
+            retry_policy=celery.conf.task_publish_retry_policy,
         )
 
 

@@ -91,7 +91,7 @@ def no_run_leftovers(container_id: str, seconds: float = 20, resident: bool = Fa
     for its job: the engine's `serve` command (JavaScript: the supervisor binary, and a node
     started with `warm` as its last argument). `resident`: the process waiting may be the
     kept one (Python's `serve`, JavaScript's node started with `resident` last, Go's program
-    `action`), and nothing else of the run."""
+    `action`), and nothing else of the run. Every process left must be asleep."""
     import time
 
     import docker
@@ -104,12 +104,16 @@ def no_run_leftovers(container_id: str, seconds: float = 20, resident: bool = Fa
             try:
                 container = client.containers.get(container_id)
                 if container.labels.get("codeactions.kind") == "warm":
-                    top = container.top()
-                    command = top["Titles"].index("CMD")
+                    top = container.top(ps_args="-o pid,stat,args")
+                    state, command = (top["Titles"].index(t) for t in ("STAT", "COMMAND"))
                     # None while the container is stopping
-                    processes = [row[command] for row in top["Processes"] or []]
-                    if len(processes) <= 2 and all(_waits_for_a_run(p, resident)
-                                                   for p in processes):
+                    processes = top["Processes"] or []
+                    # Waiting means asleep too: a process spinning under a waiting
+                    # process's name (a kept process whose run never ended) is not.
+                    if len(processes) <= 2 and all(
+                        _waits_for_a_run(row[command], resident) and row[state][0] != "R"
+                        for row in processes
+                    ):
                         return True
             except docker.errors.NotFound:
                 return True
