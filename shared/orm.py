@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import DateTime, MetaData, Table, Uuid, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -42,3 +42,13 @@ class Timestamps:
 def table_of(model: type[Base]) -> Table:
     """A model's table, typed as one (`__table__` is typed as any FromClause)."""
     return cast(Table, model.__table__)
+
+
+Model = TypeVar("Model", bound=Base)
+
+
+def detached(model: type[Model], row: Any, prefix: str = "") -> Model:
+    """A detached copy of one of the model's rows as a Core statement returned it (columns
+    labelled `prefix` + name): the hot paths read rows without the ORM's loading."""
+    values = row._mapping
+    return model(**{c.name: values[prefix + c.name] for c in table_of(model).c})

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from shared.codes.model import Code
 from shared.ids import EntityId
-from shared.orm import table_of
+from shared.orm import detached, table_of
 
 
 def get(session: Session, code_id: EntityId) -> Code | None:
@@ -28,7 +28,7 @@ def read(session: Session, code_id: EntityId) -> Code | None:
     row = session.connection().execute(
         _read_statement(column), {"wanted": code_id.uuid or code_id.mongo_object_id}
     ).first()
-    return Code(**row._mapping) if row is not None else None
+    return detached(Code, row) if row is not None else None
 
 
 @functools.cache

@@ -36,24 +36,24 @@ def publish_runs(celery: Celery, runs: Sequence[tuple[uuid.UUID, str]]) -> None:
         channel.tx_select()
         producer = kombu.Producer(channel)
         for run_id, language in runs:
-            _send_run(celery, run_id, language, producer=producer)
+            _send_run(celery, run_id, language, transaction=producer)
         channel.tx_commit()
 
 
 def _send_run(
-    celery: Celery, run_id: uuid.UUID, language: str, producer: kombu.Producer | None = None
+    celery: Celery, run_id: uuid.UUID, language: str, transaction: kombu.Producer | None = None
 ) -> None:
-    """Publish the run's task message (`run_message`) on its language's queue; `producer`:
-    the channel of a batch's AMQP transaction, where a publish is not retried (kombu would
-    retry it on a new channel, outside the transaction: the batch fails whole instead)."""
+    """Publish the run's task message (`run_message`) on its language's queue, or on a
+    batch's AMQP `transaction`, where a publish is not retried (kombu would retry it on a new
+    channel, outside the transaction: the batch fails whole instead)."""
     queue = celery.amqp.queues[run_queue(language)]
     task_id = str(uuid.uuid4())
     headers, body = run_message(run_id, task_id)
-    with celery.producer_or_acquire(producer) as publisher:
+    with celery.producer_or_acquire(transaction) as publisher:
         publisher.publish(
             body, exchange=queue.exchange, routing_key=queue.routing_key, serializer="json",
             headers=headers, correlation_id=task_id, reply_to="", delivery_mode=2,
-            declare=[queue], retry=producer is None,
+            declare=[queue], retry=transaction is None,
             retry_policy=celery.conf.task_publish_retry_policy,
         )
 
@@ -68,7 +68,7 @@ def run_message(run_id: uuid.UUID, task_id: str) -> tuple[dict[str, Any], tuple[
         "lang": "py", "task": RUN_CODE, "id": task_id, "shadow": None, "eta": None,
         "expires": None, "group": None, "group_index": None, "retries": 0,
         "timelimit": [None, None], "root_id": task_id, "parent_id": None,
-        "argsrepr": repr(args), "kwargsrepr": "{}", "origin": _origin(),
+        "argsrepr": repr(args), "kwargsrepr": "{}", "origin": f"{os.getpid()}@{_host()}",
         "ignore_result": True, "replaced_task_nesting": 0, "stamped_headers": None,
         "stamps": {},
     }
@@ -77,9 +77,10 @@ def run_message(run_id: uuid.UUID, task_id: str) -> tuple[dict[str, Any], tuple[
 
 
 @functools.cache
-def _origin() -> str:
-    """Who sent it (Celery's `origin` header: pid@host)."""
-    return f"{os.getpid()}@{socket.gethostname()}"
+def _host() -> str:
+    """The `origin` header's host (pid@host): the pid is read per message, a forked process
+    has its own."""
+    return socket.gethostname()
 
 
 def publish_callback(celery: Celery, run_id: uuid.UUID, countdown: float = 0) -> None:

@@ -29,7 +29,7 @@ from shared.after_commit.outbox import OutboxEntry
 from shared.after_commit.steps import SWEEP_GRACE, Step
 from shared.codes.model import TIMEOUT_MAX, Code
 from shared.ids import EntityId
-from shared.orm import table_of
+from shared.orm import detached, table_of
 from shared.runs.model import CodeRun
 from shared.runs.statuses import RunStatus
 
@@ -152,10 +152,7 @@ def claim_with_code(
     ).first()
     if row is None:
         return None
-    values = row._mapping
-    run = CodeRun(**{c.name: values["run_" + c.name] for c in table_of(CodeRun).c})
-    code = Code(**{c.name: values["code_" + c.name] for c in table_of(Code).c})
-    return run, code
+    return detached(CodeRun, row, "run_"), detached(Code, row, "code_")
 
 
 @functools.cache
