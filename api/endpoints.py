@@ -12,9 +12,8 @@ from api.errors import RETRY_AFTER_SECONDS, error_response
 from api.schemas import RunNowSchema
 from api.sync_run import run_and_wait
 from shared.codes import service as code_service
-from shared.codes.model import Code
 from shared.errors import NotFound
-from shared.ids import parse_id
+from shared.ids import EntityId, parse_id
 from shared.runs.model import ANSWERED
 from shared.runs.statuses import PLATFORM_FAILURES, RunStatus
 
@@ -29,15 +28,18 @@ CONTENT_TYPES = {
 TIMEOUT_MESSAGE = "timeout: request context timeout limit exceeded"
 
 
-def _endpoint_code(code_id: str) -> Code:
-    code = code_service.get(ctx().db, parse_id(code_id, "code id"))
+def _rate_limit_key(code_ref: EntityId) -> str:
+    """The code's UUID: the URL's, or (an ObjectID in the URL) read from the code."""
+    if code_ref.uuid is not None:
+        return str(code_ref.uuid)
+    code = code_service.get(ctx().db, code_ref)
     if code.type != "endpoint":  # flow codes are never public
         raise NotFound("code not found")
-    return code
+    return str(code.id)
 
 
-def _rate_limited(code: Code):  # noqa: ANN202
-    decision = ctx().limiter.hit(str(code.id))
+def _rate_limited(code_id: str):  # noqa: ANN202
+    decision = ctx().limiter.hit(code_id)
     if decision.allowed:
         return None
     response, status = error_response(429, "rate limit exceeded for this code")
@@ -47,11 +49,14 @@ def _rate_limited(code: Code):  # noqa: ANN202
 
 def _run_endpoint(code_id: str, as_text: bool):  # noqa: ANN202
     c = ctx()
-    code = _endpoint_code(code_id)
-    limited = _rate_limited(code)
+    code_ref = parse_id(code_id, "code id")
+    # Counted before the code is read (the run's insert reads it): an unknown code's calls
+    # count against its id too, and are answered 404 while under the limit.
+    limited = _rate_limited(_rate_limit_key(code_ref))
     if limited:
         return limited
-    outcome = run_and_wait(c, code)
+    # Flow codes are never public: only an `endpoint` code runs here (404 otherwise).
+    outcome = run_and_wait(c, code_ref, code_type="endpoint")
     run = outcome.run
     if outcome.abandoned:  # nobody reads this answer; nginx's "client closed request"
         return error_response(499, "client closed the request; the run was cancelled")
@@ -103,10 +108,9 @@ def run_now(code_id: str):
             response = jsonify({"message": "invalid or missing token"})
             response.status_code = 401
             return response
-    code = code_service.get(c.db, parse_id(code_id, "code id"))
-    outcome = run_and_wait(c, code)
+    outcome = run_and_wait(c, parse_id(code_id, "code id"))
     if outcome.abandoned:
         return error_response(499, "client closed the request; the run was cancelled")
     if outcome.timed_out:
         return error_response(408, TIMEOUT_MESSAGE, run_id=str(outcome.run.id))
-    return {"code_id": str(code.id), "result": outcome.run}
+    return {"code_id": str(outcome.code.id), "result": outcome.run}

@@ -11,6 +11,7 @@ from typing import Any
 from api.client_connection import ClientConnection
 from api.context import ApiContext
 from api.request_input import first_query_values, header_lists, raw_body
+from shared.codes import service as code_service
 from shared.codes.model import Code
 from shared.errors import Conflict, Gone, NotFound, Unavailable
 from shared.ids import EntityId
@@ -22,39 +23,46 @@ from shared.runs import submission as run_submission
 from shared.runs.completion import CompletionWaiter
 from shared.runs.model import CodeRun
 from shared.runs.statuses import FINISHED, ExitReason, RunStatus
+from shared.settings import LANGUAGES
 from shared.storable import ensure_storable
 
 
 @dataclass
 class SyncOutcome:
+    code: Code
     run: CodeRun
     timed_out: bool
     abandoned: bool = False  # the caller went away; the run was cancelled
 
 
-def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
+def run_and_wait(c: ApiContext, code_ref: EntityId, code_type: str | None = None) -> SyncOutcome:
+    """Run the code `code_ref` names (`NotFound` unless it exists, of type `code_type` if
+    given) and wait for the run's end, or its code's timeout."""
     body = raw_body()
     run_submission.check_body(body, c.settings.request_body_max_bytes)
     headers = header_lists()
     # The query was checked for every route (api/request_input.py).
     ensure_storable(body, "body")
     ensure_storable(headers, "headers")
-    run_submission.ensure_capacity(
-        c.queue_depth, code.language, c.settings.worker_pool_queue_size
-    )
+    limit = c.settings.worker_pool_queue_size
+    if run_submission.any_over_capacity(c.queue_depth, LANGUAGES, limit):
+        # Some queue is full: read the code to know whether it is this call's.
+        code = code_service.get(c.db, code_ref)
+        run_submission.ensure_capacity(c.queue_depth, code.language, limit)
     begun = time.monotonic()
-    request = run_submission.RunRequest(
-        code, params=first_query_values(), body=body.strip(), headers=headers
+    call = run_submission.CallRequest(
+        code_ref, code_type, params=first_query_values(), body=body.strip(), headers=headers
     )
-    log_context.bind(run_id=request.run_id, code_id=code.id)
+    log_context.bind(run_id=call.run_id)
     client = ClientConnection.of_request()
     # Listen before the run exists: its end cannot be signalled before we listen.
-    ended = functools.partial(run_reading.has_ended, c.db, request.run_id)
-    with CompletionWaiter(c.redis, str(request.run_id), ended) as waiter:
-        (run,) = run_submission.submit(c.platform, [request])
+    ended = functools.partial(run_reading.has_ended, c.db, call.run_id)
+    with CompletionWaiter(c.redis, str(call.run_id), ended) as waiter:
+        code, run = run_submission.submit_call(c.platform, call)
+        log_context.bind(code_id=code.id)
         waiter.wait(timeout=float(code.timeout), should_stop=client.gone)
     if client.closed:
-        return SyncOutcome(run=_abandon(c, run), timed_out=False, abandoned=True)
+        return SyncOutcome(code, run=_abandon(c, run), timed_out=False, abandoned=True)
     # The worker's signal carries the ended row; without it (lost, or from elsewhere) the
     # row is read: it is the truth.
     stored = _outcome(c, run.id, waiter.record)
@@ -62,7 +70,7 @@ def run_and_wait(c: ApiContext, code: Code) -> SyncOutcome:
     if stored.status == RunStatus.QUEUED:  # not even started: nobody will read its answer
         stored = _abandon(c, stored)
     metrics.record_run_elapsed(code.project_uuid, code.id, time.monotonic() - begun)
-    return SyncOutcome(run=stored, timed_out=timed_out)
+    return SyncOutcome(code, run=stored, timed_out=timed_out)
 
 
 def _abandon(c: ApiContext, run: CodeRun) -> CodeRun:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy import delete as delete_
@@ -135,6 +136,70 @@ def _submission_statement() -> tuple[Any, tuple[str, ...]]:
         .returning(entries.c.id, select(new_run.c.created_at).scalar_subquery(),
                    select(new_run.c.executions).scalar_subquery())
     )
+    return statement, keys
+
+
+def add_for_code(
+    session: Session, run: CodeRun, code_ref: EntityId, step_kind: str,
+    code_type: str | None = None,
+) -> tuple[Code, int] | None:
+    """A sync call's submission: read the code `code_ref` names (of type `code_type`, if
+    given) and insert `run` of it with its outbox entry, in one statement (one round trip
+    fewer than reading the code first). Returns the code, a detached copy of its row, and
+    the entry's id, and fills the run's code and server-made values; None, with nothing
+    written, when there is no such code. The entry's arguments are the run's language."""
+    column = "id" if code_ref.uuid is not None else "mongo_object_id"
+    statement, keys = _submission_for_code_statement(column, code_type is not None)
+    params = {f"run_{key}": getattr(run, key) for key in keys}
+    params.update(code_ref=code_ref.uuid or code_ref.mongo_object_id, code_type=code_type,
+                  step_kind=step_kind)
+    row = session.connection().execute(statement, params).first()
+    if row is None:
+        return None
+    code = detached(Code, row, "code_")
+    run.code_id, run.code_mongo_id = code.id, code.mongo_object_id
+    run.created_at = run.updated_at = row.run_created_at
+    run.executions = row.run_executions
+    return code, int(row.entry_id)
+
+
+#: The run's columns a sync call's submission takes from its code's row.
+_FROM_CODE = {"code_id": "id", "code_mongo_id": "mongo_object_id"}
+
+
+@functools.cache
+def _submission_for_code_statement(column: str, typed: bool) -> tuple[Any, tuple[str, ...]]:
+    """`add_for_code`'s statement: the code's row (a CTE), the run inserted from it, the
+    outbox entry inserted from both; no code, no row inserted."""
+    runs, codes, entries = table_of(CodeRun), table_of(Code), table_of(OutboxEntry)
+    keys = tuple(column.key for column in runs.c
+                 if column.server_default is None and column.key not in _FROM_CODE)
+    wanted = select(codes).where(codes.c[column] == bindparam("code_ref"))
+    if typed:
+        wanted = wanted.where(codes.c.type == bindparam("code_type"))
+    code = wanted.cte("code")
+    new_run = (
+        insert(runs).from_select([*keys, *_FROM_CODE], select(
+            *(bindparam(f"run_{key}", type_=runs.c[key].type) for key in keys),
+            *(code.c[name] for name in _FROM_CODE.values()),
+        ).select_from(code), include_defaults=False)
+        .returning(runs.c.id, runs.c.created_at, runs.c.executions)
+        .cte("new_run")
+    )
+    entry = (
+        insert(entries).from_select(["kind", "run_id", "args", "due_at", "attempts"], select(
+            bindparam("step_kind", type_=entries.c.kind.type), new_run.c.id,
+            func.jsonb_build_object("language", code.c.language),
+            func.now() + SWEEP_GRACE, literal(0),
+        ).select_from(new_run).join(code, true()), include_defaults=False)
+        .returning(entries.c.id)
+        .cte("entry")
+    )
+    statement = select(
+        *(c.label("code_" + c.name) for c in code.c),
+        entry.c.id.label("entry_id"), new_run.c.created_at.label("run_created_at"),
+        new_run.c.executions.label("run_executions"),
+    ).select_from(code).join(new_run, true()).join(entry, true())
     return statement, keys
 
 

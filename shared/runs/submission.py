@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from shared.after_commit.steps import Step, StepKind
 from shared.callbacks import delivery as callback_delivery
 from shared.codes.model import Code
-from shared.errors import PayloadTooLarge, Saturated, Unavailable
+from shared.errors import NotFound, PayloadTooLarge, Saturated, Unavailable
+from shared.ids import EntityId
 from shared.messaging.queue_depth import QueueDepth
 from shared.observability import metrics
 from shared.runs import store as run_store
@@ -48,6 +49,19 @@ def ensure_capacity(depth: QueueDepth, language: str, limit: int) -> None:
         )
 
 
+def any_over_capacity(depth: QueueDepth, languages: tuple[str, ...], limit: int) -> bool:
+    """Whether any of these languages' queues holds more than `limit` (unknown: no): a sync
+    call, which learns its code's language with its insert, checks its own queue first
+    only then."""
+    for language in languages:
+        try:
+            if depth.ready_messages(language) > limit:
+                return True
+        except Exception:  # unknown (the broker, the same for all): the enqueue decides
+            return False
+    return False
+
+
 @dataclass
 class RunRequest:
     """Everything a new run is made of (what a sync call takes from its HTTP request)."""
@@ -59,6 +73,40 @@ class RunRequest:
     callback_url: str | None = None
     #: Known before the run exists, so a waiter can listen for its end before it is queued.
     run_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass
+class CallRequest:
+    """A sync call's run, before its code is read: the code is read by the run's insert."""
+
+    code_ref: EntityId
+    #: The code must be of this type (the public endpoints run `endpoint` codes only).
+    code_type: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    body: str = ""
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+def submit_call(platform: Platform, call: CallRequest) -> tuple[Code, CodeRun]:
+    """Create a sync call's run and enqueue it after the commit, the code read by the same
+    statement as the insert (`NotFound` when there is no such code, nothing written). As
+    `submit`: `Unavailable` when the broker refuses, the run then ended."""
+    run = CodeRun(id=call.run_id, status=RunStatus.QUEUED, params=call.params, body=call.body,
+                  headers=call.headers, extra={}, result="", callback=None)
+    with platform.unit_of_work(one_statement=True) as uow:
+        added = run_store.add_for_code(uow.session, run, call.code_ref,
+                                       StepKind.ENQUEUE_RUN.value, call.code_type)
+        if added is None:
+            raise NotFound("code not found")
+        code, outbox_id = added
+        uow.after_commit(Step(StepKind.ENQUEUE_RUN, run.id, {"language": code.language}),
+                         outbox_id)
+        uow.commit()
+    metrics.record_run_requested(code.project_uuid, code.id)
+    if uow.failed(StepKind.ENQUEUE_RUN):
+        raise Unavailable("the run queue is unavailable, try again later")
+    return code, run
 
 
 def submit(platform: Platform, requests: list[RunRequest]) -> list[CodeRun]:
