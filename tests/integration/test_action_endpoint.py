@@ -169,11 +169,16 @@ def Run(engine):
     assert "Traceback" in logs["data"][2]["content"] and "boom" in logs["data"][2]["content"]
 
 
-def test_flow_and_unknown_codes_are_404_on_the_public_endpoint(platform):
+def test_flow_and_unknown_codes_are_404_on_the_public_endpoint(platform, db):
     flow = create_code(platform, "def Run(engine):\n    pass\n", type="flow")
     assert call(platform, flow["id"]).status_code == 404
     assert call(platform, str(uuid.uuid4())).status_code == 404
     assert call(platform, "0123456789abcdef01234567").status_code == 404
+    # The code is read by the run's insert: a refused call left no run behind.
+    with db.session() as session:
+        runs = select(CodeRun).where(CodeRun.code_id == uuid.UUID(flow["id"]))
+        assert session.scalars(runs).all() == []
+    assert requests.post(platform.url(f"/run/{flow['id']}"), timeout=60).status_code == 200
 
 
 def test_endpoint_route_returns_plain_text(platform):
