@@ -204,14 +204,14 @@ def _submission_for_code_statement(column: str, typed: bool) -> tuple[Any, tuple
 
 
 def claim_with_code(
-    session: Session, run_id: uuid.UUID, worker: str, lease_seconds: float
+    connection: Connection, run_id: uuid.UUID, worker: str, lease_seconds: float
 ) -> tuple[CodeRun, Code] | None:
     """Move a run queued → started and return it with its code, in one statement; exactly
     one caller ever gets them for a given run (None: claimed already, ended, or deleted).
 
     The worker's hot path: a prepared Core statement (the ORM's bulk-update machinery cost
     more CPU than the query); the objects returned are detached copies of the rows."""
-    row = session.connection().execute(
+    row = connection.execute(
         _claim_statement(),
         {"claimed_run_id": run_id, "claiming_worker": worker, "lease_seconds": lease_seconds},
     ).first()

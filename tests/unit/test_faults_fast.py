@@ -52,8 +52,8 @@ def test_the_claim_counts_executions_and_takes_a_lease(db):
     code = a_code(db)
     run = a_run(db, code)
     with db.session() as session:
-        assert run_store.claim_with_code(session, run.id, "w1", 20) is not None
-        assert run_store.claim_with_code(session, run.id, "w2", 20) is None
+        assert run_store.claim_with_code(session.connection(), run.id, "w1", 20) is not None
+        assert run_store.claim_with_code(session.connection(), run.id, "w2", 20) is None
         session.commit()
     claimed = reread(db, run.id)
     assert (claimed.status, claimed.worker, claimed.executions) == ("started", "w1", 1)
