@@ -46,8 +46,11 @@ def run_and_wait(c: ApiContext, code_ref: EntityId, code_type: str | None = None
     ensure_storable(headers, "headers")
     limit = c.settings.worker_pool_queue_size
     if run_submission.any_over_capacity(c.queue_depth, LANGUAGES, limit):
-        # Some queue is full: read the code to know whether it is this call's.
+        # Some queue is full: read the code to know whether it is this call's (a code of
+        # another type is 404 first, as it would be without a full queue).
         code = code_service.get(c.db, code_ref)
+        if code_type is not None and code.type != code_type:
+            raise NotFound("code not found")
         run_submission.ensure_capacity(c.queue_depth, code.language, limit)
     begun = time.monotonic()
     call = run_submission.CallRequest(
@@ -59,7 +62,6 @@ def run_and_wait(c: ApiContext, code_ref: EntityId, code_type: str | None = None
     ended = functools.partial(run_reading.has_ended, c.db, call.run_id)
     with CompletionWaiter(c.redis, str(call.run_id), ended) as waiter:
         code, run = run_submission.submit_call(c.platform, call)
-        log_context.bind(code_id=code.id)
         waiter.wait(timeout=float(code.timeout), should_stop=client.gone)
     if client.closed:
         return SyncOutcome(code, run=_abandon(c, run), timed_out=False, abandoned=True)

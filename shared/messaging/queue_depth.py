@@ -26,6 +26,11 @@ class DepthUnknown(Exception):
     """The broker did not tell (down, or the queue does not exist yet)."""
 
 
+class QueueMissing(DepthUnknown):
+    """The broker answered: the queue does not exist (yet); another queue's depth may
+    still be told."""
+
+
 class QueueDepth:
     def __init__(self, celery: Celery, cache_seconds: float = 0.5) -> None:
         self.celery = celery
@@ -53,6 +58,8 @@ class QueueDepth:
                         self._cache[language] = (time.monotonic(), cached)
             finally:
                 self._looking.release()
+        if isinstance(cached, QueueMissing):
+            raise QueueMissing(str(cached)) from cached.__cause__
         if isinstance(cached, Exception):
             raise DepthUnknown(str(cached)) from cached
         return cached
@@ -85,8 +92,9 @@ class QueueDepth:
                 finally:
                     channel.close()
                 return ready
-            except connection.channel_errors:
-                raise  # the connection is fine; the queue is not there (yet)
+            except connection.channel_errors as exc:
+                # The connection is fine; the queue is not there (yet).
+                raise QueueMissing(str(exc)) from exc
             except Exception:
                 self._connection = None
                 connection.collect()  # dropped without network I/O

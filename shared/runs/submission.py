@@ -13,8 +13,8 @@ from shared.callbacks import delivery as callback_delivery
 from shared.codes.model import Code
 from shared.errors import NotFound, PayloadTooLarge, Saturated, Unavailable
 from shared.ids import EntityId
-from shared.messaging.queue_depth import QueueDepth
-from shared.observability import metrics
+from shared.messaging.queue_depth import QueueDepth, QueueMissing
+from shared.observability import log_context, metrics
 from shared.runs import store as run_store
 from shared.runs.ending import after_end
 from shared.runs.model import CodeRun
@@ -50,21 +50,25 @@ def ensure_capacity(depth: QueueDepth, language: str, limit: int) -> None:
 
 
 def any_over_capacity(depth: QueueDepth, languages: tuple[str, ...], limit: int) -> bool:
-    """Whether any of these languages' queues holds more than `limit` (unknown: no): a sync
-    call, which learns its code's language with its insert, checks its own queue first
-    only then."""
+    """Whether any of these languages' queues holds more than `limit`: a sync call, which
+    learns its code's language with its insert, checks its own queue first only then. A
+    queue not there yet holds nothing; a broker that cannot tell ends the look (it would
+    not tell of the others either, and each look waits for it): the enqueue decides."""
     for language in languages:
         try:
             if depth.ready_messages(language) > limit:
                 return True
-        except Exception:  # unknown (the broker, the same for all): the enqueue decides
+        except QueueMissing:
+            continue
+        except Exception as exc:
+            log.warning("queue depths unknown: %s", exc)
             return False
     return False
 
 
 @dataclass
 class RunRequest:
-    """Everything a new run is made of (what a sync call takes from its HTTP request)."""
+    """Everything a new run of a code already read is made of (async submissions)."""
 
     code: Code
     params: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +104,7 @@ def submit_call(platform: Platform, call: CallRequest) -> tuple[Code, CodeRun]:
         if added is None:
             raise NotFound("code not found")
         code, outbox_id = added
+        log_context.bind(code_id=code.id)
         uow.after_commit(Step(StepKind.ENQUEUE_RUN, run.id, {"language": code.language}),
                          outbox_id)
         uow.commit()
@@ -131,7 +136,7 @@ def submit(platform: Platform, requests: list[RunRequest]) -> list[CodeRun]:
         for item in requests
     ]
     with platform.unit_of_work(one_statement=len(runs) == 1) as uow:
-        if len(runs) == 1:  # a sync call's: the row and its outbox entry in one statement
+        if len(runs) == 1:  # the row and its outbox entry in one statement
             step = Step(StepKind.ENQUEUE_RUN, runs[0].id, {"language": requests[0].code.language})
             outbox_id = run_store.add_with_outbox(uow.session, runs[0], step)
             uow.after_commit(step, outbox_id)

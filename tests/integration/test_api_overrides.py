@@ -3,6 +3,8 @@ for behaviour that needs a setting the shared test API does not have."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from api.app import create_app
@@ -101,8 +103,18 @@ def test_back_pressure_refuses_new_runs_when_the_queue_is_full(platform, make_cl
     assert int(refused.headers["Retry-After"]) >= 1
     assert "waiting" in refused.get_json()["message"]
     assert client.post(f"/action/endpoint/{sleepy['id']}").status_code == 503
+    # A sync call learns its code's language with its insert: a full queue makes it read
+    # its code first; an unknown or flow code stays 404 (a full queue tells nothing of it).
+    flow = create_code(platform, "def Run(engine):\n    pass\n", type="flow")
+    assert client.post(f"/action/endpoint/{flow['id']}").status_code == 404
+    assert client.post(f"/action/endpoint/{uuid.uuid4()}").status_code == 404
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(CodeRun)) == before
+    # Only the code's own queue refuses it: JavaScript's is not full.
+    other = create_code(platform, 'function Run(engine) {\n  engine.result.set("js");\n}\n'
+                        "module.exports = { Run };\n", language="javascript")
+    answered = client.post(f"/action/endpoint/{other['id']}")
+    assert (answered.status_code, answered.get_data(as_text=True)) == (200, "js")
     for run in submitted:  # drain, so later tests find an idle worker
         requests.get(platform.url(f"/coderun/{run['id']}"), params={"wait": 30})
     assert client.post("/coderun", json={"code_id": sleepy["id"]}).status_code == 202

@@ -118,3 +118,19 @@ def test_a_sync_call_the_broker_refuses_is_ended_and_the_caller_told(settings, d
     assert (run.status, run.exit_reason) == ("failed", "enqueue_failed")
     with db.session() as session:
         assert list(session.scalars(select(OutboxEntry))) == []
+
+
+def test_the_sync_call_statement_writes_the_outbox_entry_the_sweeper_reads(db):
+    from shared.runs import store as run_store
+
+    code = a_code(db, language="javascript")
+    run = CodeRun(id=uuid.uuid4(), status="queued", params={}, body="", headers={}, extra={},
+                  result="", callback=None)
+    with db.session() as session:
+        code_read, entry_id = run_store.add_for_code(
+            session, run, EntityId(uuid=code.id), StepKind.ENQUEUE_RUN.value, "endpoint")
+        entry = session.get(OutboxEntry, entry_id)
+        assert (entry.kind, entry.run_id, entry.args) == (
+            "enqueue_run", run.id, {"language": "javascript"})
+        assert entry.attempts == 0 and entry.due_at > run.created_at
+        session.rollback()
