@@ -127,16 +127,22 @@ def _submission_statement() -> tuple[Any, tuple[str, ...]]:
                .returning(runs.c.id, runs.c.created_at, runs.c.updated_at, runs.c.executions)
                .cte("new_run"))
     statement = (
-        insert(entries).add_cte(new_run)  # top level: PostgreSQL wants a writing WITH there
-        .from_select(["kind", "run_id", "args", "due_at", "attempts"], select(
-            bindparam("step_kind", type_=entries.c.kind.type), new_run.c.id,
-            bindparam("step_args", type_=JSONB),
-            func.now() + SWEEP_GRACE, literal(0),
-        ).select_from(new_run), include_defaults=False)
+        _entry_insert(new_run, bindparam("step_args", type_=JSONB), select_from=new_run)
+        .add_cte(new_run)  # top level: PostgreSQL wants a writing WITH there
         .returning(entries.c.id, select(new_run.c.created_at).scalar_subquery(),
                    select(new_run.c.executions).scalar_subquery())
     )
     return statement, keys
+
+
+def _entry_insert(new_run: Any, args: Any, select_from: Any) -> Any:
+    """The outbox entry of the step that follows a new run (`new_run`: its insert's CTE),
+    due for the sweeper after the grace; both submission statements end with it."""
+    entries = table_of(OutboxEntry)
+    return insert(entries).from_select(["kind", "run_id", "args", "due_at", "attempts"], select(
+        bindparam("step_kind", type_=entries.c.kind.type), new_run.c.id, args,
+        func.now() + SWEEP_GRACE, literal(0),
+    ).select_from(select_from), include_defaults=False)
 
 
 def add_for_code(
@@ -187,11 +193,8 @@ def _submission_for_code_statement(column: str, typed: bool) -> tuple[Any, tuple
         .cte("new_run")
     )
     entry = (
-        insert(entries).from_select(["kind", "run_id", "args", "due_at", "attempts"], select(
-            bindparam("step_kind", type_=entries.c.kind.type), new_run.c.id,
-            func.jsonb_build_object("language", code.c.language),
-            func.now() + SWEEP_GRACE, literal(0),
-        ).select_from(new_run).join(code, true()), include_defaults=False)
+        _entry_insert(new_run, func.jsonb_build_object("language", code.c.language),
+                      select_from=new_run.join(code, true()))
         .returning(entries.c.id)
         .cte("entry")
     )

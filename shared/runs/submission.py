@@ -108,9 +108,7 @@ def submit_call(platform: Platform, call: CallRequest) -> tuple[Code, CodeRun]:
         uow.after_commit(Step(StepKind.ENQUEUE_RUN, run.id, {"language": code.language}),
                          outbox_id)
         uow.commit()
-    metrics.record_run_requested(code.project_uuid, code.id)
-    if uow.failed(StepKind.ENQUEUE_RUN):
-        raise Unavailable("the run queue is unavailable, try again later")
+    _requested(uow, [code])
     return code, run
 
 
@@ -146,11 +144,17 @@ def submit(platform: Platform, requests: list[RunRequest]) -> list[CodeRun]:
                 uow.after_commit(
                     Step(StepKind.ENQUEUE_RUN, run.id, {"language": item.code.language}))
         uow.commit()
-    for item in requests:
-        metrics.record_run_requested(item.code.project_uuid, item.code.id)
+    _requested(uow, [item.code for item in requests])
+    return runs
+
+
+def _requested(uow: UnitOfWork, codes: list[Code]) -> None:
+    """After a submission's commit: count the runs asked for, and tell the caller when the
+    broker refused them (`Unavailable`: they were ended, none will execute)."""
+    for code in codes:
+        metrics.record_run_requested(code.project_uuid, code.id)
     if uow.failed(StepKind.ENQUEUE_RUN):
         raise Unavailable("the run queue is unavailable, try again later")
-    return runs
 
 
 def end_undispatched(uow: UnitOfWork, steps: list[Step], error: str) -> None:
