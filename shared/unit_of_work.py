@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from sqlalchemy import Connection, NestedTransaction
 from sqlalchemy.orm import Session
 
 from shared.after_commit import outbox
@@ -31,14 +32,18 @@ class UnitOfWork:
     ) -> None:
         self._db = db
         #: The work is one statement, its own transaction (autocommit): no BEGIN or COMMIT
-        #: round trips. Its durable steps must be in that statement (`after_commit(…,
-        #: outbox_id)`), since nothing else is written with it.
+        #: round trips, and no session (its statement goes through `connection`). Its
+        #: durable steps must be in that statement (`after_commit(…, outbox_id)`), since
+        #: nothing else is written with it.
         self._one_statement = one_statement
         self._runner = runner
         self._steps: list[Step] = []
         #: Durable steps the caller wrote to the outbox itself (in its own statement).
         self._stored: dict[int, int] = {}
         self._session: Session | None = None
+        self._connection: Connection | None = None
+        #: One statement on a connection bound to a test's transaction (Database.bound_to).
+        self._savepoint: NestedTransaction | None = None
         self._committed = False
         #: Steps that failed after the commit (already handled by the failure policy).
         self.failures: list[StepFailure] = []
@@ -46,20 +51,46 @@ class UnitOfWork:
     @property
     def session(self) -> Session:
         if self._session is None:
-            raise RuntimeError("a unit of work is used inside its `with` block")
+            raise RuntimeError("a unit of work's session is used inside its `with` block, "
+                               "and a one-statement unit of work has none (`connection`)")
         return self._session
 
+    @property
+    def connection(self) -> Connection:
+        """Where the stores' Core statements run: the session's connection, or a one-statement
+        unit of work's own."""
+        if self._connection is not None:
+            return self._connection
+        return self.session.connection()
+
     def __enter__(self) -> UnitOfWork:
-        self._session = self._db.new_session(self._one_statement)
+        if self._one_statement:
+            self._connection, self._savepoint = self._db.statement_connection()
+        else:
+            self._session = self._db.new_session()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._release()
         session, self._session = self._session, None
         if session is not None:
             if not self._committed:
                 session.rollback()
             session.close()  # objects stay usable, detached with what they hold
         self._steps = []
+
+    def _release(self) -> None:
+        """A one-statement unit of work's end: its statement committed itself (autocommit);
+        bound to a test's connection, its savepoint is kept on commit, undone otherwise."""
+        connection, self._connection = self._connection, None
+        savepoint, self._savepoint = self._savepoint, None
+        if savepoint is not None:
+            if self._committed:
+                savepoint.commit()
+            else:
+                savepoint.rollback()
+        elif connection is not None:
+            connection.close()
 
     def after_commit(self, step: Step, outbox_id: int | None = None) -> None:
         """Run `step` once this unit of work has committed (never if it does not).
@@ -80,9 +111,13 @@ class UnitOfWork:
             # now in a statement of their own, rather than lost; a crash in between loses them.
             log.error("a one-statement unit of work wrote %s to the outbox after its statement",
                       durable[0].kind)
-        ids = iter(outbox.add(self.session, durable))
-        self.session.commit()
-        self._committed = True
+        ids = iter(outbox.add(self.connection, durable) if durable else ())
+        if self._session is not None:
+            self._session.commit()
+            self._committed = True
+        else:
+            self._committed = True  # the statement was its own transaction
+            self._release()  # the connection back to the pool before the steps run
         numbered = [(step, stored[id(step)] if id(step) in stored
                      else next(ids) if POLICIES[step.kind].durable else None)
                     for step in steps]

@@ -246,7 +246,7 @@ class RunExecutor:
             # trigger (the code's log count row, shared by its concurrent runs) holds its lock
             # only from here to the commit.
             finished = run_store.finish(
-                uow.session,
+                uow.connection,
                 run_id,
                 status,
                 result=result,

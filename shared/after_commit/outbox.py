@@ -50,13 +50,13 @@ class OutboxEntry(Base):
         return Step(StepKind(self.kind), self.run_id, self.args or {})
 
 
-def add(session: Session, steps: list[Step]) -> list[int]:
+def add(connection: Connection, steps: list[Step]) -> list[int]:
     """Write the steps in the caller's transaction (one statement); returns their ids."""
     if not steps:
         return []
     table = table_of(OutboxEntry)
     statement = insert(table).values(due_at=func.now() + SWEEP_GRACE)
-    rows = session.connection().execute(
+    rows = connection.execute(
         statement.returning(table.c.id, sort_by_parameter_order=True),
         [{"kind": s.kind.value, "run_id": s.run_id, "args": s.args} for s in steps],
     )

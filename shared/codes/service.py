@@ -250,7 +250,7 @@ def delete(platform: Platform, code_id: EntityId) -> None:
         message = "the run's code was deleted before the run ended"
         for run_id, status in run_store.unfinished_of_code(uow.session, code.id):
             ended = run_store.finish(
-                uow.session, run_id, RunStatus.FAILED, from_status=status, result=message,
+                uow.connection, run_id, RunStatus.FAILED, from_status=status, result=message,
                 exit_reason=ExitReason.CODE_DELETED,
                 extra={"status_code": 410, "content_type": "json", "error": message},
             )

@@ -26,7 +26,7 @@ def cancel(platform: Platform, run_id: EntityId) -> CodeRun:
             raise NotFound("run not found")
         # Only a still-queued run can be ended here; the worker's claim then finds it taken.
         ended = run_store.finish(
-            uow.session, run.id, RunStatus.FAILED, from_status=RunStatus.QUEUED,
+            uow.connection, run.id, RunStatus.FAILED, from_status=RunStatus.QUEUED,
             result=ExitReason.CANCELLED, exit_reason=ExitReason.CANCELLED,
         )
         if ended:  # no worker will touch this run: wake its waiters, send its callback

@@ -102,14 +102,14 @@ def add(session: Session, run: CodeRun) -> CodeRun:
     return run
 
 
-def add_with_outbox(session: Session, run: CodeRun, step: Step) -> int:
+def add_with_outbox(connection: Connection, run: CodeRun, step: Step) -> int:
     """Insert a new run and the outbox entry of the step that follows it in one statement
     (Core, no ORM flush, built once: the API's CPU per run); fills the row's server-made
     values into `run` and returns the entry's id."""
     statement, keys = _submission_statement()
     params = {f"run_{key}": getattr(run, key) for key in keys}
     params.update(step_kind=step.kind.value, step_args=step.args)
-    row = session.connection().execute(statement, params).one()
+    row = connection.execute(statement, params).one()
     run.created_at = run.updated_at = row[1]
     run.executions = row[2]
     return int(row[0])
@@ -146,7 +146,7 @@ def _entry_insert(new_run: Any, args: Any, select_from: Any) -> Any:
 
 
 def add_for_code(
-    session: Session, run: CodeRun, code_ref: EntityId, step_kind: str,
+    connection: Connection, run: CodeRun, code_ref: EntityId, step_kind: str,
     code_type: str | None = None,
 ) -> tuple[Code, int] | None:
     """A sync call's submission: read the code `code_ref` names (of type `code_type`, if
@@ -159,7 +159,7 @@ def add_for_code(
     params = {f"run_{key}": getattr(run, key) for key in keys}
     params.update(code_ref=code_ref.uuid or code_ref.mongo_object_id, code_type=code_type,
                   step_kind=step_kind)
-    row = session.connection().execute(statement, params).first()
+    row = connection.execute(statement, params).first()
     if row is None:
         return None
     code = detached(Code, row, "code_")
@@ -250,12 +250,12 @@ class Finished:
 
 
 def finish(
-    session: Session, run_id: uuid.UUID, status: str, from_status: str = RunStatus.STARTED,
+    connection: Connection, run_id: uuid.UUID, status: str, from_status: str = RunStatus.STARTED,
     **values: Any,
 ) -> Finished | None:
     """Move a run from `from_status` to its final status; None if it was no longer there."""
     params = {f"set_{name}": value for name, value in values.items()}
-    finished = session.connection().execute(
+    finished = connection.execute(
         _finish_statement(tuple(sorted(values))),
         {"finished_run_id": run_id, "from_status": from_status, "final_status": status,
          **params},

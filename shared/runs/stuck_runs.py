@@ -39,7 +39,7 @@ def reap(platform: Platform, margin_seconds: int, limit: int = 500) -> list[uuid
         for run_id, code_id, worker, _ in stuck:
             message = reason_for(worker)
             ended = run_store.finish(
-                uow.session, run_id, RunStatus.FAILED, from_status=RunStatus.STARTED,
+                uow.connection, run_id, RunStatus.FAILED, from_status=RunStatus.STARTED,
                 result=message, exit_reason=ExitReason.WORKER_LOST,
                 extra={"status_code": 500, "content_type": "json", "error": message},
             )

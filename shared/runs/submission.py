@@ -99,7 +99,7 @@ def submit_call(platform: Platform, call: CallRequest) -> tuple[Code, CodeRun]:
     run = CodeRun(id=call.run_id, status=RunStatus.QUEUED, params=call.params, body=call.body,
                   headers=call.headers, extra={}, result="", callback=None)
     with platform.unit_of_work(one_statement=True) as uow:
-        added = run_store.add_for_code(uow.session, run, call.code_ref,
+        added = run_store.add_for_code(uow.connection, run, call.code_ref,
                                        StepKind.ENQUEUE_RUN.value, call.code_type)
         if added is None:
             raise NotFound("code not found")
@@ -136,7 +136,7 @@ def submit(platform: Platform, requests: list[RunRequest]) -> list[CodeRun]:
     with platform.unit_of_work(one_statement=len(runs) == 1) as uow:
         if len(runs) == 1:  # the row and its outbox entry in one statement
             step = Step(StepKind.ENQUEUE_RUN, runs[0].id, {"language": requests[0].code.language})
-            outbox_id = run_store.add_with_outbox(uow.session, runs[0], step)
+            outbox_id = run_store.add_with_outbox(uow.connection, runs[0], step)
             uow.after_commit(step, outbox_id)
         else:
             for run, item in zip(runs, requests, strict=True):
@@ -163,7 +163,7 @@ def end_undispatched(uow: UnitOfWork, steps: list[Step], error: str) -> None:
     message = f"could not enqueue the run: {error}"
     for step in steps:
         ended = run_store.finish(
-            uow.session, step.run_id, RunStatus.FAILED, from_status=RunStatus.QUEUED,
+            uow.connection, step.run_id, RunStatus.FAILED, from_status=RunStatus.QUEUED,
             result=message, exit_reason=ExitReason.ENQUEUE_FAILED,
             extra={"status_code": 503, "content_type": "json", "error": message},
         )

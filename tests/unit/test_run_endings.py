@@ -118,7 +118,8 @@ def test_an_enqueue_left_in_the_outbox_is_published_again(fast_platform, db, rec
 
     run = a_run(db, a_code(db))
     with db.session() as session:
-        outbox.add(session, [Step(StepKind.ENQUEUE_RUN, run.id, {"language": "python"})])
+        outbox.add(session.connection(),
+                   [Step(StepKind.ENQUEUE_RUN, run.id, {"language": "python"})])
         session.commit()
     _age_outbox(db, 30)
     assert fast_platform.after_commit.sweep().done == 1
@@ -132,7 +133,8 @@ def test_an_enqueue_that_never_succeeds_ends_the_run(fast_platform, db, recorder
     recorder.fail[StepKind.ENQUEUE_RUN] = ConnectionError("broker down")
     run = a_run(db, a_code(db))
     with db.session() as session:
-        outbox.add(session, [Step(StepKind.ENQUEUE_RUN, run.id, {"language": "python"})])
+        outbox.add(session.connection(),
+                   [Step(StepKind.ENQUEUE_RUN, run.id, {"language": "python"})])
         session.commit()
     _age_outbox(db, 10)
     assert fast_platform.after_commit.sweep().retried == 1

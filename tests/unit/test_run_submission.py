@@ -128,7 +128,8 @@ def test_the_sync_call_statement_writes_the_outbox_entry_the_sweeper_reads(db):
                   result="", callback=None)
     with db.session() as session:
         code_read, entry_id = run_store.add_for_code(
-            session, run, EntityId(uuid=code.id), StepKind.ENQUEUE_RUN.value, "endpoint")
+            session.connection(), run, EntityId(uuid=code.id), StepKind.ENQUEUE_RUN.value,
+            "endpoint")
         entry = session.get(OutboxEntry, entry_id)
         assert (entry.kind, entry.run_id, entry.args) == (
             "enqueue_run", run.id, {"language": "javascript"})
