@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, NestedTransaction, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import Settings
@@ -98,15 +98,6 @@ class Database:
             return
         with self.engine.begin() as connection:
             yield connection
-
-    def statement_connection(self) -> tuple[Connection, NestedTransaction | None]:
-        """A connection for work that is one statement, without a session (a session costs
-        about as much CPU as the statement, issue 17): checked out in autocommit, the
-        statement its own transaction, for the caller to close; or, bound to one connection
-        (`bound_to`), that connection in a savepoint the caller commits or rolls back."""
-        if self._connection is not None:
-            return self._connection, self._connection.begin_nested()
-        return self._autocommit.connect(), None
 
     def dispose(self) -> None:
         if self._connection is None:

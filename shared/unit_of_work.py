@@ -10,9 +10,10 @@ to is decided once, in shared/after_commit/steps.py.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, NestedTransaction
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from shared.after_commit import outbox
@@ -41,9 +42,10 @@ class UnitOfWork:
         #: Durable steps the caller wrote to the outbox itself (in its own statement).
         self._stored: dict[int, int] = {}
         self._session: Session | None = None
+        #: A one-statement unit of work's `db.begin(one_statement=True)`, open until its
+        #: commit (the connection back to the pool) or its end.
+        self._statement: AbstractContextManager[Connection] | None = None
         self._connection: Connection | None = None
-        #: One statement on a connection bound to a test's transaction (Database.bound_to).
-        self._savepoint: NestedTransaction | None = None
         self._committed = False
         #: Steps that failed after the commit (already handled by the failure policy).
         self.failures: list[StepFailure] = []
@@ -65,13 +67,14 @@ class UnitOfWork:
 
     def __enter__(self) -> UnitOfWork:
         if self._one_statement:
-            self._connection, self._savepoint = self._db.statement_connection()
+            self._statement = self._db.begin(one_statement=True)
+            self._connection = self._statement.__enter__()
         else:
             self._session = self._db.new_session()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._release()
+    def __exit__(self, *exc: Any) -> None:
+        self._end_statement(*exc)
         session, self._session = self._session, None
         if session is not None:
             if not self._committed:
@@ -79,18 +82,12 @@ class UnitOfWork:
             session.close()  # objects stay usable, detached with what they hold
         self._steps = []
 
-    def _release(self) -> None:
-        """A one-statement unit of work's end: its statement committed itself (autocommit);
-        bound to a test's connection, its savepoint is kept on commit, undone otherwise."""
-        connection, self._connection = self._connection, None
-        savepoint, self._savepoint = self._savepoint, None
-        if savepoint is not None:
-            if self._committed:
-                savepoint.commit()
-            else:
-                savepoint.rollback()
-        elif connection is not None:
-            connection.close()
+    def _end_statement(self, *exc: Any) -> None:
+        """A one-statement unit of work's connection goes back (its statement committed
+        itself; bound to a test's connection, an exception undoes its savepoint)."""
+        statement, self._statement, self._connection = self._statement, None, None
+        if statement is not None:
+            statement.__exit__(*(exc or (None, None, None)))
 
     def after_commit(self, step: Step, outbox_id: int | None = None) -> None:
         """Run `step` once this unit of work has committed (never if it does not).
@@ -117,7 +114,7 @@ class UnitOfWork:
             self._committed = True
         else:
             self._committed = True  # the statement was its own transaction
-            self._release()  # the connection back to the pool before the steps run
+            self._end_statement()  # the connection back to the pool before the steps run
         numbered = [(step, stored[id(step)] if id(step) in stored
                      else next(ids) if POLICIES[step.kind].durable else None)
                     for step in steps]
