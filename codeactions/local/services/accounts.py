@@ -4,11 +4,14 @@ When we run as root, PostgreSQL and RabbitMQ run under system users. Those users
 traverse the directories leading to their binaries and state. Where a parent directory is
 closed (e.g. /root or pytest's /tmp/pytest-of-root, both 0700) we grant exactly that user
 search permission with a POSIX ACL entry, falling back to o+x on filesystems without ACLs.
+An ACL is read, extended and written back under a lock on its directory: the stack starts
+its servers in parallel, and two unlocked grants on one directory keep only the last one.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import pwd
@@ -16,6 +19,8 @@ import shutil
 import stat
 import struct
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from codeactions.local.services.errors import MissingPrivilegesError
@@ -90,8 +95,22 @@ def ensure_reachable(path: Path, account: pwd.struct_passwd | None) -> None:
     if account is None or _can_search(path, account):
         return
     for directory in reversed([path, *path.parents]):
-        if directory.is_dir() and not _can_search(directory, account):
-            _grant_search(directory, account)
+        if not directory.is_dir():
+            continue
+        with _directory_locked(directory):
+            if not _can_search(directory, account):
+                _grant_search(directory, account)
+
+
+@contextmanager
+def _directory_locked(directory: Path) -> Iterator[None]:
+    """An exclusive flock on the directory itself, across threads and processes."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _can_search(path: Path, account: pwd.struct_passwd) -> bool:
