@@ -63,14 +63,17 @@ def runs_present(db, run_ids) -> set:  # noqa: ANN001
 
 
 def test_cleaner_deletes_exactly_the_old_runs_logs_and_objects(platform, db, s3):
+    settings = platform.settings(cleaner_batch_size=2)  # several batches
+    client = redis.Redis.from_url(settings.redis)
+    # Old runs other test files wrote (adopted rows, legacy logs) go first, so the counts
+    # below are this test's whatever ran before it.
+    housekeeping.run_cleaner(settings, db, client, s3, scheduled=False, retention_days=30)
     code = create_code(platform, HELLO, type="flow")
     old = [make_run(db, s3, code, timedelta(days=40 + i)) for i in range(3)]
     old.append(make_run(db, s3, code, timedelta(days=31), logs=0))
     young = [make_run(db, s3, code, timedelta(days=29)), make_run(db, s3, code, timedelta(0))]
     old_legacy = put_legacy(s3, datetime.now(UTC) - timedelta(days=45))
     young_legacy = put_legacy(s3, datetime.now(UTC) - timedelta(days=2))
-    settings = platform.settings(cleaner_batch_size=2)  # several batches
-    client = redis.Redis.from_url(settings.redis)
 
     result = housekeeping.run_cleaner(settings, db, client, s3, scheduled=False,
                                       retention_days=30)
