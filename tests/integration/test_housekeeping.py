@@ -67,7 +67,9 @@ def test_cleaner_deletes_exactly_the_old_runs_logs_and_objects(platform, db, s3)
     client = redis.Redis.from_url(settings.redis)
     # Old runs other test files wrote (adopted rows, legacy logs) go first, so the counts
     # below are this test's whatever ran before it.
-    housekeeping.run_cleaner(settings, db, client, s3, scheduled=False, retention_days=30)
+    earlier = housekeeping.run_cleaner(settings, db, client, s3, scheduled=False,
+                                       retention_days=30)
+    assert not earlier.get("skipped"), earlier
     code = create_code(platform, HELLO, type="flow")
     old = [make_run(db, s3, code, timedelta(days=40 + i)) for i in range(3)]
     old.append(make_run(db, s3, code, timedelta(days=31), logs=0))

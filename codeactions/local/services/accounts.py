@@ -19,6 +19,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,11 +96,16 @@ def ensure_reachable(path: Path, account: pwd.struct_passwd | None) -> None:
     if account is None or _can_search(path, account):
         return
     for directory in reversed([path, *path.parents]):
-        if not directory.is_dir():
+        if not directory.is_dir() or _can_search(directory, account):
             continue
-        with _directory_locked(directory):
+        with _directory_locked(directory):  # only where a grant is made: never / or /tmp
             if not _can_search(directory, account):
                 _grant_search(directory, account)
+
+
+#: Where flock is refused (some network filesystems), grants of this process at least
+#: take turns.
+_PROCESS_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -107,7 +113,14 @@ def _directory_locked(directory: Path) -> Iterator[None]:
     """An exclusive flock on the directory itself, across threads and processes."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as error:
+            logger.warning("no flock on %s (%s): grants lock within this process only",
+                           directory, error)
+            with _PROCESS_LOCK:
+                yield
+            return
         yield
     finally:
         os.close(fd)  # releases the lock
