@@ -86,3 +86,38 @@ def test_a_failed_signal_is_not_kept(fast_platform, db, recorder):
         failures = uow.commit()
     assert [f.kind for f in failures] == [StepKind.SIGNAL_DONE]
     assert _entries(db) == []
+
+
+def test_a_one_statement_unit_of_work_holds_a_pooled_connection_only_until_its_commit(
+    settings,
+):
+    # A real pool, not a test's savepoint: the production branch of `one_statement`.
+    from shared.db import Database
+    from tests.unit.conftest import make_platform
+
+    db = Database(settings)
+    checked_out_in_steps: list[int] = []
+
+    def handler(kind: StepKind):  # noqa: ANN202
+        return lambda steps: checked_out_in_steps.append(db.engine.pool.checkedout())
+
+    platform = make_platform(settings, db, {kind: handler(kind) for kind in StepKind})
+    try:
+        with platform.unit_of_work(one_statement=True) as uow:
+            assert uow.connection.execute(select(1)).scalar() == 1
+            assert db.engine.pool.checkedout() == 1
+            with pytest.raises(RuntimeError, match="has none"):
+                uow.session  # noqa: B018 - a one-statement unit of work has no session
+            uow.after_commit(Step(StepKind.SIGNAL_DONE, uuid.uuid4(), {"status": "completed"}))
+            uow.commit()
+        assert checked_out_in_steps == [0]  # back in the pool before the steps ran
+        assert db.engine.pool.checkedout() == 0
+
+        with pytest.raises(LookupError):
+            with platform.unit_of_work(one_statement=True) as uow:
+                uow.connection.execute(select(1))
+                raise LookupError("the service failed before its commit")
+        assert db.engine.pool.checkedout() == 0
+        assert checked_out_in_steps == [0]  # no commit, no step
+    finally:
+        db.dispose()
