@@ -6,25 +6,18 @@ import errno
 import os
 import pwd
 import shutil
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
-from codeactions.local.services.accounts import ensure_reachable
+from codeactions.local.services.accounts import can_search, ensure_reachable
 
 # Accounts every Debian machine has (base-passwd), standing in for postgres and rabbitmq.
 ACCOUNTS = ("daemon", "bin", "sys", "games", "man", "nobody")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="grants are made only as root")
-
-
-def _can_reach(path: Path, account: pwd.struct_passwd) -> bool:
-    probe = ["test", "-x", str(path)]
-    return subprocess.run(probe, user=account.pw_uid, group=account.pw_gid,
-                          extra_groups=[], check=False).returncode == 0
 
 
 def _has_acls(directory: Path) -> bool:
@@ -48,7 +41,7 @@ def test_grants_made_at_once_for_several_accounts_all_hold() -> None:
             state.mkdir()
             if not _has_acls(scratch):
                 pytest.skip("no POSIX ACLs here: grants fall back to o+x, for everyone")
-            assert not any(_can_reach(state, a) for a in accounts), "nothing to grant"
+            assert not any(can_search(state, a) for a in accounts), "nothing to grant"
             start = threading.Barrier(len(accounts))
 
             def grant(account: pwd.struct_passwd, state: Path = state,
@@ -61,7 +54,7 @@ def test_grants_made_at_once_for_several_accounts_all_hold() -> None:
                 thread.start()
             for thread in threads:
                 thread.join()
-            lost += [f"{scratch}: {a.pw_name}" for a in accounts if not _can_reach(state, a)]
+            lost += [f"{scratch}: {a.pw_name}" for a in accounts if not can_search(state, a)]
             assert (scratch.stat().st_mode & 0o7) == 0, "granted to everyone, not each account"
         finally:
             shutil.rmtree(scratch)

@@ -12,7 +12,8 @@ from shared.after_commit import outbox
 from shared.after_commit.outbox import OutboxEntry
 from shared.after_commit.steps import Step, StepKind
 from shared.codes.model import Code
-from tests.unit.conftest import Recorder
+from shared.db import Database
+from tests.unit.conftest import Recorder, make_platform
 
 
 def _code(**values: object) -> Code:
@@ -92,9 +93,6 @@ def test_a_one_statement_unit_of_work_holds_a_pooled_connection_only_until_its_c
     settings,
 ):
     # A real pool, not a test's savepoint: the production branch of `one_statement`.
-    from shared.db import Database
-    from tests.unit.conftest import make_platform
-
     db = Database(settings)
     checked_out_in_steps: list[int] = []
 

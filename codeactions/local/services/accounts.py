@@ -10,6 +10,7 @@ its servers in parallel, and two unlocked grants on one directory keep only the 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -21,7 +22,6 @@ import struct
 import subprocess
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from codeactions.local.services.errors import MissingPrivilegesError
@@ -93,40 +93,36 @@ def give_to(path: Path, account: pwd.struct_passwd | None, mode: int = 0o700) ->
 
 def ensure_reachable(path: Path, account: pwd.struct_passwd | None) -> None:
     """Make sure `account` can traverse every directory leading to `path` (inclusive)."""
-    if account is None or _can_search(path, account):
+    if account is None or can_search(path, account):
         return
     for directory in reversed([path, *path.parents]):
-        if not directory.is_dir() or _can_search(directory, account):
+        if not directory.is_dir() or can_search(directory, account):
             continue
         with _directory_locked(directory):  # only where a grant is made: never / or /tmp
-            if not _can_search(directory, account):
+            if not can_search(directory, account):
                 _grant_search(directory, account)
 
 
-#: Where flock is refused (some network filesystems), grants of this process at least
-#: take turns.
-_PROCESS_LOCK = threading.Lock()
+#: The stack's servers start in threads of one process: they take turns here, and the
+#: flock below keeps other processes out too where the filesystem has it.
+_GRANTS = threading.Lock()
 
 
-@contextmanager
+@contextlib.contextmanager
 def _directory_locked(directory: Path) -> Iterator[None]:
-    """An exclusive flock on the directory itself, across threads and processes."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
+    """Grants on `directory` one at a time, across threads and processes."""
+    with _GRANTS:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as error:
-            logger.warning("no flock on %s (%s): grants lock within this process only",
-                           directory, error)
-            with _PROCESS_LOCK:
-                yield
-            return
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+            with contextlib.suppress(OSError):  # e.g. NFS: this process's turn is kept
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
 
 
-def _can_search(path: Path, account: pwd.struct_passwd) -> bool:
+def can_search(path: Path, account: pwd.struct_passwd) -> bool:
+    """Whether `account` (its own group only) can traverse `path`, asked as that user."""
     result = subprocess.run(
         ["test", "-x", str(path)],
         user=account.pw_uid,
